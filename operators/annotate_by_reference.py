@@ -1,0 +1,163 @@
+"""Operator "Annotate by reference mask": a thin form over :func:`samtext.annotate_by_reference`."""
+
+import base64
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+METHOD_CHOICES = {
+    "prior": "Prior (PerSAM-style feature matching; one SAM pass per image)",
+    "stitch": "Stitch (reference beside target, CLIP points; the seed's method, fixed)",
+}
+
+
+def _default_reference(ctx):
+    if ctx.current_sample:
+        return ctx.current_sample
+    if ctx.selected and len(ctx.selected) == 1:
+        return ctx.selected[0]
+    return None
+
+
+def _uploaded_bytes(upload):
+    """The file bytes of a FileView upload (a dict with base64 ``content``, maybe a data URL)."""
+    content = upload.get("content") if isinstance(upload, dict) else upload
+    if not content:
+        return None
+    if "," in content[:100] and content.startswith("data:"):
+        content = content.split(",", 1)[1]
+    return base64.b64decode(content)
+
+
+class AnnotateByReferenceMask(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="annotate_by_reference_mask",
+            label="samtext: Annotate by reference mask",
+            description="Label every image from one image with its mask, using SAM (and CLIP)",
+            icon="/assets/icon.svg",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_placement(self, ctx):
+        return types.Placement(
+            types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
+            types.Button(label="Annotate by reference mask", icon="/assets/icon.svg", prompt=True),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Annotate")
+        inputs.str("class_name", required=True, label="Class name", description="What the mask shows, e.g. 'cat'")
+
+        source = types.RadioGroup()
+        source.add_choice("field", label="A mask field of a sample")
+        source.add_choice("upload", label="Upload a mask image")
+        inputs.enum("reference_source", source.values(), default="field", label="Reference mask", view=source)
+        inputs.str("reference_sample", required=True, default=_default_reference(ctx), label="Reference sample ID",
+                   description="The sample whose image the mask belongs to (default: the open or selected sample)")
+        if ctx.params.get("reference_source", "field") == "field":
+            fields = forms.fields_of_types(ctx, fo.Segmentation, fo.Detections)
+            view = types.DropdownView()
+            for name in fields:
+                view.add_choice(name, label=name)
+            inputs.enum("reference_field", fields, required=True, label="Mask field", view=view,
+                        description="A Segmentation or Detections field of the reference sample")
+        else:
+            inputs.obj("reference_mask", required=True, label="Mask image",
+                       view=types.FileView(label="Mask image (PNG; nonzero = object)", types=".png,.bmp,.tif,.tiff"))
+        inputs.int("reference_class_value", label="Class value in the mask (optional)",
+                   description="For multi-class masks: the pixel value of the object")
+
+        methods = forms.choice_view(METHOD_CHOICES, types.RadioGroup)
+        inputs.enum("method", list(METHOD_CHOICES), default="prior", label="Method", view=methods)
+        forms.output_field(inputs, ctx, default="samtext_reference")
+        method = ctx.params.get("method", "prior")
+        clip_check = bool(ctx.params.get("clip_check", False))
+        inputs.bool("clip_check", default=False, label="CLIP check",
+                    description="Empty the mask when CLIP does not see the class in it")
+        if clip_check:
+            inputs.float("clip_threshold", default=0.5, min=0.0, max=1.0, label="CLIP threshold")
+        if method == "prior":
+            inputs.bool("refine", default=True, label="Refine", description="A second SAM pass with the mask's box")
+            inputs.float("min_similarity", label="Minimum similarity (optional)",
+                         description="Leave images empty when no region is this similar to the reference (cosine)")
+        else:
+            inputs.int("num_prompt_sets", default=4, min=1, max=16, label="Prompt sets")
+        forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check)
+        inputs.bool("save_prompts", default=True, label="Save prompt points",
+                    description="Write the points SAM was given to <output field>_prompts")
+        return types.Property(inputs, view=types.View(label="Annotate by reference mask"))
+
+    def resolve_delegation(self, ctx):
+        return None  # the user chooses in the form
+
+    def _sdk_kwargs(self, ctx):
+        p = ctx.params
+        kwargs = dict(
+            out_field=p.get("out_field") or "samtext_reference",
+            method=p.get("method", "prior"),
+            reference_class_value=p.get("reference_class_value"),
+            sam_model=p.get("sam_model", "vit_b"),
+            clip_model=p.get("clip_model") or "ViT-B-32",
+            clip_pretrained=p.get("clip_pretrained") or "openai",
+            device=p.get("device", "auto"),
+            precision=p.get("precision", "auto"),
+            refine=p.get("refine", True),
+            min_similarity=p.get("min_similarity"),
+            clip_threshold=p.get("clip_threshold", 0.5) if p.get("clip_check") else None,
+            num_prompt_sets=p.get("num_prompt_sets", 4),
+            save_prompts=p.get("save_prompts", True),
+            overwrite=p.get("overwrite", False),
+        )
+        if p.get("reference_source", "field") == "upload":
+            kwargs["reference_mask"] = _uploaded_bytes(p.get("reference_mask"))
+        else:
+            kwargs["reference_field"] = p.get("reference_field")
+        return kwargs
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        gen = samtext.iter_annotate_by_reference(
+            view, ctx.params.get("class_name"), reference=ctx.params.get("reference_sample"), **self._sdk_kwargs(ctx)
+        )
+        summary = yield from forms.progress_updates(ctx, gen)
+        result = summary.to_dict(max_errors=20)
+        if not ctx.delegated:
+            yield ctx.ops.reload_dataset()
+            yield ctx.ops.notify(
+                "samtext: labelled %d images into %s (%d empty, %d failed)"
+                % (summary.labelled, summary.field, summary.empty, summary.failed),
+                variant="error" if summary.failed else "success",
+            )
+        return result
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("field", label="Output field")
+        outputs.int("labelled", label="Images labelled")
+        outputs.int("empty", label="Of which empty (object absent)")
+        outputs.int("skipped_existing", label="Skipped (already labelled)")
+        outputs.int("failed", label="Failed")
+        outputs.list("errors", types.String(), label="Errors")
+        return types.Property(outputs, view=types.View(label="samtext"))
+
+    def __call__(self, sample_collection, class_name, reference, delegate=False, **params):
+        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/annotate_by_reference_mask")
+            op(dataset, "cat", reference=sample.id, reference_field="ground_truth", sam_model="tiny")
+        """
+        key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
+        params = dict(params, class_name=class_name, reference_sample=reference)
+        return foo.execute_operator(self.uri, {key: sample_collection, "params": params}, request_delegation=delegate)

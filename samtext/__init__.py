@@ -1,0 +1,34 @@
+"""samtext: segmentation labels for FiftyOne datasets from SAM and CLIP, without drawing them.
+
+The public SDK::
+
+    import samtext
+    summary = samtext.annotate_by_reference(view, "cat", reference=sample, reference_field="mask")
+
+FiftyOne is imported only when an SDK function that needs it is first used, so the model and pipeline
+layers (``samtext.models``, ``samtext.pipelines``) stay quick to import.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "annotate_by_reference": ("reference", "annotate_by_reference"),
+    "iter_annotate_by_reference": ("reference", "iter_annotate_by_reference"),
+    "load_references": ("reference", "load_references"),
+    "RunSummary": ("dataset", "RunSummary"),
+    "load_sam": ("models", "load_sam"),
+    "load_clip": ("models", "load_clip"),
+    "download_weights": ("download", "download_weights"),
+    "make_demo_dataset": ("demo", "make_demo_dataset"),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module("." + module, __name__), attr)
+    raise AttributeError("module 'samtext' has no attribute %r" % name)

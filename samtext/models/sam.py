@@ -1,0 +1,166 @@
+"""SAM as a promptable segmenter: one image embedding per image, many cheap prompt decodes.
+
+Coordinates: points are ``(x, y)`` in pixels of the *original* image, boxes are ``XYXY`` in pixels of
+the original image, masks are ``(H, W)`` arrays of the original image. The adapter owns every
+conversion to SAM's resized-and-padded input frame, so pipelines never see SAM's 1024-px frame.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .precision import autocast
+
+
+@dataclass
+class ImageEmbedding:
+    """SAM's encoding of one image.
+
+    Attributes:
+        features: ``(1, C, h, w)`` float32 tensor, SAM's image embedding (C=256, h=w=64 for ViT-B/L/H).
+        original_size: ``(H, W)`` of the image that was encoded.
+        input_size: ``(h_in, w_in)`` of the image after resizing its longest side to the encoder's input
+            size, before padding to a square.
+    """
+
+    features: torch.Tensor
+    original_size: Tuple[int, int]
+    input_size: Tuple[int, int]
+
+
+@dataclass
+class Prediction:
+    """Masks decoded for a batch of N prompts with M masks each.
+
+    Attributes:
+        masks: ``(N, M, H, W)`` bool numpy array at the original image size.
+        scores: ``(N, M)`` float numpy array, SAM's predicted IoU of each mask.
+        logits: ``(N, M, H, W)`` float32 tensor, mask logits at the original size (mask = logits > 0).
+        low_res_logits: ``(N, M, h_m, w_m)`` float32 tensor, logits in SAM's low-res mask frame, to be
+            fed back as ``mask_logits`` for refinement.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: torch.Tensor
+    low_res_logits: torch.Tensor
+
+
+class SamSegmenter:
+    """Wraps a ``segment_anything.modeling.Sam``.
+
+    Arguments:
+        sam: the SAM model (real or tiny).
+        device: torch device to run on.
+        precision: "fp32" or "bf16"; "bf16" runs the image encoder under bfloat16 autocast (the mask
+            decoder stays fp32, it is cheap).
+        name: a label for run records ("vit_b", "tiny", ...).
+    """
+
+    def __init__(self, sam, device="cpu", precision="fp32", name="sam"):
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        self.sam = sam.to(device).eval()
+        self.device = torch.device(device)
+        self.precision = precision
+        self.name = name
+        self.image_size = sam.image_encoder.img_size
+        self.transform = ResizeLongestSide(self.image_size)
+
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per feature cell (16 for every SAM)."""
+        return self.image_size // self.sam.prompt_encoder.image_embedding_size[0]
+
+    @property
+    def mask_input_size(self) -> Tuple[int, int]:
+        """``(h_m, w_m)`` of the low-res mask prompts and logits (256x256 for real SAM)."""
+        return tuple(self.sam.prompt_encoder.mask_input_size)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encodes an ``(H, W, 3)`` uint8 RGB image. The costly step: call it once per image."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s" % (image.shape, image.dtype))
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].contiguous()
+        x = self.sam.preprocess(x.float())
+        with autocast(self.device, self.precision):
+            features = self.sam.image_encoder(x)
+        return ImageEmbedding(features.float(), tuple(image.shape[:2]), tuple(resized.shape[:2]))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        boxes: Optional[np.ndarray] = None,
+        mask_logits: Optional[torch.Tensor] = None,
+        multimask: bool = False,
+    ) -> Prediction:
+        """Decodes masks for N prompts on one embedded image.
+
+        Arguments:
+            point_coords: ``(N, K, 2)`` points as ``(x, y)`` pixels of the original image.
+            point_labels: ``(N, K)`` labels, 1 = foreground, 0 = background.
+            boxes: ``(N, 4)`` boxes as ``XYXY`` pixels of the original image.
+            mask_logits: ``(N, 1, h_m, w_m)`` low-res logits from an earlier ``predict``.
+            multimask: return SAM's 3 masks per prompt (use for single ambiguous points only).
+        """
+        sam = self.sam
+        points = None
+        if point_coords is not None:
+            coords = torch.as_tensor(np.asarray(point_coords, dtype=np.float32), device=self.device)
+            coords = self.transform.apply_coords_torch(coords, embedding.original_size)
+            labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)
+            points = (coords, labels)
+        box_t = None
+        if boxes is not None:
+            box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device)
+            box_t = self.transform.apply_boxes_torch(box_t, embedding.original_size)
+        if mask_logits is not None:
+            mask_logits = mask_logits.to(self.device)
+        sparse, dense = sam.prompt_encoder(points=points, boxes=box_t, masks=mask_logits)
+        low_res, iou = sam.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        logits = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+        return Prediction(
+            masks=(logits > sam.mask_threshold).cpu().numpy(),
+            scores=iou.float().cpu().numpy(),
+            logits=logits.float(),
+            low_res_logits=low_res.float(),
+        )
+
+    def valid_grid(self, embedding: ImageEmbedding) -> Tuple[int, int]:
+        """``(h, w)`` of the feature cells that cover the image (the rest is padding)."""
+        s = self.feature_stride
+        h_in, w_in = embedding.input_size
+        return -(-h_in // s), -(-w_in // s)
+
+    def mask_to_grid(self, mask: np.ndarray, embedding: ImageEmbedding) -> torch.Tensor:
+        """Maps an ``(H, W)`` bool mask of the original image to ``(h, w)`` soft weights on the feature
+        grid (the fraction of each cell that the mask covers), padding cells included (they are 0)."""
+        h_in, w_in = embedding.input_size
+        m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)[None, None]
+        m = F.interpolate(m, size=(h_in, w_in), mode="area")
+        m = F.pad(m, (0, self.image_size - w_in, 0, self.image_size - h_in))
+        grid = embedding.features.shape[-2:]
+        return F.adaptive_avg_pool2d(m, grid)[0, 0]
+
+    def grid_to_point(self, row: int, col: int, embedding: ImageEmbedding) -> Tuple[float, float]:
+        """The centre of feature cell ``(row, col)`` as ``(x, y)`` pixels of the original image."""
+        s = self.feature_stride
+        H, W = embedding.original_size
+        h_in, w_in = embedding.input_size
+        x = min((col + 0.5) * s, w_in - 0.5) * W / w_in
+        y = min((row + 0.5) * s, h_in - 0.5) * H / h_in
+        return x, y

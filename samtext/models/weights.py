@@ -1,0 +1,191 @@
+"""Where model weights come from: explicit paths, environment, caches, or a download.
+
+Resolution order for a SAM checkpoint (first hit wins):
+
+1. an explicit ``checkpoint`` path given by the caller;
+2. the environment variable ``SAMTEXT_SAM_<NAME>_CHECKPOINT`` (e.g. ``SAMTEXT_SAM_VIT_B_CHECKPOINT``);
+3. samtext's cache folder (``$SAMTEXT_CACHE_DIR``, default ``~/.cache/samtext``);
+4. FiftyOne's model-zoo folder, if it already holds the very same checkpoint file;
+5. a download from Meta's servers, with a progress bar and an MD5 check.
+
+CLIP weights are resolved by open_clip itself (which verifies SHA-256 where its registry has one), but
+into samtext's cache folder, so that ``python -m samtext download-weights`` fills one folder that can
+be copied to machines without internet.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from typing import Optional
+
+logger = logging.getLogger(__name__)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Raised when a checkpoint is neither on disk nor downloadable."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A published checkpoint: file name, download URL and MD5 of the file."""
+
+    filename: str
+    url: str
+    md5: str
+
+
+SAM_CHECKPOINTS = {
+    "vit_b": Checkpoint(
+        "sam_vit_b_01ec64.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "01ec64d29a2fca3f0661936605ae66f8",
+    ),
+    "vit_l": Checkpoint(
+        "sam_vit_l_0b3195.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "0b3195507c641ddb6910d2bb5adee89c",
+    ),
+    "vit_h": Checkpoint(
+        "sam_vit_h_4b8939.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "4b8939a88964f0f4ff5f5b2642c598a6",
+    ),
+}
+
+
+def cache_dir() -> str:
+    """samtext's weights folder: ``$SAMTEXT_CACHE_DIR`` or ``~/.cache/samtext``."""
+    return os.path.expanduser(os.environ.get("SAMTEXT_CACHE_DIR", "~/.cache/samtext"))
+
+
+def _env_var(model_name: str) -> str:
+    return "SAMTEXT_SAM_%s_CHECKPOINT" % model_name.upper()
+
+
+def _fiftyone_zoo_candidates(filename: str):
+    """Paths where FiftyOne's model zoo may already keep the same SAM checkpoint."""
+    zoo_dir = os.environ.get("FIFTYONE_MODEL_ZOO_DIR") or os.path.expanduser("~/fiftyone/__models__")
+    if not os.path.isdir(zoo_dir):
+        return
+    for root, _, files in os.walk(zoo_dir):
+        if filename in files:
+            yield os.path.join(root, filename)
+
+
+def md5sum(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
+    """Returns a local path to the SAM checkpoint of ``model_name`` ("vit_b", "vit_l", "vit_h").
+
+    Raises:
+        WeightsUnavailableError: the file is missing and could not be downloaded; the message names
+            the file, its URL and the folder to put it in.
+    """
+    if checkpoint:
+        if not os.path.isfile(checkpoint):
+            raise WeightsUnavailableError("SAM checkpoint %r does not exist" % checkpoint)
+        return checkpoint
+    if model_name not in SAM_CHECKPOINTS:
+        raise ValueError("unknown SAM model %r; choose one of %s" % (model_name, sorted(SAM_CHECKPOINTS)))
+    ckpt = SAM_CHECKPOINTS[model_name]
+    env_path = os.environ.get(_env_var(model_name))
+    if env_path:
+        if not os.path.isfile(env_path):
+            raise WeightsUnavailableError("%s=%r does not exist" % (_env_var(model_name), env_path))
+        return env_path
+    cached = os.path.join(cache_dir(), "sam", ckpt.filename)
+    if os.path.isfile(cached):
+        return cached
+    for path in _fiftyone_zoo_candidates(ckpt.filename):
+        logger.info("Using FiftyOne zoo copy of %s at %s", ckpt.filename, path)
+        return path
+    if not download:
+        raise WeightsUnavailableError(_missing_message(ckpt, cached, model_name))
+    return download_checkpoint(ckpt, cached, model_name)
+
+
+def _missing_message(ckpt: Checkpoint, dest: str, model_name: str, reason: str = "") -> str:
+    why = " (%s)" % reason if reason else ""
+    return (
+        "SAM checkpoint %s is not available%s. Download it from %s (MD5 %s) on a machine with "
+        "internet and put it at %s, or set %s to its path, or pass checkpoint=<path>."
+        % (ckpt.filename, why, ckpt.url, ckpt.md5, dest, _env_var(model_name))
+    )
+
+
+def download_checkpoint(ckpt: Checkpoint, dest: str, model_name: str = "") -> str:
+    """Downloads ``ckpt`` to ``dest`` with a progress bar; verifies its MD5 before moving it in place."""
+    from tqdm.auto import tqdm
+
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), suffix=".part")
+    os.close(fd)
+    try:
+        logger.info("Downloading %s to %s", ckpt.url, dest)
+        with urllib.request.urlopen(ckpt.url, timeout=30) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=ckpt.filename) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        actual = md5sum(tmp)
+        if actual != ckpt.md5:
+            raise WeightsUnavailableError(
+                "downloaded %s has MD5 %s, expected %s; the file was discarded" % (ckpt.url, actual, ckpt.md5)
+            )
+        shutil.move(tmp, dest)
+        return dest
+    except (OSError, ValueError) as e:
+        raise WeightsUnavailableError(_missing_message(ckpt, dest, model_name, "download failed: %s" % e)) from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def clip_cache_dir() -> str:
+    return os.path.join(cache_dir(), "clip")
+
+
+def resolve_clip_weights(model_name: str, pretrained: str, download: bool = True) -> str:
+    """Returns a local file with the open_clip weights ``(model_name, pretrained)``.
+
+    ``pretrained`` may be an existing file path (used as is) or an open_clip tag such as "openai".
+    """
+    if os.path.isfile(pretrained):
+        return pretrained
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        raise ValueError(
+            "open_clip has no weights %r for %r; known tags: %s"
+            % (pretrained, model_name, open_clip.list_pretrained_tags_by_model(model_name))
+        )
+    if not download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        path = open_clip.download_pretrained(cfg, cache_dir=clip_cache_dir())
+    except Exception as e:  # network errors arrive as many types (urllib, requests, huggingface_hub)
+        path = ""
+        reason = str(e)
+    else:
+        reason = "open_clip returned no file"
+    if not path:
+        where = cfg.get("hf_hub") or cfg.get("url") or "the open_clip registry"
+        raise WeightsUnavailableError(
+            "CLIP weights %s/%s are not available (%s). Fetch them on a machine with internet with "
+            "`python -m samtext download-weights --clip %s:%s` (source: %s) and copy %s here, or pass "
+            "clip_pretrained=<path to the weights file>."
+            % (model_name, pretrained, reason, model_name, pretrained, where, clip_cache_dir())
+        )
+    return path

