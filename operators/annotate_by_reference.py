@@ -72,8 +72,11 @@ class AnnotateByReferenceMask(foo.Operator):
             inputs.enum("reference_field", fields, required=True, label="Mask field", view=view,
                         description="A Segmentation or Detections field of the reference sample")
         else:
-            inputs.obj("reference_mask", required=True, label="Mask image",
-                       view=types.FileView(label="Mask image (PNG; nonzero = object)", types=".png,.bmp,.tif,.tiff"))
+            inputs.uploaded_file(
+                "reference_mask", required=True, label="Mask image",
+                view=types.FileView(label="Mask image (PNG; nonzero = object)", types=".png,.bmp,.tif,.tiff",
+                                    max_size=50 * 2**20),
+            )
         inputs.int("reference_class_value", label="Class value in the mask (optional)",
                    description="For multi-class masks: the pixel value of the object")
 

@@ -1,0 +1,71 @@
+"""The README's quickstart, offline: `python -m samtext demo --tiny` builds the demo dataset and labels it."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+NAME = "samtext-demo-test"
+
+
+def test_demo_tiny_labels_every_target(db):
+    import fiftyone as fo
+
+    env = dict(os.environ)
+    out = subprocess.run(
+        [sys.executable, "-m", "samtext", "demo", "--tiny", "--name", NAME],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Labelled 4 of 4 images into 'cat_mask'" in out.stdout
+    assert "fo.launch_app" in out.stdout
+    ds = fo.load_dataset(NAME)
+    try:
+        assert ds.mask_targets["cat_mask"] == {1: "cat"}
+        reference = ds.match_tags("reference").first()
+        assert reference.cat_mask is None  # the reference keeps only its own mask
+        for sample in ds.match_tags("reference", bool=False):
+            mask = sample.cat_mask.get_mask()
+            assert mask.shape == (sample.metadata.height, sample.metadata.width)
+            assert set(np.unique(mask)) <= {0, 1}
+            assert {k.label for k in sample.cat_mask_prompts.keypoints} == {"positive", "negative"}
+    finally:
+        ds.delete()
+
+
+def test_demo_reference_mask_is_shipped_and_covers_the_cat():
+    from PIL import Image
+
+    from samtext.demo import REFERENCE_MASK
+
+    mask = np.asarray(Image.open(REFERENCE_MASK)) > 0
+    assert mask.shape == (300, 451)  # skimage.data.chelsea()
+    assert 0.6 < mask.mean() < 0.9
+    assert mask[150, 200] and not mask[100, 440]  # the cat's face in, the background on the right out
+
+
+def test_download_weights_offline_names_file_and_place(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    import pytest
+
+    from samtext.models.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("SAMTEXT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", str(tmp_path / "zoo"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    from samtext.download import download_weights
+
+    with pytest.raises(WeightsUnavailableError) as err:
+        download_weights(["vit_b"], [])
+    msg = str(err.value)
+    assert "sam_vit_b_01ec64.pth" in msg and "dl.fbaipublicfiles.com" in msg and str(tmp_path) in msg
+    assert not list(tmp_path.rglob("*.part"))
