@@ -127,21 +127,28 @@ class AnnotateByReferenceMask(foo.Operator):
             kwargs["reference_field"] = p.get("reference_field")
         return kwargs
 
-    def execute(self, ctx):
+    def _run(self, ctx):
         view = ctx.target_view()
         gen = samtext.iter_annotate_by_reference(
             view, ctx.params.get("class_name"), reference=ctx.params.get("reference_sample"), **self._sdk_kwargs(ctx)
         )
-        summary = yield from forms.progress_updates(ctx, gen)
-        result = summary.to_dict(max_errors=20)
-        if not ctx.delegated:
-            yield ctx.ops.reload_dataset()
-            yield ctx.ops.notify(
-                "samtext: labelled %d images into %s (%d empty, %d failed)"
-                % (summary.labelled, summary.field, summary.empty, summary.failed),
-                variant="error" if summary.failed else "success",
-            )
-        return result
+        return forms.progress_updates(ctx, gen)
+
+    def execute(self, ctx):
+        # FiftyOne drops a generator's return value: a delegated run must return its summary plainly
+        if ctx.delegated:
+            return forms.drain(self._run(ctx)).to_dict(max_errors=20)
+        return self._execute_immediate(ctx)
+
+    def _execute_immediate(self, ctx):
+        summary = yield from self._run(ctx)
+        yield ctx.ops.reload_dataset()
+        yield ctx.ops.notify(
+            "samtext: labelled %d images into %s (%d empty, %d failed)"
+            % (summary.labelled, summary.field, summary.empty, summary.failed),
+            variant="error" if summary.failed else "success",
+        )
+        return summary.to_dict(max_errors=20)
 
     def resolve_output(self, ctx):
         outputs = types.Object()

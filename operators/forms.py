@@ -73,3 +73,12 @@ def progress_updates(ctx, events):
             ctx.set_progress(progress=done / max(total, 1), label=label)
         else:
             yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=label))
+
+
+def drain(events):
+    """Runs a generator that yields nothing to keep (a delegated run's progress) and returns its value."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as stop:
+            return stop.value

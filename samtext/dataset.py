@@ -57,17 +57,16 @@ def check_field_name(name: str) -> str:
     return name
 
 
-def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
-    """Declares ``name`` as a ``label_cls`` field, or checks that the existing one has that type.
+def check_label_field(dataset: fo.Dataset, name: str, label_cls) -> bool:
+    """Whether ``name`` exists (as a ``label_cls`` field); creates nothing.
 
     Raises:
-        ValueError: the field exists with another type (it is left untouched).
+        ValueError: the field exists with another type.
     """
     check_field_name(name)
     schema = dataset.get_field_schema()
     if name not in schema:
-        dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
-        return
+        return False
     f = schema[name]
     doc_type = getattr(f, "document_type", None)
     if not isinstance(f, fo.EmbeddedDocumentField) or doc_type is not label_cls:
@@ -75,6 +74,17 @@ def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
         raise ValueError(
             "field %r already exists with type %s, not %s; choose another output field" % (name, found, label_cls.__name__)
         )
+    return True
+
+
+def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
+    """Declares ``name`` as a ``label_cls`` field, or checks that the existing one has that type.
+
+    Raises:
+        ValueError: the field exists with another type (it is left untouched).
+    """
+    if not check_label_field(dataset, name, label_cls):
+        dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
 
 
 def set_mask_targets(dataset: fo.Dataset, name: str, targets: Dict[int, str]) -> None:

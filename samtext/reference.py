@@ -23,7 +23,7 @@ import numpy as np
 import fiftyone as fo
 
 from . import dataset as sds
-from .images import InputError, fit_mask, load_image, load_mask, mask_from_values
+from .images import InputError, fit_mask, load_image, load_mask, mask_from_values, read_mask_values
 from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, load_clip, load_sam
 from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher
 
@@ -50,10 +50,14 @@ def _mask_from_label(label, size: Tuple[int, int], class_name: str, class_value,
     """The bool object mask ``(H, W)`` held by a Segmentation or Detections label."""
     h, w = size
     if isinstance(label, fo.Segmentation):
-        if not label.has_mask:
+        if label.mask is not None:
+            values = read_mask_values(label.mask)
+        elif label.mask_path:
+            values = read_mask_values(label.mask_path)  # PIL: palette indices, not cv2's colours
+        else:
             raise InputError("the Segmentation has no mask")
         value = class_value if class_value is not None else targets_value
-        return fit_mask(mask_from_values(label.get_mask(), value), size)
+        return fit_mask(mask_from_values(values, value), size)
     if isinstance(label, fo.Detections):
         dets = [d for d in label.detections if d.mask is not None or d.mask_path]
         named = [d for d in dets if d.label == class_name]
@@ -101,9 +105,9 @@ def load_references(
                 if label is None:
                     raise InputError("field %r is empty" % reference_field)
                 mask = _mask_from_label(label, image.shape[:2], class_name, reference_class_value, targets_value)
-            refs.append(Reference(image, mask, name=where))
         except (InputError, ValueError) as e:
             raise ValueError("%s: %s" % (where, e)) from e
+        refs.append(Reference(image, mask, name=where))  # its own errors already name the sample
         if mask.all():
             logger.warning("%s: the mask covers the whole image; there is no background to contrast", where)
     return refs, [s.id for s in samples]
@@ -171,6 +175,9 @@ def iter_annotate_by_reference(
     dataset = samples._dataset
     sds.check_field_name(out_field)
     prompts_field = out_field + "_prompts" if save_prompts else None
+    sds.check_label_field(dataset, out_field, fo.Segmentation)
+    if prompts_field:
+        sds.check_label_field(dataset, prompts_field, fo.Keypoints)
     run_key = sds.run_key_for(out_field)
     summary = sds.RunSummary(field=out_field, run_key=run_key)
 
@@ -275,5 +282,6 @@ def annotate_by_reference(
     except StopIteration as stop:
         return stop.value
     finally:
+        gen.close()  # flushes the writer's pending labels now, even on an exception or Ctrl-C
         if bar is not None:
             bar.close()

@@ -205,13 +205,14 @@ def test_invalid_out_field_blocks_execution(ds):
     """The form's validation stops an immediate run before it touches the field."""
     import fiftyone as fo
     import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
 
     ds.add_sample_field("taken", fo.StringField)
     ds.set_values("taken", ["x"] * len(ds))
     ref = ds.first()
     params = dict(class_name="cat", reference_sample=ref.id, reference_field="ground_truth",
                   out_field="taken", sam_model="tiny")
-    with pytest.raises(Exception):
+    with pytest.raises(ExecutionError, match="Validation error.*out_field"):
         foo.execute_operator(URI, {"dataset": ds, "params": params})
     assert ds.values("taken") == ["x"] * len(ds)
     assert "samtext_taken" not in ds.list_runs()
