@@ -31,6 +31,7 @@ __all__ = [
     "load_sam",
     "load_clip",
     "SAM_MODELS",
+    "clear_model_cache",
 ]
 
 
@@ -43,7 +44,6 @@ def _load_state_dict(path: str):
     return state
 
 
-@functools.lru_cache(maxsize=4)
 def load_sam(
     name: str = DEFAULT_SAM,
     checkpoint: Optional[str] = None,
@@ -55,7 +55,11 @@ def load_sam(
     Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint`; "tiny" needs none.
     """
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    return _load_sam(name, checkpoint, device, resolve_precision(precision, device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sam(name, checkpoint, device, precision) -> SamSegmenter:
     if name == TINY:
         from .tiny import build_tiny_sam
 
@@ -73,7 +77,6 @@ def load_sam(
     return SamSegmenter(sam, device=device, precision=precision, name=name)
 
 
-@functools.lru_cache(maxsize=4)
 def load_clip(
     name: str = DEFAULT_CLIP,
     pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
@@ -84,7 +87,11 @@ def load_clip(
     tag such as "openai", or a path to a weights file). ``name="tiny"`` gives a random-init CLIP.
     ``pretrained=None`` builds the architecture with random weights (for timing)."""
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    return _load_clip(name, pretrained, device, resolve_precision(precision, device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_clip(name, pretrained, device, precision) -> ClipModel:
     if name == TINY:
         from .tiny import build_tiny_clip
 
@@ -99,3 +106,9 @@ def load_clip(
     model = open_clip.create_model(name, pretrained=weights, device=device)
     tokenizer = open_clip.get_tokenizer(name)
     return ClipModel(model, tokenizer, device=device, precision=precision, name="%s/%s" % (name, pretrained))
+
+
+def clear_model_cache() -> None:
+    """Forgets the loaded models (the next load builds them again)."""
+    _load_sam.cache_clear()
+    _load_clip.cache_clear()

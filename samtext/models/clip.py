@@ -38,6 +38,7 @@ class ClipModel:
         self.device = torch.device(device)
         self.precision = precision
         self.name = name
+        self._text_cache = {}
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg.get("size", 224)
         self.input_size = size if isinstance(size, int) else size[0]
@@ -84,7 +85,9 @@ class ClipModel:
     def class_probability(self, image_embeddings: torch.Tensor, class_name: str) -> torch.Tensor:
         """``(N, D)`` unit image embeddings -> ``(N,)`` probability of ``class_name`` against the
         background prompts (a softmax over [class prompt, *BACKGROUND_PROMPTS])."""
-        texts = [PROMPT_TEMPLATE.format(class_name)] + list(BACKGROUND_PROMPTS)
-        text_emb = self.encode_texts(texts)
+        texts = (PROMPT_TEMPLATE.format(class_name),) + BACKGROUND_PROMPTS
+        if texts not in self._text_cache:  # the same prompts score every image of a run
+            self._text_cache[texts] = self.encode_texts(list(texts))
+        text_emb = self._text_cache[texts]
         logits = self.logit_scale * image_embeddings @ text_emb.T
         return logits.softmax(dim=-1)[:, 0]

@@ -224,7 +224,7 @@ class StitchMatcher:
         num_ref_points: int = 5,
         num_target_points: int = 5,
         num_prompt_sets: int = 4,
-        window_fraction: float = 0.25,
+        window_fraction: float = 1 / 3,
         seed: int = 0,
         clip_check: Optional[ClipCheck] = None,
     ):
