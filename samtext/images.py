@@ -46,8 +46,9 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Scales 16-bit, 32-bit or float pixel values into 0..255."""
     if arr.dtype == np.uint8:
         return arr
+    is_float = np.issubdtype(arr.dtype, np.floating)
     arr = arr.astype(np.float64)
-    if np.issubdtype(arr.dtype, np.floating) and arr.max(initial=0) <= 1.0:
+    if is_float and arr.max(initial=0) <= 1.0:
         arr = arr * 255.0
     else:
         top = arr.max(initial=0)
@@ -82,8 +83,8 @@ def read_mask_values(source: Union[str, bytes, np.ndarray]) -> np.ndarray:
         img = _open(source)
         values = np.asarray(img)
     if values.ndim == 3:
-        if values.shape[2] == 4:
-            values = values[..., :3]
+        if values.shape[2] in (2, 4):  # drop alpha (LA, RGBA)
+            values = values[..., :-1]
         if np.all(values == values[..., :1]):
             values = values[..., 0]
         else:
@@ -116,12 +117,28 @@ def mask_from_values(values: np.ndarray, class_value: Optional[int] = None) -> n
     nonzero = np.unique(values[values != 0])
     if len(nonzero) <= 1:
         return values != 0
-    if len(nonzero) > MAX_CLASS_VALUES:
+    if len(nonzero) > MAX_CLASS_VALUES or _is_noisy_binary(values, nonzero):
         return values >= values.max() / 2.0
     raise InputError(
         "the mask has several classes (values %s); choose which one is the object with class_value"
         % nonzero.tolist()
     )
+
+
+def _is_noisy_binary(values: np.ndarray, nonzero: np.ndarray, band: float = 0.1, edge_px: int = 8) -> bool:
+    """True for a binary mask blurred by compression (a 0/255 mask saved as JPEG): every value lies within
+    ``band`` of 0 or of the maximum, and the in-between values sit only along the object's edge. A
+    multi-class mask (e.g. classes 1, 2 inside a 255 border) fails the second test."""
+    from scipy import ndimage
+
+    top = float(values.max())
+    if len(nonzero) < 3 or not np.all((nonzero <= band * top) | (nonzero >= (1 - band) * top)):
+        return False
+    fg = values >= top / 2.0
+    edge = fg ^ ndimage.binary_erosion(fg)
+    near_edge = ndimage.binary_dilation(edge, np.ones((3, 3), bool), iterations=edge_px)
+    odd = (values != 0) & (values != values.max())
+    return not np.any(odd & ~near_edge)
 
 
 def fit_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

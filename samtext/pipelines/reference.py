@@ -49,8 +49,9 @@ class MaskResult:
 
     Attributes:
         mask: ``(H, W)`` bool mask at the target's size (all False when the object is absent).
-        confidence: in [0, 1]; SAM's predicted IoU of the mask (times nothing else), or for an empty
-            result the confidence that the object is absent when a check decided it, else 0.
+        confidence: in [0, 1]; SAM's predicted IoU of the mask (stitch: times the mask's mean probability
+            on the target), or for an empty result the confidence that the object is absent when a check
+            decided it, else 0.
         points: ``(K, 2)`` prompt points as ``(x, y)`` pixels of the target.
         point_labels: ``(K,)`` 1 = foreground, 0 = background.
         box: ``XYXY`` box prompt of the refinement pass, if any.
@@ -296,7 +297,7 @@ class StitchMatcher:
         probs = torch.sigmoid(target_logits)
         area = target_masks.flatten(1).sum(1)
         confidence = (probs * target_masks).flatten(1).sum(1) / area.clamp(min=1)
-        ranking = torch.as_tensor(pred.scores[:, 0]).clamp(0, 1) * confidence * (area > 0)
+        ranking = torch.as_tensor(pred.scores[:, 0], device=confidence.device).clamp(0, 1) * confidence * (area > 0)
         k = int(ranking.argmax())
         if area[k] == 0:
             return _empty(image.shape[:2], "SAM's masks leave the target half empty", tgt_points, tgt_labels,

@@ -1,0 +1,297 @@
+"""Test doubles with known answers for the reference pipelines (no model weights, no FiftyOne).
+
+Images are flat-coloured shapes on a background, drawn from :data:`PALETTE`. Each pixel belongs to the
+palette colour nearest to it (so the blurred seams of a resized image still have a colour), and
+"objects" are the connected regions of one colour.
+
+- :class:`FakeSegmenter` offers :class:`samtext.models.SamSegmenter`'s interface. Its features are, per
+  ``STRIDE``-pixel cell, the histogram of the cell's palette colours, so the cosine to a prototype
+  taken under a red object's mask is ~1 exactly on red cells. Its "SAM" returns the connected regions
+  under the positive points, minus the regions that negative points fall on, within the box prompt.
+- :class:`FakeClip` offers :class:`samtext.models.ClipModel`'s ``encode_images`` and
+  ``class_probability``: an image embedding is the crop's palette histogram, and the probability of a
+  class is the fraction of the crop in that class's colour ("cat" is red).
+
+Both count and record their calls, so that tests can spy on what the pipelines ask.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from samtext.models.sam import ImageEmbedding, Prediction
+
+BACKGROUND = (40, 40, 40)
+RED = (220, 30, 30)
+BLUE = (30, 60, 220)
+GREEN = (40, 200, 60)
+YELLOW = (230, 220, 40)
+PALETTE = np.array([BACKGROUND, RED, BLUE, GREEN, YELLOW], dtype=np.float32)
+COLOUR_INDEX = {BACKGROUND: 0, RED: 1, BLUE: 2, GREEN: 3, YELLOW: 4}
+
+STRIDE = 8  # pixels per feature cell
+LOW_RES = 4  # pixels per cell of the low-res logits
+SCORE_FOUND, SCORE_PART, SCORE_GROWN, SCORE_REFINED = 0.9, 0.6, 0.4, 0.95
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def canvas(h: int, w: int, colour=BACKGROUND) -> np.ndarray:
+    img = np.empty((h, w, 3), dtype=np.uint8)
+    img[:] = colour
+    return img
+
+
+def rect(img: np.ndarray, y0: int, x0: int, y1: int, x1: int, colour) -> np.ndarray:
+    """Paints ``[y0:y1, x0:x1]`` in ``colour``; returns the painted region's bool mask."""
+    img[y0:y1, x0:x1] = colour
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def disc(img: np.ndarray, cy: float, cx: float, r: float, colour) -> np.ndarray:
+    """Paints a disc in ``colour``; returns its bool mask."""
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    mask = (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r
+    img[mask] = colour
+    return mask
+
+
+def colour_ids(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` index of the nearest palette colour of each pixel."""
+    d = ((image[..., None, :].astype(np.float32) - PALETTE) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def colour_fraction(image: np.ndarray, colour) -> float:
+    if image.size == 0:
+        return 0.0
+    return float((colour_ids(image) == COLOUR_INDEX[tuple(colour)]).mean())
+
+
+def regions(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` int labels of the connected single-colour regions (1..n, every pixel in one)."""
+    ids = colour_ids(image)
+    out = np.zeros(ids.shape, dtype=np.int64)
+    n = 0
+    for c in np.unique(ids):
+        lab, k = ndimage.label(ids == c)
+        out[lab > 0] = lab[lab > 0] + n
+        n += k
+    return out
+
+
+def _pool(mask: np.ndarray, cell: int, grid_hw) -> np.ndarray:
+    """The fraction of each ``cell``-pixel cell that ``mask`` covers, on a grid of ``grid_hw`` cells
+    (cells beyond the image are 0, partial cells count only their in-image pixels)."""
+    h, w = mask.shape
+    gh, gw = grid_hw
+    padded = np.zeros((gh * cell, gw * cell), dtype=np.float32)
+    padded[:h, :w] = mask
+    sums = padded.reshape(gh, cell, gw, cell).sum(axis=(1, 3))
+    counts = np.zeros_like(padded)
+    counts[:h, :w] = 1
+    n = counts.reshape(gh, cell, gw, cell).sum(axis=(1, 3))
+    return np.where(n > 0, sums / np.maximum(n, 1), 0.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ segmenter
+
+
+class FakeEmbedding(ImageEmbedding):
+    """An :class:`ImageEmbedding` that also keeps the image, for the fake decoder."""
+
+    def __init__(self, features, original_size, input_size, image):
+        super().__init__(features, original_size, input_size)
+        self.image = image
+
+
+class FakeSegmenter:
+    """A segmenter with :class:`samtext.models.SamSegmenter`'s interface and known answers.
+
+    Frame: no resizing (``input_size == original_size``); features on a ``STRIDE``-pixel grid padded to
+    a square, like SAM's. The padding cells hold a vector opposite to every colour, so a pipeline that
+    does not restrict itself to :meth:`valid_grid` picks them as "least similar" and lands outside the
+    image.
+
+    Multimask output: 3 candidates (a part of the region, the region, the region grown by 3 px), with
+    the region's index rotating over the calls (1, 2, 0, 1, ...), so taking index 0 is wrong.
+
+    Refinement (``mask_logits`` given): the region is also cut to the upsampled ``mask_logits > 0``
+    (grown by one low-res cell), so feeding back the wrong candidate's logits gives the wrong mask.
+
+    Spies: ``embed_calls``, ``predict_calls`` (a dict of the arguments of each call).
+    """
+
+    feature_stride = STRIDE
+
+    def __init__(self, refine_empty: bool = False):
+        self.refine_empty = refine_empty
+        self.embed_calls = 0
+        self.predict_calls: List[dict] = []
+
+    # -- encoder
+    def grid_size(self, h: int, w: int):
+        return -(-h // STRIDE), -(-w // STRIDE)
+
+    def embed(self, image: np.ndarray) -> FakeEmbedding:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s" % (image.shape, image.dtype))
+        self.embed_calls += 1
+        h, w = image.shape[:2]
+        gh, gw = self.grid_size(h, w)
+        side = max(gh, gw)
+        ids = colour_ids(image)
+        feats = np.full((len(PALETTE), side, side), -1.0, dtype=np.float32)  # padding: opposite to all
+        for c in range(len(PALETTE)):
+            feats[c, :gh, :gw] = _pool(ids == c, STRIDE, (gh, gw))
+        return FakeEmbedding(torch.from_numpy(feats)[None], (h, w), (h, w), image.copy())
+
+    def valid_grid(self, embedding) -> tuple:
+        return self.grid_size(*embedding.input_size)
+
+    def mask_to_grid(self, mask: np.ndarray, embedding) -> torch.Tensor:
+        side = embedding.features.shape[-1]
+        return torch.from_numpy(_pool(np.asarray(mask, dtype=bool), STRIDE, (side, side)))
+
+    def grid_to_point(self, row: int, col: int, embedding):
+        h, w = embedding.original_size
+        return min((col + 0.5) * STRIDE, w - 0.5), min((row + 0.5) * STRIDE, h - 0.5)
+
+    # -- decoder
+    def low_res_size(self, h: int, w: int):
+        return -(-h // LOW_RES), -(-w // LOW_RES)
+
+    def _region(self, labels, coords, point_labels, box):
+        h, w = labels.shape
+        hit = lambda p: labels[min(int(p[1]), h - 1), min(int(p[0]), w - 1)]  # noqa: E731
+        inside = [0 <= p[0] < w and 0 <= p[1] < h for p in coords]
+        pos = {hit(p) for p, l, ok in zip(coords, point_labels, inside) if l == 1 and ok}
+        neg = {hit(p) for p, l, ok in zip(coords, point_labels, inside) if l == 0 and ok}
+        mask = np.isin(labels, sorted(pos - neg))
+        if box is not None:
+            x0, y0, x1, y1 = [int(round(float(v))) for v in box]
+            keep = np.zeros_like(mask)
+            keep[max(0, y0) : y1, max(0, x0) : x1] = True
+            mask &= keep
+        return mask
+
+    def _upsample_low_res(self, logits: torch.Tensor, h: int, w: int) -> np.ndarray:
+        m = (logits > 0).cpu().numpy().astype(bool)
+        m = np.repeat(np.repeat(m, LOW_RES, axis=0), LOW_RES, axis=1)[:h, :w]
+        return ndimage.binary_dilation(m, iterations=LOW_RES)
+
+    def _low_res(self, mask: np.ndarray) -> np.ndarray:
+        frac = _pool(mask, LOW_RES, self.low_res_size(*mask.shape))
+        return (frac - 0.5) * 20.0
+
+    def predict(
+        self,
+        embedding,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        boxes: Optional[np.ndarray] = None,
+        mask_logits: Optional[torch.Tensor] = None,
+        multimask: bool = False,
+    ) -> Prediction:
+        call = dict(
+            point_coords=None if point_coords is None else np.array(point_coords, dtype=np.float32),
+            point_labels=None if point_labels is None else np.array(point_labels),
+            boxes=None if boxes is None else np.array(boxes, dtype=np.float32),
+            mask_logits=None if mask_logits is None else mask_logits.clone(),
+            multimask=multimask,
+        )
+        self.predict_calls.append(call)
+        h, w = embedding.original_size
+        labels = regions(embedding.image)
+        n = len(point_coords) if point_coords is not None else len(boxes)
+        if mask_logits is not None:
+            assert tuple(mask_logits.shape) == (n, 1) + self.low_res_size(h, w), mask_logits.shape
+        if point_coords is not None:
+            assert np.asarray(point_coords).shape[:2] == np.asarray(point_labels).shape
+        rotate = len(self.predict_calls) % 3  # the region's index among the 3 candidates
+        masks, scores = [], []
+        for i in range(n):
+            coords = [] if point_coords is None else np.asarray(point_coords[i], dtype=np.float32)
+            plabels = [] if point_labels is None else np.asarray(point_labels[i])
+            box = None if boxes is None else boxes[i]
+            region = self._region(labels, coords, plabels, box)
+            if mask_logits is not None:
+                region &= self._upsample_low_res(mask_logits[i, 0], h, w)
+                if self.refine_empty:
+                    region[:] = False
+            found = region.any()
+            if multimask:
+                part = region.copy()
+                if found:
+                    cols = np.flatnonzero(region.any(axis=0))
+                    part[:, cols[len(cols) // 2] :] = False  # the left half of the region
+                grown = ndimage.binary_dilation(region, iterations=3) if found else region.copy()
+                cands = [(part, SCORE_PART if found else 0.0), (grown, SCORE_GROWN if found else 0.0)]
+                cands.insert(rotate, (region, SCORE_FOUND if found else 0.0))
+                masks.append([c[0] for c in cands])
+                scores.append([c[1] for c in cands])
+            else:
+                score = (SCORE_REFINED if mask_logits is not None else SCORE_FOUND) if found else 0.0
+                masks.append([region])
+                scores.append([score])
+        return make_prediction(np.array(masks, dtype=bool), np.array(scores, dtype=np.float32), self)
+
+
+def make_prediction(masks: np.ndarray, scores: np.ndarray, segmenter: "FakeSegmenter") -> Prediction:
+    """A :class:`Prediction` for ``(N, M, H, W)`` bool masks, with logits of +-10 and low-res logits."""
+    logits = torch.from_numpy(np.where(masks, 10.0, -10.0).astype(np.float32))
+    low = np.stack([np.stack([segmenter._low_res(m) for m in row]) for row in masks]).astype(np.float32)
+    return Prediction(masks=masks, scores=scores, logits=logits, low_res_logits=torch.from_numpy(low))
+
+
+class ScriptedSegmenter(FakeSegmenter):
+    """A :class:`FakeSegmenter` whose single-mask ``predict`` returns given masks and scores, one per
+    prompt (``script(embedding, n) -> (masks (n, H, W), scores (n,))``)."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = script
+
+    def predict(self, embedding, point_coords=None, point_labels=None, boxes=None, mask_logits=None,
+                multimask=False):
+        self.predict_calls.append(dict(point_coords=np.array(point_coords, dtype=np.float32),
+                                       point_labels=np.array(point_labels), multimask=multimask))
+        n = len(point_coords)
+        masks, scores = self.script(embedding, n)
+        return make_prediction(np.asarray(masks, bool)[:, None], np.asarray(scores, np.float32)[:, None], self)
+
+
+# ----------------------------------------------------------------------------------------------- CLIP
+
+
+class FakeClip:
+    """A CLIP double: an image's embedding is its palette histogram; a class's probability is the
+    histogram's share of the class's colour (unknown class names: 0).
+
+    Spies: ``encode_calls`` (the batch size of each ``encode_images`` call) and ``class_names`` (the
+    class name of each ``class_probability`` call).
+    """
+
+    def __init__(self, classes: Optional[Dict[str, tuple]] = None):
+        self.classes = dict(classes or {"cat": RED})
+        self.encode_calls: List[int] = []
+        self.class_names: List[str] = []
+
+    def encode_images(self, images: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+        self.encode_calls.append(len(images))
+        rows = []
+        for image in images:
+            ids = colour_ids(image)
+            rows.append([(ids == c).mean() if ids.size else 0.0 for c in range(len(PALETTE))])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def class_probability(self, image_embeddings: torch.Tensor, class_name: str) -> torch.Tensor:
+        self.class_names.append(class_name)
+        if class_name not in self.classes:
+            return torch.zeros(len(image_embeddings))
+        return image_embeddings[:, COLOUR_INDEX[tuple(self.classes[class_name])]].clone()
