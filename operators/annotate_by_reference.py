@@ -23,6 +23,21 @@ def _default_reference(ctx):
     return None
 
 
+def _sample_exists(dataset, sample_id):
+    if dataset is None:
+        return True  # nothing to check against
+    try:
+        return len(dataset.select(sample_id)) == 1
+    except Exception:  # not an ObjectId
+        return False
+
+
+def _error_output():
+    outputs = types.Object()
+    outputs.str("error", label="Error")
+    return types.Property(outputs, view=types.View(label="samtext: the run failed"))
+
+
 def _uploaded_bytes(upload):
     """The file bytes of a FileView upload (a dict with base64 ``content``, maybe a data URL)."""
     content = upload.get("content") if isinstance(upload, dict) else upload
@@ -62,8 +77,13 @@ class AnnotateByReferenceMask(foo.Operator):
         source.add_choice("field", label="A mask field of a sample")
         source.add_choice("upload", label="Upload a mask image")
         inputs.enum("reference_source", source.values(), default="field", label="Reference mask", view=source)
-        inputs.str("reference_sample", required=True, default=_default_reference(ctx), label="Reference sample ID",
-                   description="The sample whose image the mask belongs to (default: the open or selected sample)")
+        ref_prop = inputs.str("reference_sample", required=True, default=_default_reference(ctx),
+                              label="Reference sample ID",
+                              description="The sample whose image the mask belongs to (default: the open or selected sample)")
+        reference = ctx.params.get("reference_sample")
+        if reference and not _sample_exists(ctx.dataset, reference):
+            ref_prop.invalid = True
+            ref_prop.error_message = "No sample with ID %r in this dataset" % reference
         if ctx.params.get("reference_source", "field") == "field":
             fields = forms.fields_of_types(ctx, fo.Segmentation, fo.Detections)
             view = types.DropdownView()
@@ -141,14 +161,28 @@ class AnnotateByReferenceMask(foo.Operator):
         return self._execute_immediate(ctx)
 
     def _execute_immediate(self, ctx):
-        summary = yield from self._run(ctx)
+        try:
+            summary = yield from self._run(ctx)
+        except Exception as e:
+            # FiftyOne (1.22) drops an exception that a generator operator raises while it streams to the App
+            # (fiftyone/operators/server.py::create_response_generator): the prompt just closes, silently.
+            # So show it with messages, which the App does show, then raise it for Python callers.
+            message = "samtext: %s" % (e.args[0] if isinstance(e, KeyError) and e.args else e)
+            yield ctx.ops.reload_dataset()  # a run that failed midway has written some labels
+            yield ctx.ops.notify(message, variant="error")
+            yield ctx.ops.show_output(_error_output().to_json(), {"error": message})
+            raise
+        result = summary.to_dict(max_errors=20)
         yield ctx.ops.reload_dataset()
         yield ctx.ops.notify(
             "samtext: labelled %d images into %s (%d empty, %d failed)"
             % (summary.labelled, summary.field, summary.empty, summary.failed),
             variant="error" if summary.failed else "success",
         )
-        return summary.to_dict(max_errors=20)
+        # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
+        yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
+        yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), result)
+        return result
 
     def resolve_output(self, ctx):
         outputs = types.Object()
