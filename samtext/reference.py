@@ -193,17 +193,16 @@ def iter_annotate_by_reference(
     sds.ensure_label_field(dataset, out_field, fo.Segmentation)
     if prompts_field:
         sds.ensure_label_field(dataset, prompts_field, fo.Keypoints)
-    matcher = build_matcher(
-        method, references, class_name, sam_model, sam_checkpoint, clip_model, clip_pretrained, device,
-        precision, clip_threshold, refine, min_similarity, num_prompt_sets,
+    options = dict(
+        sam_model=sam_model, sam_checkpoint=sam_checkpoint, clip_model=clip_model, clip_pretrained=clip_pretrained,
+        device=device, precision=precision, refine=refine, min_similarity=min_similarity,
+        clip_threshold=clip_threshold, num_prompt_sets=num_prompt_sets,
     )
+    matcher = build_matcher(method, references, class_name, **options)
     sds.set_mask_targets(dataset, out_field, {1: class_name})
     sds.record_run(
         dataset, run_key, action="annotate_by_reference", method=method, class_name=class_name,
-        out_field=out_field, reference_ids=ref_ids, reference_field=reference_field,
-        sam_model=sam_model, clip_model=clip_model if method == "stitch" or clip_threshold is not None else None,
-        clip_pretrained=clip_pretrained, precision=precision, refine=refine, min_similarity=min_similarity,
-        clip_threshold=clip_threshold, num_prompt_sets=num_prompt_sets,
+        out_field=out_field, reference_ids=ref_ids, reference_field=reference_field, **options,
     )
 
     yield 0, len(ids)

@@ -392,3 +392,32 @@ def test_download_md5_match_puts_the_file_in_place(no_caches, monkeypatch):
     # next time it comes from the cache, without the network
     assert weights.resolve_sam_checkpoint("vit_b") == path
     assert served == [VIT_B.url]
+
+
+def test_clip_weights_offline_error_names_model_source_and_folder(tmp_path, monkeypatch):
+    import open_clip
+
+    from samtext.models.weights import WeightsUnavailableError, resolve_clip_weights
+
+    monkeypatch.setenv("SAMTEXT_CACHE_DIR", str(tmp_path))
+
+    def offline(cfg, cache_dir=None, **kwargs):
+        assert cache_dir == str(tmp_path / "clip")  # open_clip downloads into samtext's cache folder
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", offline)
+    with pytest.raises(WeightsUnavailableError) as err:
+        resolve_clip_weights("ViT-B-32", "openai")
+    msg = str(err.value)
+    assert "ViT-B-32/openai" in msg and "download-weights --clip ViT-B-32:openai" in msg
+    assert str(tmp_path / "clip") in msg and "Name or service not known" in msg
+
+
+def test_clip_weights_path_and_unknown_tag(tmp_path):
+    from samtext.models.weights import resolve_clip_weights
+
+    weights = tmp_path / "my_clip.bin"
+    weights.write_bytes(b"x")
+    assert resolve_clip_weights("ViT-B-32", str(weights)) == str(weights)
+    with pytest.raises(ValueError, match="no weights 'nope'"):
+        resolve_clip_weights("ViT-B-32", "nope")

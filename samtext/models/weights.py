@@ -156,7 +156,7 @@ def clip_cache_dir() -> str:
     return os.path.join(cache_dir(), "clip")
 
 
-def resolve_clip_weights(model_name: str, pretrained: str, download: bool = True) -> str:
+def resolve_clip_weights(model_name: str, pretrained: str) -> str:
     """Returns a local file with the open_clip weights ``(model_name, pretrained)``.
 
     ``pretrained`` may be an existing file path (used as is) or an open_clip tag such as "openai".
@@ -171,8 +171,6 @@ def resolve_clip_weights(model_name: str, pretrained: str, download: bool = True
             "open_clip has no weights %r for %r; known tags: %s"
             % (pretrained, model_name, open_clip.list_pretrained_tags_by_model(model_name))
         )
-    if not download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         path = open_clip.download_pretrained(cfg, cache_dir=clip_cache_dir())
     except Exception as e:  # network errors arrive as many types (urllib, requests, huggingface_hub)
