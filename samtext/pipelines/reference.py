@@ -17,7 +17,7 @@ comes out empty instead of wrong. Nothing here imports FiftyOne.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
