@@ -1,6 +1,7 @@
 """Operator "Annotate by reference mask": a thin form over :func:`samtext.annotate_by_reference`."""
 
 import base64
+import re
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -21,6 +22,13 @@ def _default_reference(ctx):
     if ctx.selected and len(ctx.selected) == 1:
         return ctx.selected[0]
     return None
+
+
+def _reference_ids(value):
+    """Sample IDs from the form's text: one ID, or several separated by commas or spaces."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v for v in re.split(r"[\s,]+", value or "") if v]
 
 
 def _sample_exists(dataset, sample_id):
@@ -79,11 +87,12 @@ class AnnotateByReferenceMask(foo.Operator):
         inputs.enum("reference_source", source.values(), default="field", label="Reference mask", view=source)
         ref_prop = inputs.str("reference_sample", required=True, default=_default_reference(ctx),
                               label="Reference sample ID",
-                              description="The sample whose image the mask belongs to (default: the open or selected sample)")
-        reference = ctx.params.get("reference_sample")
-        if reference and not _sample_exists(ctx.dataset, reference):
+                              description="The sample whose image the mask belongs to (default: the open or "
+                              "selected sample); several IDs, comma-separated, average their features")
+        missing = [r for r in _reference_ids(ctx.params.get("reference_sample")) if not _sample_exists(ctx.dataset, r)]
+        if missing:
             ref_prop.invalid = True
-            ref_prop.error_message = "No sample with ID %r in this dataset" % reference
+            ref_prop.error_message = "No sample with ID %r in this dataset" % missing[0]
         if ctx.params.get("reference_source", "field") == "field":
             fields = forms.fields_of_types(ctx, fo.Segmentation, fo.Detections)
             view = types.DropdownView()
@@ -150,7 +159,8 @@ class AnnotateByReferenceMask(foo.Operator):
     def _run(self, ctx):
         view = ctx.target_view()
         gen = samtext.iter_annotate_by_reference(
-            view, ctx.params.get("class_name"), reference=ctx.params.get("reference_sample"), **self._sdk_kwargs(ctx)
+            view, ctx.params.get("class_name"), reference=_reference_ids(ctx.params.get("reference_sample")),
+            **self._sdk_kwargs(ctx),
         )
         return forms.progress_updates(ctx, gen)
 

@@ -205,6 +205,19 @@ def test_sdk_several_references(pets):
     check_run(ds, "two_refs", reference_ids=ref_ids)
 
 
+def test_operator_several_references_comma_separated(pets):
+    import fiftyone.operators as foo
+
+    ds, _ = pets
+    ref_ids = ds.match({"stem": {"$regex": "^cat"}}).limit(2).values("id")
+    params = dict(class_name="cat", reference_sample=", ".join(ref_ids), reference_field="ground_truth",
+                  out_field="two_refs_op", **TINY)
+    foo.execute_operator(URI, {"dataset": ds, "params": params})
+    assert ds.count("two_refs_op") == 2
+    assert set(ds.exists("two_refs_op").values("id")).isdisjoint(ref_ids)
+    check_run(ds, "two_refs_op", reference_ids=ref_ids)
+
+
 def test_sdk_rerun_counts_skipped(pets):
     import samtext
 

@@ -103,7 +103,7 @@ def _load_clip(name, pretrained, device, precision) -> ClipModel:
     from .weights import resolve_clip_weights
 
     weights = resolve_clip_weights(name, pretrained) if pretrained else None
-    model = open_clip.create_model(name, pretrained=weights, device=device)
+    model = open_clip.create_model(name, pretrained=weights, device=device, weights_only=True)
     tokenizer = open_clip.get_tokenizer(name)
     return ClipModel(model, tokenizer, device=device, precision=precision, name="%s/%s" % (name, pretrained))
 
