@@ -156,23 +156,21 @@ class AnnotateByReferenceMask(foo.Operator):
             kwargs["reference_field"] = p.get("reference_field")
         return kwargs
 
-    def _run(self, ctx):
-        view = ctx.target_view()
-        gen = samtext.iter_annotate_by_reference(
-            view, ctx.params.get("class_name"), reference=_reference_ids(ctx.params.get("reference_sample")),
-            **self._sdk_kwargs(ctx),
+    def _events(self, ctx):
+        return samtext.iter_annotate_by_reference(
+            ctx.target_view(), ctx.params.get("class_name"),
+            reference=_reference_ids(ctx.params.get("reference_sample")), **self._sdk_kwargs(ctx),
         )
-        return forms.progress_updates(ctx, gen)
 
     def execute(self, ctx):
         # FiftyOne drops a generator's return value: a delegated run must return its summary plainly
         if ctx.delegated:
-            return forms.drain(self._run(ctx)).to_dict(max_errors=20)
+            return forms.delegated_progress(ctx, self._events(ctx)).to_dict(max_errors=20)
         return self._execute_immediate(ctx)
 
     def _execute_immediate(self, ctx):
         try:
-            summary = yield from self._run(ctx)
+            summary = yield from forms.app_progress(ctx, self._events(ctx))
         except Exception as e:
             # FiftyOne (1.22) drops an exception that a generator operator raises while it streams to the App
             # (fiftyone/operators/server.py::create_response_generator): the prompt just closes, silently.

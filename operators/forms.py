@@ -3,6 +3,8 @@
 import fiftyone as fo
 import fiftyone.operators.types as types
 
+from ._sdk import samtext
+
 SAM_CHOICES = {
     "vit_b": "SAM ViT-B (375 MB, fastest)",
     "vit_l": "SAM ViT-L (1.2 GB)",
@@ -60,25 +62,23 @@ def models(inputs, ctx, needs_clip):
                 view=choice_view({"auto": "auto", "fp32": "fp32", "bf16": "bf16"}, types.RadioGroup))
 
 
-def progress_updates(ctx, events):
-    """Drains a generator of ``(done, total)`` events and returns its return value; yields App progress
-    triggers when immediate, records progress on the run when delegated."""
+def progress_label(done, total):
+    return "%d / %d images" % (done, total)
+
+
+def app_progress(ctx, events):
+    """Runs an action's generator of ``(done, total)`` events for an immediate run, yielding the App's
+    progress triggers; returns the generator's return value (the summary)."""
     while True:
         try:
             done, total = next(events)
         except StopIteration as stop:
             return stop.value
-        label = "%d / %d images" % (done, total)
-        if ctx.delegated:
-            ctx.set_progress(progress=done / max(total, 1), label=label)
-        else:
-            yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=label))
+        yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=progress_label(done, total)))
 
 
-def drain(events):
-    """Runs a generator that yields nothing to keep (a delegated run's progress) and returns its value."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value
+def delegated_progress(ctx, events):
+    """Runs an action's generator for a delegated run, recording progress on the run; returns the summary."""
+    return samtext.run_with_progress(
+        events, lambda done, total: ctx.set_progress(progress=done / max(total, 1), label=progress_label(done, total))
+    )

@@ -16,6 +16,7 @@ _LAZY = {
     "iter_annotate_by_reference": ("reference", "iter_annotate_by_reference"),
     "load_references": ("reference", "load_references"),
     "RunSummary": ("dataset", "RunSummary"),
+    "run_with_progress": ("dataset", "run_with_progress"),
     "load_sam": ("models", "load_sam"),
     "load_clip": ("models", "load_clip"),
     "download_weights": ("download", "download_weights"),

@@ -10,7 +10,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -49,6 +49,22 @@ class RunSummary:
         d = asdict(self)
         d["errors"] = [str(e) for e in self.errors[:max_errors]]
         return d
+
+
+def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
+    """Runs an action's generator of ``(done, total)`` events to its end and returns its return value (the
+    summary), calling ``on_progress(done, total)`` for each event. The generator is closed on any exit, so
+    its pending labels are flushed even when the caller's callback raises or the user presses Ctrl-C."""
+    try:
+        while True:
+            try:
+                done, total = next(events)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None:
+                on_progress(done, total)
+    finally:
+        events.close()
 
 
 def check_field_name(name: str) -> str:

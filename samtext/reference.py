@@ -23,7 +23,7 @@ import numpy as np
 import fiftyone as fo
 
 from . import dataset as sds
-from .images import InputError, fit_mask, load_image, load_mask, mask_from_values, read_mask_values
+from .images import InputError, load_image, load_mask
 from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, load_clip, load_sam
 from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher
 
@@ -50,14 +50,11 @@ def _mask_from_label(label, size: Tuple[int, int], class_name: str, class_value,
     """The bool object mask ``(H, W)`` held by a Segmentation or Detections label."""
     h, w = size
     if isinstance(label, fo.Segmentation):
-        if label.mask is not None:
-            values = read_mask_values(label.mask)
-        elif label.mask_path:
-            values = read_mask_values(label.mask_path)  # PIL: palette indices, not cv2's colours
-        else:
+        # read the stored array or file ourselves: FiftyOne's get_mask() turns palette PNGs into colours
+        source = label.mask if label.mask is not None else label.mask_path
+        if source is None:
             raise InputError("the Segmentation has no mask")
-        value = class_value if class_value is not None else targets_value
-        return fit_mask(mask_from_values(values, value), size)
+        return load_mask(source, class_value if class_value is not None else targets_value, size)
     if isinstance(label, fo.Detections):
         dets = [d for d in label.detections if d.mask is not None or d.mask_path]
         named = [d for d in dets if d.label == class_name]
@@ -265,22 +262,14 @@ def annotate_by_reference(
         a :class:`samtext.dataset.RunSummary` with counts, per-sample errors and the run key.
     """
     gen = iter_annotate_by_reference(samples, class_name, reference, reference_field, **kwargs)
-    bar = None
-    try:
-        while True:
-            done, total = next(gen)
-            if progress is True:
-                if bar is None:
-                    from tqdm.auto import tqdm
+    if progress is not True:
+        return sds.run_with_progress(gen, progress or None)
+    from tqdm.auto import tqdm
 
-                    bar = tqdm(total=total, desc="samtext", unit="image")
-                bar.n = done
-                bar.refresh()
-            elif callable(progress):
-                progress(done, total)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()  # flushes the writer's pending labels now, even on an exception or Ctrl-C
-        if bar is not None:
-            bar.close()
+    with tqdm(desc="samtext", unit="image") as bar:
+
+        def show(done, total):
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        return sds.run_with_progress(gen, show)

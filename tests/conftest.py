@@ -1,5 +1,5 @@
-"""Shared fixtures. FiftyOne tests use a real database: scripts/test.sh points FIFTYONE_DATABASE_DIR at a
-fresh folder; a missing mongod fails the tests with the fix, it never skips them."""
+"""Shared fixtures. FiftyOne tests use a real database: scripts/test.sh starts a private mongod and sets
+FIFTYONE_DATABASE_URI; a missing database fails the tests with the fix, it never skips them."""
 
 import functools
 import os

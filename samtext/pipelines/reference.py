@@ -286,9 +286,8 @@ class StitchMatcher:
             pts = np.concatenate([fg, bg, tgt_points + [offset, 0]])
             lbl = np.concatenate([np.ones(len(fg), int), np.zeros(len(bg), int), tgt_labels])
             sets.append((pts, lbl))
-        n = min(len(p) for p, _ in sets)  # equal point counts are needed to batch the prompt sets
-        coords = np.stack([p[:n] for p, _ in sets])
-        labels = np.stack([lbl[:n] for _, lbl in sets])
+        coords = np.stack([p for p, _ in sets])  # every set has the same point counts: one batch
+        labels = np.stack([lbl for _, lbl in sets])
 
         emb = self.segmenter.embed(canvas)
         pred = self.segmenter.predict(emb, coords, labels, multimask=False)
