@@ -40,12 +40,6 @@ def _sample_exists(dataset, sample_id):
         return False
 
 
-def _error_output():
-    outputs = types.Object()
-    outputs.str("error", label="Error")
-    return types.Property(outputs, view=types.View(label="samtext: the run failed"))
-
-
 def _uploaded_bytes(upload):
     """The file bytes of a FileView upload (a dict with base64 ``content``, maybe a data URL)."""
     content = upload.get("content") if isinstance(upload, dict) else upload
@@ -111,22 +105,24 @@ class AnnotateByReferenceMask(foo.Operator):
 
         methods = forms.choice_view(METHOD_CHOICES, types.RadioGroup)
         inputs.enum("method", list(METHOD_CHOICES), default="prior", label="Method", view=methods)
-        forms.output_field(inputs, ctx, default="samtext_reference")
+        reads = [ctx.params.get("reference_field")] if ctx.params.get("reference_source", "field") == "field" else []
+        forms.output_field(inputs, ctx, default="samtext_reference", inputs_read=[f for f in reads if f])
         method = ctx.params.get("method", "prior")
-        clip_check = bool(ctx.params.get("clip_check", False))
-        inputs.bool("clip_check", default=False, label="CLIP check",
-                    description="Empty the mask when CLIP does not see the class in it")
+        clip_check = bool(ctx.params.get("clip_check", method == "stitch"))
+        forms.gate(inputs, ctx, "prior: SAM-feature similarity to the reference; stitch: CLIP score of the best "
+                                "window")
+        inputs.bool("clip_check", default=method == "stitch", label="CLIP check",
+                    description="Drop each object that CLIP, on its own masked crop, does not see as the class")
         if clip_check:
-            inputs.float("clip_threshold", default=0.5, min=0.0, max=1.0, label="CLIP threshold")
+            inputs.float("clip_threshold", default=0.5, min=0.0, max=1.0, label="CLIP threshold",
+                         description="The fraction of the reference's own CLIP score an object must reach")
         if method == "prior":
-            inputs.bool("refine", default=True, label="Refine", description="A second SAM pass with the mask's box")
-            inputs.float("min_similarity", label="Minimum similarity (optional)",
-                         description="Leave images empty when no region is this similar to the reference (cosine)")
+            inputs.bool("refine", default=True, label="Refine", description="A second SAM pass with each mask's box")
+            inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per image")
         else:
             inputs.int("num_prompt_sets", default=4, min=1, max=16, label="Prompt sets")
         forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check)
-        inputs.bool("save_prompts", default=True, label="Save prompt points",
-                    description="Write the points SAM was given to <output field>_prompts")
+        forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by reference mask"))
 
     def resolve_delegation(self, ctx):
@@ -135,72 +131,38 @@ class AnnotateByReferenceMask(foo.Operator):
     def _sdk_kwargs(self, ctx):
         p = ctx.params
         kwargs = dict(
-            out_field=p.get("out_field") or "samtext_reference",
+            forms.run_kwargs(p),
+            **forms.model_kwargs(p),
             method=p.get("method", "prior"),
             reference_class_value=p.get("reference_class_value"),
-            sam_model=p.get("sam_model", "vit_b"),
-            clip_model=p.get("clip_model") or "ViT-B-32",
-            clip_pretrained=p.get("clip_pretrained") or "openai",
-            device=p.get("device", "auto"),
-            precision=p.get("precision", "auto"),
             refine=p.get("refine", True),
-            min_similarity=p.get("min_similarity"),
-            clip_threshold=p.get("clip_threshold", 0.5) if p.get("clip_check") else None,
+            min_similarity=forms.gate_value(p),
+            max_instances=p.get("max_instances", 10),
+            clip_threshold=p.get("clip_threshold", 0.5) if p.get("clip_check", p.get("method") == "stitch") else None,
             num_prompt_sets=p.get("num_prompt_sets", 4),
-            save_prompts=p.get("save_prompts", True),
-            overwrite=p.get("overwrite", False),
         )
+        kwargs["out_field"] = kwargs["out_field"] or "samtext_reference"
         if p.get("reference_source", "field") == "upload":
             kwargs["reference_mask"] = _uploaded_bytes(p.get("reference_mask"))
         else:
             kwargs["reference_field"] = p.get("reference_field")
         return kwargs
 
-    def _events(self, ctx):
-        return samtext.iter_annotate_by_reference(
-            ctx.target_view(), ctx.params.get("class_name"),
-            reference=_reference_ids(ctx.params.get("reference_sample")), **self._sdk_kwargs(ctx),
-        )
+    def _args(self, ctx):
+        return (ctx.target_view(), ctx.params.get("class_name")), dict(
+            reference=_reference_ids(ctx.params.get("reference_sample")), **self._sdk_kwargs(ctx))
 
     def execute(self, ctx):
-        # FiftyOne drops a generator's return value: a delegated run must return its summary plainly
-        if ctx.delegated:
-            return forms.delegated_progress(ctx, self._events(ctx)).to_dict(max_errors=20)
-        return self._execute_immediate(ctx)
+        args, kwargs = self._args(ctx)
 
-    def _execute_immediate(self, ctx):
-        try:
-            summary = yield from forms.app_progress(ctx, self._events(ctx))
-        except Exception as e:
-            # FiftyOne (1.22) drops an exception that a generator operator raises while it streams to the App
-            # (fiftyone/operators/server.py::create_response_generator): the prompt just closes, silently.
-            # So show it with messages, which the App does show, then raise it for Python callers.
-            message = "samtext: %s" % (e.args[0] if isinstance(e, KeyError) and e.args else e)
-            yield ctx.ops.reload_dataset()  # a run that failed midway has written some labels
-            yield ctx.ops.notify(message, variant="error")
-            yield ctx.ops.show_output(_error_output().to_json(), {"error": message})
-            raise
-        result = summary.to_dict(max_errors=20)
-        yield ctx.ops.reload_dataset()
-        yield ctx.ops.notify(
-            "samtext: labelled %d images into %s (%d empty, %d failed)"
-            % (summary.labelled, summary.field, summary.empty, summary.failed),
-            variant="error" if summary.failed else "success",
-        )
-        # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
-        yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
-        yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), result)
-        return result
+        def prepare():
+            kw = {k: v for k, v in kwargs.items() if k not in ("shard", "batch_size")}
+            return samtext.prepare_annotate_by_reference(*args, **kw)
+
+        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_reference(*args, **kwargs), prepare)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("field", label="Output field")
-        outputs.int("labelled", label="Images labelled")
-        outputs.int("empty", label="Of which empty (object absent)")
-        outputs.int("skipped_existing", label="Skipped (already labelled)")
-        outputs.int("failed", label="Failed")
-        outputs.list("errors", types.String(), label="Errors")
-        return types.Property(outputs, view=types.View(label="samtext"))
+        return forms.summary_output()
 
     def __call__(self, sample_collection, class_name, reference, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).

@@ -1,4 +1,10 @@
-"""Form blocks shared by samtext's operators (models, output field, execution options)."""
+"""Blocks shared by samtext's operators: form pieces (models, output, gate, sharding) and the execution of an
+action's ``(done, total)`` generator immediately, delegated, or split into several delegated runs."""
+
+import copy
+import os
+import threading
+import time
 
 import fiftyone as fo
 import fiftyone.operators.types as types
@@ -10,6 +16,12 @@ SAM_CHOICES = {
     "vit_l": "SAM ViT-L (1.2 GB)",
     "vit_h": "SAM ViT-H (2.5 GB, best)",
     "tiny": "Tiny random SAM (tests and offline demos; masks are meaningless)",
+}
+
+GATE_CHOICES = {
+    "auto": "Calibrated on the references (images without the object come out empty)",
+    "value": "A similarity I choose",
+    "off": "Off (always label the best match)",
 }
 
 
@@ -30,21 +42,44 @@ def fields_of_types(ctx, *doc_types):
     return sorted(names)
 
 
-def output_field(inputs, ctx, default, label_cls=fo.Segmentation):
-    """An output field name (existing ``label_cls`` fields offered) and the overwrite switch. Marks the
-    form invalid when the name exists with another type, so the run cannot start."""
+def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation):
+    """The output field name (existing ``label_cls`` fields offered) and the output switches. Marks the form
+    invalid when the name exists with another type or is a field the run reads, so the run cannot start."""
     view = types.AutocompleteView()
     for name in fields_of_types(ctx, label_cls):
-        view.add_choice(name, label=name)
+        if name not in inputs_read:
+            view.add_choice(name, label=name)
     prop = inputs.str("out_field", default=default, required=True, label="Output field",
                       description="A new field, or an existing %s field" % label_cls.__name__, view=view)
     name = ctx.params.get("out_field") or default
     schema = ctx.dataset.get_field_schema() if ctx.dataset is not None else {}
-    if name in schema and getattr(schema[name], "document_type", None) is not label_cls:
+    if name in inputs_read:
+        prop.invalid = True
+        prop.error_message = "Field %r is the reference field; write the labels to another field" % name
+    elif name in schema and getattr(schema[name], "document_type", None) is not label_cls:
         prop.invalid = True
         prop.error_message = "Field %r exists with another type" % name
     inputs.bool("overwrite", default=False, label="Overwrite existing labels",
                 description="Off: samples that already have the field are skipped (a rerun fills the gaps)")
+    inputs.bool("save_instances", default=True, label="Save instances",
+                description="Also write each object found as a Detection to <output field>_instances")
+    inputs.bool("save_prompts", default=True, label="Save prompt points",
+                description="Write the points SAM was given to <output field>_prompts")
+
+
+def gate(inputs, ctx, description):
+    """The "is the object there at all" gate: calibrated, a chosen value, or off -> ``min_similarity``."""
+    inputs.enum("gate", list(GATE_CHOICES), default="auto", label="Absent-object gate", description=description,
+                view=choice_view(GATE_CHOICES, types.RadioGroup))
+    if ctx.params.get("gate", "auto") == "value":
+        inputs.float("min_similarity", default=0.5, label="Minimum similarity")
+
+
+def gate_value(params):
+    choice = params.get("gate", "auto")
+    if choice == "value":
+        return params.get("min_similarity", 0.5)
+    return None if choice == "off" else "auto"
 
 
 def models(inputs, ctx, needs_clip):
@@ -62,19 +97,115 @@ def models(inputs, ctx, needs_clip):
                 view=choice_view({"auto": "auto", "fp32": "fp32", "bf16": "bf16"}, types.RadioGroup))
 
 
+def model_kwargs(params):
+    return dict(
+        sam_model=params.get("sam_model", "vit_b"),
+        clip_model=params.get("clip_model") or "ViT-B-32",
+        clip_pretrained=params.get("clip_pretrained") or "openai",
+        device=params.get("device", "auto"),
+        precision=params.get("precision", "auto"),
+    )
+
+
+def sharding(inputs):
+    inputs.int("num_shards", default=1, min=1, max=256, label="Split into delegated runs",
+               description="1: one run. N > 1: the target is split into N delegated runs, queued now, which "
+                           "several `fiftyone delegated launch` workers run side by side")
+
+
+def run_kwargs(params):
+    """The driver's options, from the form."""
+    return dict(
+        out_field=params.get("out_field"),
+        overwrite=bool(params.get("overwrite", False)),
+        save_prompts=bool(params.get("save_prompts", True)),
+        save_instances=bool(params.get("save_instances", True)),
+        batch_size=int(params.get("batch_size") or 16),
+        shard=params.get("shard"),
+    )
+
+
 def progress_label(done, total):
     return "%d / %d images" % (done, total)
 
 
+# When the App cancels an immediate run it drops the request, and FiftyOne's server leaves the operator's
+# generator to Python's cyclic garbage collector, which may not run for hours: the labels done so far would
+# stay unwritten and the run "running". So a watchdog closes a run whose progress nobody has read for this long
+# (a live App reads each message at once; an image being labelled does not count, only the wait for the reader).
+ABANDONED_AFTER = float(os.environ.get("SAMTEXT_ABANDONED_AFTER_SECONDS", 30))
+
+
+class _Relay:
+    """An action's generator, advanced by the App's requests and closed by them or by the watchdog, whichever
+    comes first (a lock keeps the two from touching it at once)."""
+
+    _waiting = {}  # id -> relay, while the App has a progress message it has not read yet
+    _registry_lock = threading.Lock()
+    _watchdog = None
+
+    def __init__(self, events):
+        self.events = events
+        self.lock = threading.Lock()
+        self.closed_by_watchdog = False
+        self.since = None
+
+    def next(self):
+        with self.lock:
+            if self.closed_by_watchdog:
+                raise RuntimeError("samtext closed this run: the App stopped reading its progress for %.0f s"
+                                   % ABANDONED_AFTER)
+            return next(self.events)
+
+    def close(self):
+        with self.lock:
+            self.events.close()
+        self.ready()
+
+    def waiting(self):
+        """Called before handing a message to the App: the watchdog starts counting."""
+        self.since = time.monotonic()
+        with _Relay._registry_lock:
+            _Relay._waiting[id(self)] = self
+            if _Relay._watchdog is None:
+                _Relay._watchdog = threading.Thread(target=_Relay._watch, name="samtext-watchdog", daemon=True)
+                _Relay._watchdog.start()
+
+    def ready(self):
+        with _Relay._registry_lock:
+            _Relay._waiting.pop(id(self), None)
+
+    @staticmethod
+    def _watch():
+        while True:
+            time.sleep(min(5.0, ABANDONED_AFTER / 3))
+            now = time.monotonic()
+            with _Relay._registry_lock:
+                stale = [r for r in _Relay._waiting.values() if now - r.since > ABANDONED_AFTER]
+            for relay in stale:
+                with relay.lock:
+                    relay.closed_by_watchdog = True
+                    relay.events.close()  # the driver flushes and records the run as canceled
+                relay.ready()
+
+
 def app_progress(ctx, events):
     """Runs an action's generator of ``(done, total)`` events for an immediate run, yielding the App's
-    progress triggers; returns the generator's return value (the summary)."""
-    while True:
-        try:
-            done, total = next(events)
-        except StopIteration as stop:
-            return stop.value
-        yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=progress_label(done, total)))
+    progress triggers; returns the generator's return value (the summary). When the App cancels, the action's
+    generator is closed (by this generator's close, or by the watchdog when FiftyOne just drops it), so it
+    flushes its labels and records the run as canceled."""
+    relay = _Relay(events)
+    try:
+        while True:
+            try:
+                done, total = relay.next()
+            except StopIteration as stop:
+                return stop.value
+            relay.waiting()
+            yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=progress_label(done, total)))
+            relay.ready()
+    finally:
+        relay.close()
 
 
 def delegated_progress(ctx, events):
@@ -82,3 +213,92 @@ def delegated_progress(ctx, events):
     return samtext.run_with_progress(
         events, lambda done, total: ctx.set_progress(progress=done / max(total, 1), label=progress_label(done, total))
     )
+
+
+def error_output():
+    outputs = types.Object()
+    outputs.str("error", label="Error")
+    return types.Property(outputs, view=types.View(label="samtext: the run failed"))
+
+
+def summary_output():
+    outputs = types.Object()
+    outputs.str("field", label="Output field")
+    outputs.str("status", label="Status")
+    outputs.int("labelled", label="Images labelled")
+    outputs.int("instances", label="Objects found")
+    outputs.int("empty", label="Images with no object")
+    outputs.int("skipped_existing", label="Skipped (already labelled)")
+    outputs.int("failed", label="Failed")
+    outputs.list("errors", types.String(), label="Errors")
+    outputs.list("queued", types.String(), label="Queued delegated runs")
+    return types.Property(outputs, view=types.View(label="samtext"))
+
+
+def queue_shards(ctx, operator, count, prepare):
+    """Queues ``count`` delegated runs of ``operator``, one per shard of the target, with the same parameters.
+    ``prepare()`` first validates the run and creates its fields and record once (so the shards, running
+    side by side, do not race to create them). Returns the queued operations' IDs."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext
+
+    prepare()
+    service = DelegatedOperationService()
+    ids = []
+    for index in range(count):
+        request = copy.deepcopy(dict(ctx.request_params))
+        request["params"] = dict(request.get("params") or {}, shard=[index, count], num_shards=1)
+        request["delegated"] = True  # what FiftyOne sets on a request it queues
+        shard_ctx = ExecutionContext(request_params=request, operator_uri=operator.uri)
+        op = service.queue_operation(operator=operator.uri, context=shard_ctx.serialize(),
+                                     delegation_target=ctx.delegation_target,
+                                     label="%s (shard %d of %d)" % (operator.config.label, index + 1, count))
+        ids.append(str(op.id))
+    return ids
+
+
+def execute_action(ctx, operator, events, prepare=None):
+    """The body of every samtext operator's ``execute``: runs the action's ``events()`` generator
+    immediately (a generator of App progress that shows the summary), delegated (progress recorded on the run,
+    the summary returned plainly, since FiftyOne drops a generator's return value), or, with ``num_shards`` >
+    1, queues that many delegated runs (``prepare()`` validates and creates the outputs once before)."""
+    count = int(ctx.params.get("num_shards") or 1)
+    if count > 1 and ctx.params.get("shard") is None:
+        result = dict(field=ctx.params.get("out_field"), status="queued",
+                      queued=queue_shards(ctx, operator, count, prepare))
+        return result if ctx.delegated else _show_queued(ctx, result)
+    if ctx.delegated:
+        return delegated_progress(ctx, events()).to_dict(max_errors=20)
+    return _execute_immediate(ctx, events)
+
+
+def _show_queued(ctx, result):
+    yield ctx.ops.notify("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run "
+                         "them" % len(result["queued"]), variant="info")
+    yield ctx.ops.show_output(summary_output().to_json(), result)
+    return result
+
+
+def _execute_immediate(ctx, events):
+    try:
+        summary = yield from app_progress(ctx, events())
+    except Exception as e:
+        # FiftyOne (1.22) drops an exception that a generator operator raises while it streams to the App
+        # (fiftyone/operators/server.py::create_response_generator): the prompt just closes, silently.
+        # So show it with messages, which the App does show, then raise it for Python callers.
+        message = "samtext: %s" % (e.args[0] if isinstance(e, KeyError) and e.args else e)
+        yield ctx.ops.reload_dataset()  # a run that failed midway has written some labels
+        yield ctx.ops.notify(message, variant="error")
+        yield ctx.ops.show_output(error_output().to_json(), {"error": message})
+        raise
+    result = summary.to_dict(max_errors=20)
+    yield ctx.ops.reload_dataset()
+    yield ctx.ops.notify(
+        "samtext: labelled %d images into %s (%d objects, %d empty, %d failed)"
+        % (summary.labelled, summary.field, summary.instances, summary.empty, summary.failed),
+        variant="error" if summary.failed else "success",
+    )
+    # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
+    yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
+    yield ctx.ops.show_output(summary_output().to_json(), result)
+    return result

@@ -14,9 +14,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "annotate_by_reference": ("reference", "annotate_by_reference"),
     "iter_annotate_by_reference": ("reference", "iter_annotate_by_reference"),
+    "prepare_annotate_by_reference": ("reference", "prepare_annotate_by_reference"),
     "load_references": ("reference", "load_references"),
-    "RunSummary": ("dataset", "RunSummary"),
-    "run_with_progress": ("dataset", "run_with_progress"),
+    "RunSummary": ("driver", "RunSummary"),
+    "RunStopped": ("driver", "RunStopped"),
+    "run_with_progress": ("driver", "run_with_progress"),
     "load_sam": ("models", "load_sam"),
     "load_clip": ("models", "load_clip"),
     "download_weights": ("download", "download_weights"),

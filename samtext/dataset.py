@@ -1,75 +1,30 @@
-"""The FiftyOne side shared by every action: target selection, resume, batched writes, run records.
+"""FiftyOne primitives shared by every action: field checks, class values, label conversion, batched writes,
+run records. The run driver (:mod:`samtext.driver`) puts them together.
 
-One writer for all actions: :class:`LabelWriter` buffers labels by sample id and writes them with
-``set_values`` in batches, so a run streams through any number of samples with flat memory, and an
-interruption loses at most one batch.
+Conventions: a field's existing class names (``mask_targets``) are never renamed; "already labelled" is read
+from the dataset, never from a view (a view may hide the field); masks written to files get absolute paths.
 """
 
+import json
 import logging
 import os
 import re
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 import fiftyone as fo
 
+from .pipelines.result import MaskResult, semantic_mask
+
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class SampleError:
-    """A sample that could not be labelled, and why."""
-
-    sample_id: str
-    filepath: str
-    message: str
-
-    def __str__(self):
-        return "sample %s (%s): %s" % (self.sample_id, self.filepath, self.message)
-
-
-@dataclass
-class RunSummary:
-    """What a run did. ``labelled`` counts written labels, ``empty`` those of them with no object."""
-
-    field: str
-    run_key: str
-    targets: int = 0
-    labelled: int = 0
-    empty: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    errors: List[SampleError] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self, max_errors: int = 50) -> dict:
-        d = asdict(self)
-        d["errors"] = [str(e) for e in self.errors[:max_errors]]
-        return d
-
-
-def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
-    """Runs an action's generator of ``(done, total)`` events to its end and returns its return value (the
-    summary), calling ``on_progress(done, total)`` for each event. The generator is closed on any exit, so
-    its pending labels are flushed even when the caller's callback raises or the user presses Ctrl-C."""
-    try:
-        while True:
-            try:
-                done, total = next(events)
-            except StopIteration as stop:
-                return stop.value
-            if on_progress is not None:
-                on_progress(done, total)
-    finally:
-        events.close()
+MAX_CLASS_VALUE = 255  # masks are written as uint8
 
 
 def check_field_name(name: str) -> str:
-    if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError("output field %r is not a valid field name (letters, digits, _)" % name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError("output field %r is not a valid field name (letters, digits, _)" % (name,))
     return name
 
 
@@ -103,37 +58,69 @@ def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
         dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
 
 
-def set_mask_targets(dataset: fo.Dataset, name: str, targets: Dict[int, str]) -> None:
-    """Sets ``dataset.mask_targets[name]``, keeping other fields' targets and other classes."""
-    current = dict(dataset.mask_targets.get(name, {}))
-    current.update(targets)
-    dataset.mask_targets[name] = current
-    dataset.save()
+def has_labels(dataset: fo.Dataset, name: str) -> bool:
+    """Whether any sample of the *dataset* (not of some view) has ``name`` set."""
+    return dataset.has_field(name) and len(dataset.exists(name).limit(1)) > 0
 
 
-def targets_to_label(view, out_field: str, overwrite: bool, exclude_ids=()) -> Tuple[List[str], List[str], int]:
-    """The samples of ``view`` to process: ``(ids, filepaths, skipped)``.
+def labelled_ids(dataset: fo.Dataset, name: str) -> set:
+    """IDs of the dataset's samples whose ``name`` is set."""
+    return set(dataset.exists(name).values("id")) if dataset.has_field(name) else set()
 
-    Without ``overwrite``, samples whose ``out_field`` is already set are skipped (and counted), so a
-    rerun after an interruption labels only what is missing. Samples in ``exclude_ids`` (the
-    references) are left out. IDs and paths are read up front (small) so that no database cursor stays
-    open through a long run.
+
+def class_values(dataset: fo.Dataset, name: str, classes: Iterable[str], overwrite: bool = False) -> Dict[str, int]:
+    """The mask value of each class for the Segmentation field ``name``.
+
+    A class the field already names (its ``mask_targets``, else the dataset's ``default_mask_targets``) keeps
+    its value; a new class gets the next free value, so the field becomes multi-class and no existing mask
+    changes meaning. Creates nothing.
+
+    Raises:
+        ValueError: the field's targets are RGB colours; more than 255 classes; or the field holds masks whose
+            values have no names at all (a new class could clash with them) and ``overwrite`` is off.
     """
-    exclude = set(exclude_ids)
-    done = set()
-    if not overwrite and view.has_field(out_field):
-        done = set(view.exists(out_field).values("id")) - exclude
-    ids, paths = view.values(["id", "filepath"])
-    keep = [i for i, sid in enumerate(ids) if sid not in exclude and sid not in done]
-    return [ids[i] for i in keep], [paths[i] for i in keep], len(done)
+    targets = dict(dataset.mask_targets.get(name) or dataset.default_mask_targets or {})
+    if any(not isinstance(k, (int, np.integer)) and not str(k).isdigit() for k in targets):
+        raise ValueError("field %r names its classes by RGB colour (%s); samtext writes class-value masks: choose "
+                         "another output field" % (name, sorted(targets)[:3]))
+    targets = {int(k): str(v) for k, v in targets.items()}
+    if not targets and not overwrite and has_labels(dataset, name):
+        raise ValueError(
+            "field %r already holds masks whose values have no class names (no mask_targets), so a new class "
+            "could clash with them; name them first (dataset.mask_targets[%r] = {1: 'name', ...}; "
+            "dataset.save()), or choose another output field, or pass overwrite=True" % (name, name))
+    by_name = {v: k for k, v in sorted(targets.items(), reverse=True)}  # the lowest value of a repeated name
+    values, top = {}, max(targets, default=0)
+    for cls in classes:
+        if cls in by_name:
+            values[cls] = by_name[cls]
+        elif cls not in values:
+            top += 1
+            values[cls] = top
+    if top > MAX_CLASS_VALUE:
+        raise ValueError("field %r would need mask value %d; masks hold at most %d classes" % (name, top,
+                                                                                          MAX_CLASS_VALUE))
+    return values
+
+
+def set_mask_targets(dataset: fo.Dataset, name: str, values: Mapping[str, int]) -> None:
+    """Adds ``{value: class}`` to ``dataset.mask_targets[name]``, keeping every class already there (taken
+    from ``default_mask_targets`` when the field has none of its own). Saves only if something changed."""
+    base = dataset.mask_targets.get(name) or dataset.default_mask_targets or {}
+    current = {int(k): str(v) for k, v in base.items()}
+    merged = dict(current)
+    merged.update({v: k for k, v in values.items() if v not in current})
+    if merged != dataset.mask_targets.get(name):
+        dataset.mask_targets[name] = merged
+        dataset.save()
 
 
 class LabelWriter:
-    """Buffers ``{sample_id: label}`` per field and writes each batch with one ``set_values`` call.
+    """Buffers ``{sample_id: label}`` per field and writes each batch with one ``set_values`` call per field.
 
     Arguments:
         dataset: the dataset to write to.
-        batch_size: labels per write.
+        batch_size: samples per write.
     """
 
     def __init__(self, dataset: fo.Dataset, batch_size: int = 16):
@@ -151,7 +138,8 @@ class LabelWriter:
             self.flush()
 
     def flush(self) -> None:
-        for name, values in self._pending.items():
+        # the main field last: a sample counts as labelled once it is written, so its side fields go first
+        for name, values in sorted(self._pending.items(), key=lambda kv: -len(kv[0])):
             if values:
                 self.dataset.set_values(name, values, key_field="id", validate=False)
         self._pending = {}
@@ -164,17 +152,34 @@ class LabelWriter:
         self.flush()
 
 
-def segmentation_label(mask: np.ndarray, value: int, mask_path: Optional[str] = None, **attributes) -> fo.Segmentation:
-    """A ``fo.Segmentation`` with ``mask * value`` as uint8, stored in the database or, when
-    ``mask_path`` is given, as a PNG there."""
-    arr = mask.astype(np.uint8) * np.uint8(value)
-    if mask_path:
-        from PIL import Image
+def _save_png(array: np.ndarray, path: str) -> str:
+    from PIL import Image
 
-        os.makedirs(os.path.dirname(mask_path), exist_ok=True)
-        Image.fromarray(arr).save(mask_path)
-        return fo.Segmentation(mask_path=mask_path, **attributes)
-    return fo.Segmentation(mask=arr, **attributes)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def segmentation_label(mask: np.ndarray, mask_path: Optional[str] = None, **attributes) -> fo.Segmentation:
+    """A ``fo.Segmentation`` of the uint8 class-value ``mask``, stored in the database or, when ``mask_path``
+    (absolute) is given, as a PNG there."""
+    if mask_path:
+        return fo.Segmentation(mask_path=_save_png(mask, mask_path), **attributes)
+    return fo.Segmentation(mask=mask, **attributes)
+
+
+def detections_label(result: MaskResult, default_label: str, mask_stem: Optional[str] = None) -> fo.Detections:
+    """The instances of ``result`` as ``fo.Detections`` (box and mask cropped to it, confidence, scores).
+    With ``mask_stem`` (an absolute path without extension) each instance mask is a PNG ``<stem>_<k>.png``."""
+    dets = []
+    for k, inst in enumerate(result.instances):
+        det = fo.Detection.from_mask(inst.mask, label=inst.label or default_label, confidence=inst.confidence,
+                                     **{n: float(v) for n, v in inst.scores.items() if v is not None})
+        if mask_stem:
+            det.mask_path = _save_png(det.mask.astype(np.uint8) * 255, "%s_%d.png" % (mask_stem, k))
+            det.mask = None
+        dets.append(det)
+    return fo.Detections(detections=dets)
 
 
 def keypoints_label(points: np.ndarray, labels: np.ndarray, size: Tuple[int, int]) -> fo.Keypoints:
@@ -189,15 +194,93 @@ def keypoints_label(points: np.ndarray, labels: np.ndarray, size: Tuple[int, int
     return fo.Keypoints(keypoints=kps)
 
 
+def labels_for(result: MaskResult, fields: "OutputFields", values: Mapping[str, int], default_label: str,
+               sample_id: str) -> Dict[str, object]:
+    """``{field: label}`` for one image's result: the semantic Segmentation (and, as configured, the instance
+    Detections and the prompt Keypoints)."""
+    attrs = {"confidence": result.confidence, "num_instances": len(result.instances)}
+    attrs.update({k: float(v) for k, v in result.scores.items() if v is not None})
+    if result.empty_reason:
+        attrs["empty_reason"] = result.empty_reason
+    path = fields.mask_path(fields.out, sample_id)
+    out = {fields.out: segmentation_label(semantic_mask(result, values, default_label), path, **attrs)}
+    if fields.instances:
+        stem = fields.mask_path(fields.instances, sample_id, ext="")
+        out[fields.instances] = detections_label(result, default_label, stem)
+    if fields.prompts:
+        out[fields.prompts] = keypoints_label(result.points, result.point_labels, result.shape)
+    return out
+
+
+class OutputFields:
+    """The fields a run writes: ``out`` (``fo.Segmentation``), ``<out>_instances`` (``fo.Detections``) and
+    ``<out>_prompts`` (``fo.Keypoints``) when asked for, and where mask files go (``mask_dir``, made absolute).
+    """
+
+    def __init__(self, out: str, instances: bool = True, prompts: bool = False, mask_dir: Optional[str] = None):
+        self.out = check_field_name(out)
+        self.instances = out + "_instances" if instances else None
+        self.prompts = out + "_prompts" if prompts else None
+        self.mask_dir = os.path.abspath(os.path.expanduser(mask_dir)) if mask_dir else None
+
+    def types(self) -> List[Tuple[str, type]]:
+        pairs = [(self.out, fo.Segmentation), (self.instances, fo.Detections), (self.prompts, fo.Keypoints)]
+        return [(name, cls) for name, cls in pairs if name]
+
+    def names(self) -> List[str]:
+        return [name for name, _ in self.types()]
+
+    def mask_path(self, field: str, sample_id: str, ext: str = ".png") -> Optional[str]:
+        return os.path.join(self.mask_dir, field, sample_id + ext) if self.mask_dir else None
+
+    def check(self, dataset: fo.Dataset, inputs: Iterable[str] = ()) -> None:
+        """Checks names and types of the output fields, and that none of them is a field the action reads.
+
+        Raises:
+            ValueError: what is wrong, naming the field.
+        """
+        inputs = {f for f in inputs if f}
+        for name, cls in self.types():
+            if name in inputs:
+                raise ValueError(
+                    "the output field %r is a field the run reads (the reference/ground truth); machine labels "
+                    "would land among them: choose another output field" % name)
+            check_label_field(dataset, name, cls)
+
+    def ensure(self, dataset: fo.Dataset) -> None:
+        for name, cls in self.types():
+            ensure_label_field(dataset, name, cls)
+
+
+# ------------------------------------------------------------------------------------------ run records
+
+
 def run_key_for(out_field: str) -> str:
     return "samtext_" + out_field
 
 
-def record_run(dataset: fo.Dataset, run_key: str, **config) -> None:
-    """Stores what produced a field (method, models, parameters, versions) as a FiftyOne run."""
-    import fiftyone.constants as foc
+def jsonable(value):
+    """``value`` as it reads back from a run record (tuples become lists, numpy numbers plain numbers)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
-    from . import __version__
 
-    config = dict(config, samtext_version=__version__, fiftyone_version=foc.VERSION, started=time.time())
-    dataset.register_run(run_key, dataset.init_run(**config), overwrite=True, cleanup=False)
+def read_run(dataset: fo.Dataset, key: str) -> Optional[dict]:
+    """The config dict of the samtext run ``key``, or None."""
+    if key not in dataset.list_runs():
+        return None
+    return dataset.get_run_info(key).config.serialize()
+
+
+def register_run(dataset: fo.Dataset, key: str, config: dict) -> None:
+    """Stores (or replaces) the record of what produced a field, as a FiftyOne run."""
+    dataset.register_run(key, dataset.init_run(**jsonable(config)), overwrite=True, cleanup=False)
+
+
+def update_run(dataset: fo.Dataset, key: str, **fields) -> None:
+    """Sets ``config.<name>`` of the run record ``key`` in one atomic database update, so that runs writing
+    their own entries at the same time (shards on several workers) do not overwrite each other. Names may be
+    dotted paths (``runs.<id>``)."""
+    doc = dataset._doc.runs[key]  # FiftyOne keeps each run record as a RunDocument
+    updates = {"config." + name: jsonable(value) for name, value in fields.items()}
+    doc._get_collection().update_one({"_id": doc.id}, {"$set": updates})
+    doc.reload()

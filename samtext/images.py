@@ -112,7 +112,7 @@ def mask_from_values(values: np.ndarray, class_value: Optional[int] = None) -> n
         mask = values == class_value
         if not mask.any():
             present = np.unique(values)[:20].tolist()
-            raise InputError("class value %s does not occur in the mask (values: %s)" % (class_value, present))
+            raise InputError("reference_class_value %s does not occur in the mask (values: %s)" % (class_value, present))
         return mask
     nonzero = np.unique(values[values != 0])
     if len(nonzero) <= 1:
@@ -120,7 +120,7 @@ def mask_from_values(values: np.ndarray, class_value: Optional[int] = None) -> n
     if len(nonzero) > MAX_CLASS_VALUES or _is_noisy_binary(values, nonzero):
         return values >= values.max() / 2.0
     raise InputError(
-        "the mask has several classes (values %s); choose which one is the object with class_value"
+        "the mask has several classes (values %s); choose which one is the object with reference_class_value"
         % nonzero.tolist()
     )
 

@@ -1,8 +1,12 @@
 """Mask utilities. Masks are ``(H, W)`` bool arrays; boxes are ``XYXY`` pixels; points are ``(x, y)``."""
 
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
+
+# The colour that outside-the-mask pixels of a masked crop get: CLIP's mean pixel, which its normalisation
+# maps to zero, so the filled area carries no signal of its own.
+NEUTRAL_FILL = (123, 117, 104)
 
 
 def mask_to_box(mask: np.ndarray) -> Optional[np.ndarray]:
@@ -38,3 +42,35 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two bool masks; 1.0 when both are empty."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
+    """The object alone, for CLIP: the mask's box grown by ``context`` of its size on each side, pixels
+    outside the mask set to ``fill``, padded with ``fill`` to a square (so that CLIP's centre crop keeps the
+    whole object). ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool and not empty."""
+    box = mask_to_box(mask)
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * context, (y2 - y1) * context
+    x1, y1 = int(max(0, x1 - dx)), int(max(0, y1 - dy))
+    x2, y2 = int(min(w, np.ceil(x2 + dx))), int(min(h, np.ceil(y2 + dy)))
+    crop = np.where(mask[y1:y2, x1:x2, None], image[y1:y2, x1:x2], np.asarray(fill, dtype=np.uint8))
+    ch, cw = crop.shape[:2]
+    side = max(ch, cw)
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[:] = fill
+    top, left = (side - ch) // 2, (side - cw) // 2
+    out[top : top + ch, left : left + cw] = crop
+    return out
+
+
+def components(mask: np.ndarray, min_area: int = 1) -> List[np.ndarray]:
+    """The connected parts (8-connectivity) of a bool mask with at least ``min_area`` pixels, largest first."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    order = [i + 1 for i in np.argsort(-areas) if areas[i] >= min_area]
+    return [labels == k for k in order]

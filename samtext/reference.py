@@ -10,26 +10,31 @@ Example::
     summary = samtext.annotate_by_reference(
         dataset, "cat", reference=ref, reference_field="ground_truth", out_field="cat_masks"
     )
-    print(summary.labelled, summary.failed)
+    print(summary.labelled, summary.instances, summary.failed)
+
+This module only says what the action is (its settings, its references, its models, its labeller); the run
+itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
 """
 
+import hashlib
 import logging
 import os
-import time
-from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
+from . import driver
 from .images import InputError, load_image, load_mask
-from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, load_clip, load_sam
-from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher
+from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, load_clip, load_sam
+from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher, check_gate
 
 logger = logging.getLogger(__name__)
 
-SampleRef = Union[str, fo.Sample]
+SampleRef = Union[str, fo.Sample, fo.core.sample.SampleView]
+ACTION = "annotate_by_reference"
+DEFAULT_STITCH_CLIP_THRESHOLD = 0.5
 
 
 def _as_list(x) -> list:
@@ -46,23 +51,68 @@ def _class_value_from_targets(dataset, field: str, class_name: str) -> Optional[
     return None
 
 
-def _mask_from_label(label, size: Tuple[int, int], class_name: str, class_value, targets_value) -> np.ndarray:
+def check_class_value(value) -> Optional[int]:
+    """``reference_class_value`` as an int (a string that spells a number is accepted), or None.
+
+    Raises:
+        ValueError: not an integer pixel value.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not number.is_integer() or number < 0:
+        raise ValueError("reference_class_value must be a non-negative whole pixel value such as 255, got %r" % (value,))
+    return int(number)
+
+
+def _mask_from_label(label, size: Tuple[int, int], class_name: str, class_value, targets_value, field: str):
     """The bool object mask ``(H, W)`` held by a Segmentation or Detections label."""
     h, w = size
     if isinstance(label, fo.Segmentation):
         # read the stored array or file ourselves: FiftyOne's get_mask() turns palette PNGs into colours
         source = label.mask if label.mask is not None else label.mask_path
         if source is None:
-            raise InputError("the Segmentation has no mask")
+            raise InputError("the Segmentation in field %r has no mask" % field)
         return load_mask(source, class_value if class_value is not None else targets_value, size)
     if isinstance(label, fo.Detections):
         dets = [d for d in label.detections if d.mask is not None or d.mask_path]
+        if not dets:
+            raise InputError(
+                "the Detections in field %r carry no instance masks (boxes only: %d detections); give a field "
+                "with masks, or the mask itself as reference_mask" % (field, len(label.detections)))
         named = [d for d in dets if d.label == class_name]
         mask = np.zeros((h, w), dtype=bool)
         for det in named or dets:
             mask |= det.to_segmentation(frame_size=(w, h), target=1).get_mask() > 0
         return mask
-    raise InputError("a reference field must hold fo.Segmentation or fo.Detections, not %s" % type(label).__name__)
+    raise InputError("field %r holds %s; a reference field must hold fo.Segmentation or fo.Detections"
+                     % (field, type(label).__name__))
+
+
+def _reference_samples(dataset: fo.Dataset, reference) -> List[fo.Sample]:
+    """The reference samples: ``fo.Sample`` objects as given, IDs looked up in ``dataset``.
+
+    Raises:
+        ValueError: no reference; an ID that is not an ObjectId, or names no sample of the dataset.
+    """
+    from bson import ObjectId
+
+    refs = _as_list(reference)
+    if not refs:
+        raise ValueError("no reference sample given: pass reference=<sample, sample ID, or a list of them>")
+    is_sample = lambda r: isinstance(r, (fo.Sample, fo.core.sample.SampleView))  # noqa: E731
+    ids = [r for r in refs if not is_sample(r)]
+    bad = [r for r in ids if not isinstance(r, str) or not ObjectId.is_valid(r)]
+    if bad:
+        raise ValueError("reference %r is not a sample ID (a 24-character hex ObjectId) or a fo.Sample" % (bad[0],))
+    found = {s.id: s for s in dataset.select(ids)} if ids else {}
+    missing = [r for r in ids if r not in found]
+    if missing:
+        raise ValueError("reference %r: no sample with this ID in dataset %r" % (missing[0], dataset.name))
+    return [r if is_sample(r) else found[r] for r in refs]
 
 
 def load_references(
@@ -71,20 +121,20 @@ def load_references(
     class_name: str,
     reference_field: Optional[str] = None,
     reference_mask=None,
-    reference_class_value: Optional[int] = None,
+    reference_class_value=None,
 ) -> Tuple[List[Reference], List[str]]:
     """Reads the reference images and masks: ``(references, their sample ids)``.
 
     Each reference is a sample (or its id in ``dataset``) whose mask is either in ``reference_field``
-    (a ``fo.Segmentation`` or ``fo.Detections`` field) or given as ``reference_mask`` (a path or an
-    array, for a single reference sample).
+    (a ``fo.Segmentation`` or ``fo.Detections`` field) or given as ``reference_mask`` (a path, file bytes
+    or an array, for a single reference sample).
 
     Raises:
-        ValueError: no reference, a missing field, an unusable mask; the message names the sample.
+        ValueError: no reference, an unknown ID, a missing field, an unusable mask (empty, covering the whole
+            image, boxes only); the message names the sample.
     """
-    samples = [dataset[s] if isinstance(s, str) else s for s in _as_list(reference)]
-    if not samples:
-        raise ValueError("no reference sample given")
+    class_value = check_class_value(reference_class_value)
+    samples = _reference_samples(dataset, reference)
     if reference_mask is not None and len(samples) != 1:
         raise ValueError("an uploaded reference_mask goes with exactly one reference sample")
     if reference_mask is None and not reference_field:
@@ -96,17 +146,18 @@ def load_references(
         try:
             image = load_image(sample.filepath)
             if reference_mask is not None:
-                mask = load_mask(reference_mask, reference_class_value, size=image.shape[:2])
+                mask = load_mask(reference_mask, class_value, size=image.shape[:2])
             else:
-                label = sample[reference_field] if sample.has_field(reference_field) else None
+                if not sample.has_field(reference_field):
+                    raise InputError("reference_field %r is not a field of its dataset" % reference_field)
+                label = sample[reference_field]
                 if label is None:
                     raise InputError("field %r is empty" % reference_field)
-                mask = _mask_from_label(label, image.shape[:2], class_name, reference_class_value, targets_value)
+                mask = _mask_from_label(label, image.shape[:2], class_name, class_value, targets_value,
+                                        reference_field)
         except (InputError, ValueError) as e:
             raise ValueError("%s: %s" % (where, e)) from e
         refs.append(Reference(image, mask, name=where))  # its own errors already name the sample
-        if mask.all():
-            logger.warning("%s: the mask covers the whole image; there is no background to contrast", where)
     return refs, [s.id for s in samples]
 
 
@@ -118,11 +169,13 @@ def build_matcher(
     sam_checkpoint: Optional[str] = None,
     clip_model: str = DEFAULT_CLIP,
     clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
+    clip_checkpoint: Optional[str] = None,
     device: str = "auto",
     precision: str = "auto",
     clip_threshold: Optional[float] = None,
     refine: bool = True,
-    min_similarity: Optional[float] = None,
+    min_similarity="auto",
+    max_instances: int = 10,
     num_prompt_sets: int = 4,
     seed: int = 0,
 ):
@@ -131,12 +184,96 @@ def build_matcher(
         raise ValueError("unknown method %r; choose one of %s" % (method, sorted(METHODS)))
     sam = load_sam(sam_model, sam_checkpoint, device, precision)
     needs_clip = method == "stitch" or clip_threshold is not None
-    clip = load_clip(clip_model, clip_pretrained, device, precision) if needs_clip else None
-    check = ClipCheck(clip, class_name, clip_threshold) if clip_threshold is not None else None
+    clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint) if needs_clip else None
+    check = ClipCheck(clip, class_name, clip_threshold, references) if clip_threshold is not None else None
     if method == "prior":
-        return PriorMatcher(sam, references, refine=refine, min_similarity=min_similarity, clip_check=check)
+        return PriorMatcher(sam, references, refine=refine, min_similarity=min_similarity,
+                            max_instances=max_instances, clip_check=check)
     return StitchMatcher(sam, clip, references, class_name, num_prompt_sets=num_prompt_sets, seed=seed,
-                         clip_check=check)
+                         min_similarity=min_similarity, clip_check=check)
+
+
+def _mask_digest(mask) -> Optional[str]:
+    """A short fingerprint of an uploaded or given mask, for the run record."""
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        return os.path.abspath(mask)
+    data = mask.tobytes() if isinstance(mask, np.ndarray) else bytes(mask)
+    return "sha1:" + hashlib.sha1(data).hexdigest()[:16]
+
+
+def reference_action(
+    dataset: fo.Dataset,
+    class_name: str,
+    reference=None,
+    reference_field: Optional[str] = None,
+    reference_mask=None,
+    reference_class_value=None,
+    method: str = "prior",
+    sam_model: str = DEFAULT_SAM,
+    sam_checkpoint: Optional[str] = None,
+    clip_model: str = DEFAULT_CLIP,
+    clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
+    clip_checkpoint: Optional[str] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    refine: bool = True,
+    min_similarity="auto",
+    max_instances: int = 10,
+    clip_threshold="auto",
+    num_prompt_sets: int = 4,
+) -> driver.Action:
+    """Checks every argument and reads the references; returns the :class:`samtext.driver.Action` (models
+    load only when the driver builds it). Raises ValueError naming the problem; creates nothing."""
+    class_name = class_name.strip() if isinstance(class_name, str) else ""
+    if not class_name:
+        raise ValueError("class_name must be a non-empty name of the object, e.g. 'cat'")
+    if method not in METHODS:
+        raise ValueError("unknown method %r; choose one of %s" % (method, ", ".join(sorted(METHODS))))
+    if clip_threshold == "auto":  # stitch runs CLIP anyway, and its window gate alone lets look-alikes through
+        clip_threshold = DEFAULT_STITCH_CLIP_THRESHOLD if method == "stitch" else None
+    needs_clip = method == "stitch" or clip_threshold is not None
+    check_model_options(sam_model, clip_model if needs_clip else None, device, precision)
+    min_similarity = check_gate(min_similarity)
+    if clip_threshold is not None and not 0.0 <= float(clip_threshold) <= 1.0:
+        raise ValueError("clip_threshold must be between 0 and 1 (a fraction of the reference's own CLIP score), "
+                         "got %r" % (clip_threshold,))
+    if int(max_instances) < 1:
+        raise ValueError("max_instances must be at least 1, got %r" % (max_instances,))
+    references, ref_ids = load_references(
+        dataset, reference, class_name, reference_field, reference_mask, reference_class_value)
+    settings = dict(
+        method=method, class_name=class_name, reference_ids=ref_ids, reference_field=reference_field,
+        reference_mask=_mask_digest(reference_mask), reference_class_value=check_class_value(reference_class_value),
+        sam_model=sam_model, sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None,
+        refine=bool(refine), min_similarity=min_similarity, max_instances=int(max_instances),
+        clip_threshold=None if clip_threshold is None else float(clip_threshold),
+    )
+    if needs_clip:
+        settings.update(clip_model=clip_model, clip_pretrained=clip_pretrained,
+                        clip_checkpoint=os.path.basename(clip_checkpoint) if clip_checkpoint else None)
+    if method == "stitch":
+        settings.update(num_prompt_sets=int(num_prompt_sets))
+    built = {}
+
+    def build():
+        built["matcher"] = build_matcher(
+            method, references, class_name, sam_model=sam_model, sam_checkpoint=sam_checkpoint,
+            clip_model=clip_model, clip_pretrained=clip_pretrained, clip_checkpoint=clip_checkpoint, device=device,
+            precision=precision, clip_threshold=clip_threshold, refine=refine, min_similarity=min_similarity,
+            max_instances=max_instances, num_prompt_sets=num_prompt_sets)
+        return built["matcher"]
+
+    def info():
+        matcher = built["matcher"]
+        learnt = dict(matcher.info(), models=dict(sam=getattr(matcher.segmenter, "name", None)))
+        if matcher.clip_check is not None:
+            learnt.update(matcher.clip_check.info())
+        return learnt
+
+    return driver.Action(ACTION, [class_name], settings, build, info,
+                         input_fields=[reference_field] if reference_field else [], exclude_ids=ref_ids)
 
 
 def iter_annotate_by_reference(
@@ -144,89 +281,43 @@ def iter_annotate_by_reference(
     class_name: str,
     reference=None,
     reference_field: Optional[str] = None,
-    reference_mask=None,
-    reference_class_value: Optional[int] = None,
     out_field: str = "samtext_reference",
-    method: str = "prior",
-    sam_model: str = DEFAULT_SAM,
-    sam_checkpoint: Optional[str] = None,
-    clip_model: str = DEFAULT_CLIP,
-    clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
-    device: str = "auto",
-    precision: str = "auto",
-    refine: bool = True,
-    min_similarity: Optional[float] = None,
-    clip_threshold: Optional[float] = None,
-    num_prompt_sets: int = 4,
     save_prompts: bool = False,
+    save_instances: bool = True,
     overwrite: bool = False,
     mask_dir: Optional[str] = None,
     batch_size: int = 16,
-) -> Generator[Tuple[int, int], None, sds.RunSummary]:
+    fail_fast: int = 10,
+    shard=None,
+    **options,
+) -> driver.Progress:
     """The work of :func:`annotate_by_reference`, as a generator of ``(done, total)`` progress that
-    returns the :class:`samtext.dataset.RunSummary` (operators iterate it to report progress)."""
-    start = time.time()
-    class_name = (class_name or "").strip()
-    if not class_name:
-        raise ValueError("class_name must be a non-empty name of the object, e.g. 'cat'")
-    dataset = samples._dataset
-    sds.check_field_name(out_field)
-    prompts_field = out_field + "_prompts" if save_prompts else None
-    sds.check_label_field(dataset, out_field, fo.Segmentation)
-    if prompts_field:
-        sds.check_label_field(dataset, prompts_field, fo.Keypoints)
-    run_key = sds.run_key_for(out_field)
-    summary = sds.RunSummary(field=out_field, run_key=run_key)
+    returns the :class:`samtext.driver.RunSummary` (operators iterate it to report progress)."""
+    dataset, _ = driver.sample_collection(samples)
+    action = reference_action(dataset, class_name, reference, reference_field, **options)
+    return (yield from driver.iter_run(
+        samples, action, out_field, overwrite=overwrite, save_prompts=save_prompts, save_instances=save_instances,
+        mask_dir=mask_dir, batch_size=batch_size, fail_fast=fail_fast, shard=shard))
 
-    references, ref_ids = load_references(
-        dataset, reference, class_name, reference_field, reference_mask, reference_class_value
-    )
-    ids, paths, summary.skipped_existing = sds.targets_to_label(samples, out_field, overwrite, ref_ids)
-    summary.targets = len(ids)
-    if not ids:
-        logger.info("Nothing to label in %r: %d samples already have it", out_field, summary.skipped_existing)
-        return summary
 
-    sds.ensure_label_field(dataset, out_field, fo.Segmentation)
-    if prompts_field:
-        sds.ensure_label_field(dataset, prompts_field, fo.Keypoints)
-    options = dict(
-        sam_model=sam_model, sam_checkpoint=sam_checkpoint, clip_model=clip_model, clip_pretrained=clip_pretrained,
-        device=device, precision=precision, refine=refine, min_similarity=min_similarity,
-        clip_threshold=clip_threshold, num_prompt_sets=num_prompt_sets,
-    )
-    matcher = build_matcher(method, references, class_name, **options)
-    sds.set_mask_targets(dataset, out_field, {1: class_name})
-    sds.record_run(
-        dataset, run_key, action="annotate_by_reference", method=method, class_name=class_name,
-        out_field=out_field, reference_ids=ref_ids, reference_field=reference_field, **options,
-    )
-
-    yield 0, len(ids)
-    with sds.LabelWriter(dataset, batch_size) as writer:
-        for done, (sid, path) in enumerate(zip(ids, paths), 1):
-            try:
-                image = load_image(path)
-                result = matcher(image)
-            except Exception as e:  # one bad sample must not stop the run
-                err = sds.SampleError(sid, path, str(e) if isinstance(e, InputError) else "%s: %s" % (type(e).__name__, e))
-                logger.warning("samtext: %s", err)
-                summary.errors.append(err)
-                summary.failed += 1
-            else:
-                attrs = {"confidence": result.confidence, **result.scores}
-                if result.empty_reason:
-                    attrs["empty_reason"] = result.empty_reason
-                mask_path = os.path.join(mask_dir, out_field, sid + ".png") if mask_dir else None
-                labels = {out_field: sds.segmentation_label(result.mask, 1, mask_path, **attrs)}
-                if prompts_field:
-                    labels[prompts_field] = sds.keypoints_label(result.points, result.point_labels, image.shape[:2])
-                writer.add(sid, labels)
-                summary.labelled += 1
-                summary.empty += int(result.is_empty)
-            yield done, len(ids)
-    summary.seconds = time.time() - start
-    return summary
+def prepare_annotate_by_reference(
+    samples,
+    class_name: str,
+    reference=None,
+    reference_field: Optional[str] = None,
+    out_field: str = "samtext_reference",
+    save_prompts: bool = False,
+    save_instances: bool = True,
+    overwrite: bool = False,
+    mask_dir: Optional[str] = None,
+    **options,
+) -> int:
+    """Checks a run of :func:`annotate_by_reference` and creates its output fields and run record, labelling
+    nothing: what the operator does once before it queues a run split into shards. Returns the number of
+    samples to label."""
+    dataset, _ = driver.sample_collection(samples)
+    action = reference_action(dataset, class_name, reference, reference_field, **options)
+    return driver.prepare_outputs(samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
 
 
 def annotate_by_reference(
@@ -236,34 +327,44 @@ def annotate_by_reference(
     reference_field: Optional[str] = None,
     progress: Union[bool, Callable[[int, int], None], None] = None,
     **kwargs,
-) -> sds.RunSummary:
+) -> driver.RunSummary:
     """Labels every sample of ``samples`` (a dataset or view) with a ``fo.Segmentation`` of
-    ``class_name``, learnt from one or more reference samples with masks.
+    ``class_name`` (and its instances as ``fo.Detections``), learnt from one or more reference samples
+    with masks.
 
     Arguments:
         samples: the target ``fo.Dataset`` or ``fo.DatasetView``. References in it are not relabelled.
-        class_name: the object's name (``mask_targets`` of the output field become ``{1: class_name}``).
+        class_name: the object's name. It gets a mask value in the output field's ``mask_targets`` (1 in a
+            new field; an existing field keeps its classes and the new one gets the next free value).
         reference: a sample, a sample id, or a list of them (several references average their features).
         reference_field: the field holding each reference's mask (``fo.Segmentation`` or
-            ``fo.Detections``). Multi-class masks need ``reference_class_value``, unless the field's
-            ``mask_targets`` name ``class_name``.
+            ``fo.Detections`` with instance masks). Multi-class masks need ``reference_class_value``, unless
+            the field's ``mask_targets`` name ``class_name``.
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: ``reference_mask`` (path or array instead of ``reference_field``),
-            ``reference_class_value``, ``out_field`` ("samtext_reference"), ``method`` ("prior" or
-            "stitch"), ``sam_model`` ("vit_b", "vit_l", "vit_h", "tiny"), ``sam_checkpoint``,
-            ``clip_model`` ("ViT-B-32" or "tiny"), ``clip_pretrained`` ("openai"), ``device``,
-            ``precision`` ("auto", "fp32", "bf16"), ``refine``, ``min_similarity``, ``clip_threshold``
-            (None: no CLIP check), ``num_prompt_sets`` (stitch), ``save_prompts`` (also write the
-            prompt points to ``<out_field>_prompts``), ``overwrite`` (relabel samples that already
-            have the field), ``mask_dir`` (write masks as PNGs there instead of into the database),
-            ``batch_size`` (labels per database write).
+        **kwargs: ``reference_mask`` (path, file bytes or array instead of ``reference_field``),
+            ``reference_class_value`` (the object's pixel value; "255" works too), ``out_field``
+            ("samtext_reference"), ``method`` ("prior" or "stitch"), ``sam_model`` ("vit_b", "vit_l",
+            "vit_h", "tiny"), ``sam_checkpoint``, ``clip_model`` ("ViT-B-32" or "tiny"), ``clip_pretrained``
+            ("openai", or a weights file), ``clip_checkpoint`` (a local file of that tag), ``device``,
+            ``precision`` ("auto", "fp32", "bf16"), ``refine``, ``min_similarity`` ("auto": a gate
+            calibrated on the references, so that images without the object come out empty; a number; or
+            None: always label the best match), ``max_instances`` (10), ``clip_threshold`` (the CLIP check:
+            the fraction of the reference's own CLIP score that each instance's masked crop must reach;
+            None: no check; "auto": 0.5 for stitch, none for prior),
+            ``num_prompt_sets`` (stitch), ``save_prompts`` (also write the prompt points to
+            ``<out_field>_prompts``), ``save_instances`` (True: the instances in ``<out_field>_instances``),
+            ``overwrite`` (relabel samples that already have the field, and allow settings other than those
+            of the run that wrote it), ``mask_dir`` (write masks as PNGs there, stored with absolute paths,
+            instead of into the database), ``batch_size`` (samples per database write), ``fail_fast`` (stop
+            when the first this many samples all fail; 0: never), ``shard`` (``(index, count)``: only that
+            shard of the samples).
 
     Returns:
-        a :class:`samtext.dataset.RunSummary` with counts, per-sample errors and the run key.
+        a :class:`samtext.driver.RunSummary` with counts, per-sample errors and the run key.
     """
     gen = iter_annotate_by_reference(samples, class_name, reference, reference_field, **kwargs)
     if progress is not True:
-        return sds.run_with_progress(gen, progress or None)
+        return driver.run_with_progress(gen, progress or None)
     from tqdm.auto import tqdm
 
     with tqdm(desc="samtext", unit="image") as bar:
@@ -272,4 +373,4 @@ def annotate_by_reference(
             bar.total, bar.n = total, done
             bar.refresh()
 
-        return sds.run_with_progress(gen, show)
+        return driver.run_with_progress(gen, show)

@@ -9,8 +9,12 @@ palette colour nearest to it (so the blurred seams of a resized image still have
   taken under a red object's mask is ~1 exactly on red cells. Its "SAM" returns the connected regions
   under the positive points, minus the regions that negative points fall on, within the box prompt.
 - :class:`FakeClip` offers :class:`samtext.models.ClipModel`'s ``encode_images`` and
-  ``class_probability``: an image embedding is the crop's palette histogram, and the probability of a
-  class is the fraction of the crop in that class's colour ("cat" is red).
+  ``class_probability``: an image embedding is the crop's palette histogram (the neutral fill of masked
+  crops left out), and the probability of a class is the share of the crop in that class's colour ("cat"
+  is red), plus a part of its look-alike's share.
+
+Look-alikes: ORANGE resembles RED and CYAN resembles BLUE, in the segmenter's features (cosine
+:data:`LOOKALIKE_COSINE` with :data:`LOOKALIKE_FEATURES`) and for CLIP (:data:`LOOKALIKE_AFFINITY`).
 
 Both count and record their calls, so that tests can spy on what the pipelines ask.
 """
@@ -28,11 +32,34 @@ RED = (220, 30, 30)
 BLUE = (30, 60, 220)
 GREEN = (40, 200, 60)
 YELLOW = (230, 220, 40)
-PALETTE = np.array([BACKGROUND, RED, BLUE, GREEN, YELLOW], dtype=np.float32)
-COLOUR_INDEX = {BACKGROUND: 0, RED: 1, BLUE: 2, GREEN: 3, YELLOW: 4}
+ORANGE = (235, 120, 30)  # a look-alike of RED
+CYAN = (40, 200, 230)  # a look-alike of BLUE
+NEUTRAL = (123, 117, 104)  # samtext.masks.NEUTRAL_FILL: the fill of masked crops
+COLOURS = [BACKGROUND, RED, BLUE, GREEN, YELLOW, ORANGE, CYAN, NEUTRAL]
+PALETTE = np.array(COLOURS, dtype=np.float32)
+COLOUR_INDEX = {c: i for i, c in enumerate(COLOURS)}
 
 STRIDE = 8  # pixels per feature cell
-LOW_RES = 4  # pixels per cell of the low-res logits
+LOW_RES = 1  # pixels per cell of the low-res logits (the double's low-res frame is the image itself)
+
+LOOKALIKE_COSINE = 0.5
+LOOKALIKE_AFFINITY = {ORANGE: RED, CYAN: BLUE}
+
+
+def _lookalike_features() -> np.ndarray:
+    """A colour -> feature table where each look-alike has cosine LOOKALIKE_COSINE with its original and
+    every other pair is orthogonal."""
+    n = len(COLOURS)
+    table = np.eye(n, dtype=np.float32)
+    for twin, original in LOOKALIKE_AFFINITY.items():
+        i, j = COLOUR_INDEX[twin], COLOUR_INDEX[original]
+        table[i] = 0.0
+        table[i, j] = LOOKALIKE_COSINE
+        table[i, i] = np.sqrt(1 - LOOKALIKE_COSINE**2)
+    return table
+
+
+LOOKALIKE_FEATURES = _lookalike_features()
 SCORE_FOUND, SCORE_PART, SCORE_GROWN, SCORE_REFINED = 0.9, 0.6, 0.4, 0.95
 
 
@@ -108,29 +135,41 @@ class FakeEmbedding(ImageEmbedding):
     def __init__(self, features, original_size, input_size, image):
         super().__init__(features, original_size, input_size)
         self.image = image
+        self._regions = None
+
+    @property
+    def regions(self) -> np.ndarray:
+        if self._regions is None:
+            self._regions = regions(self.image)
+        return self._regions
 
 
 class FakeSegmenter:
     """A segmenter with :class:`samtext.models.SamSegmenter`'s interface and known answers.
 
     Frame: no resizing (``input_size == original_size``); features on a ``STRIDE``-pixel grid padded to
-    a square, like SAM's. The padding cells hold a vector opposite to every colour, so a pipeline that
-    does not restrict itself to :meth:`valid_grid` picks them as "least similar" and lands outside the
-    image.
+    a square, like SAM's. A cell's feature is the mix of its colours' rows of ``features`` (default: one
+    orthogonal direction per colour), plus, with ``noise > 0``, a random vector of that norm in extra
+    dimensions (seeded by the image, so repeatable), so that no two objects match perfectly. The padding
+    cells hold a vector opposite to every colour, so a pipeline that does not restrict itself to
+    :meth:`valid_grid` picks them as "least similar" and lands outside the image. The low-res mask frame is
+    the image itself (``LOW_RES`` = 1 pixel per cell).
 
     Multimask output: 3 candidates (a part of the region, the region, the region grown by 3 px), with
     the region's index rotating over the calls (1, 2, 0, 1, ...), so taking index 0 is wrong.
 
-    Refinement (``mask_logits`` given): the region is also cut to the upsampled ``mask_logits > 0``
-    (grown by one low-res cell), so feeding back the wrong candidate's logits gives the wrong mask.
+    Refinement (``mask_logits`` given): the region is also cut to ``mask_logits > 0`` (grown by one pixel),
+    so feeding back the wrong candidate's logits gives the wrong mask.
 
     Spies: ``embed_calls``, ``predict_calls`` (a dict of the arguments of each call).
     """
 
     feature_stride = STRIDE
 
-    def __init__(self, refine_empty: bool = False):
+    def __init__(self, refine_empty: bool = False, features: Optional[np.ndarray] = None, noise: float = 0.0):
         self.refine_empty = refine_empty
+        self.features = np.eye(len(COLOURS), dtype=np.float32) if features is None else features
+        self.noise = noise
         self.embed_calls = 0
         self.predict_calls: List[dict] = []
 
@@ -146,10 +185,18 @@ class FakeSegmenter:
         gh, gw = self.grid_size(h, w)
         side = max(gh, gw)
         ids = colour_ids(image)
-        feats = np.full((len(PALETTE), side, side), -1.0, dtype=np.float32)  # padding: opposite to all
-        for c in range(len(PALETTE)):
-            feats[c, :gh, :gw] = _pool(ids == c, STRIDE, (gh, gw))
-        return FakeEmbedding(torch.from_numpy(feats)[None], (h, w), (h, w), image.copy())
+        hist = np.stack([_pool(ids == c, STRIDE, (gh, gw)) for c in range(len(COLOURS))], axis=-1)
+        feats = hist @ self.features  # (gh, gw, D)
+        if self.noise:
+            rng = np.random.default_rng(int(ids.sum() + 7919 * ids.size) % (2**32))
+            extra = rng.normal(size=(gh, gw, 8)).astype(np.float32)
+            extra *= self.noise * np.linalg.norm(feats, axis=-1, keepdims=True) / np.linalg.norm(extra, axis=-1,
+                                                                                               keepdims=True)
+            feats = np.concatenate([feats, extra], axis=-1)
+        out = np.full((side, side, feats.shape[-1]), -1.0, dtype=np.float32)  # padding: opposite to all
+        out[:gh, :gw] = feats
+        return FakeEmbedding(torch.from_numpy(out).permute(2, 0, 1)[None].contiguous(), (h, w), (h, w),
+                             image.copy())
 
     def valid_grid(self, embedding) -> tuple:
         return self.grid_size(*embedding.input_size)
@@ -186,7 +233,7 @@ class FakeSegmenter:
         return ndimage.binary_dilation(m, iterations=LOW_RES)
 
     def _low_res(self, mask: np.ndarray) -> np.ndarray:
-        frac = _pool(mask, LOW_RES, self.low_res_size(*mask.shape))
+        frac = mask.astype(np.float32) if LOW_RES == 1 else _pool(mask, LOW_RES, self.low_res_size(*mask.shape))
         return (frac - 0.5) * 20.0
 
     def predict(
@@ -197,6 +244,7 @@ class FakeSegmenter:
         boxes: Optional[np.ndarray] = None,
         mask_logits: Optional[torch.Tensor] = None,
         multimask: bool = False,
+        full_size: bool = True,
     ) -> Prediction:
         call = dict(
             point_coords=None if point_coords is None else np.array(point_coords, dtype=np.float32),
@@ -204,10 +252,11 @@ class FakeSegmenter:
             boxes=None if boxes is None else np.array(boxes, dtype=np.float32),
             mask_logits=None if mask_logits is None else mask_logits.clone(),
             multimask=multimask,
+            full_size=full_size,
         )
         self.predict_calls.append(call)
         h, w = embedding.original_size
-        labels = regions(embedding.image)
+        labels = embedding.regions
         n = len(point_coords) if point_coords is not None else len(boxes)
         if mask_logits is not None:
             assert tuple(mask_logits.shape) == (n, 1) + self.low_res_size(h, w), mask_logits.shape
@@ -239,14 +288,29 @@ class FakeSegmenter:
                 score = (SCORE_REFINED if mask_logits is not None else SCORE_FOUND) if found else 0.0
                 masks.append([region])
                 scores.append([score])
-        return make_prediction(np.array(masks, dtype=bool), np.array(scores, dtype=np.float32), self)
+        pred = make_prediction(np.array(masks, dtype=bool), np.array(scores, dtype=np.float32), self)
+        if not full_size:
+            pred.masks = pred.logits = None
+        return pred
+
+    def upscale(self, embedding, low_res_logits: torch.Tensor) -> np.ndarray:
+        h, w = embedding.original_size
+        return np.stack([np.repeat(np.repeat((lr > 0).numpy(), LOW_RES, 0), LOW_RES, 1)[:h, :w]
+                         for lr in low_res_logits]).reshape(-1, h, w)
+
+    def low_res_masks(self, embedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+        return low_res_logits > 0
+
+    def low_res_to_grid(self, embedding, masks: torch.Tensor) -> torch.Tensor:
+        gh, gw = self.valid_grid(embedding)
+        return torch.from_numpy(np.stack([_pool(m.numpy(), STRIDE // LOW_RES, (gh, gw)) for m in masks]))
 
 
 def make_prediction(masks: np.ndarray, scores: np.ndarray, segmenter: "FakeSegmenter") -> Prediction:
     """A :class:`Prediction` for ``(N, M, H, W)`` bool masks, with logits of +-10 and low-res logits."""
     logits = torch.from_numpy(np.where(masks, 10.0, -10.0).astype(np.float32))
     low = np.stack([np.stack([segmenter._low_res(m) for m in row]) for row in masks]).astype(np.float32)
-    return Prediction(masks=masks, scores=scores, logits=logits, low_res_logits=torch.from_numpy(low))
+    return Prediction(scores=scores, low_res_logits=torch.from_numpy(low), masks=masks, logits=logits)
 
 
 class ScriptedSegmenter(FakeSegmenter):
@@ -258,7 +322,7 @@ class ScriptedSegmenter(FakeSegmenter):
         self.script = script
 
     def predict(self, embedding, point_coords=None, point_labels=None, boxes=None, mask_logits=None,
-                multimask=False):
+                multimask=False, full_size=True):
         self.predict_calls.append(dict(point_coords=np.array(point_coords, dtype=np.float32),
                                        point_labels=np.array(point_labels), multimask=multimask))
         n = len(point_coords)
@@ -270,28 +334,37 @@ class ScriptedSegmenter(FakeSegmenter):
 
 
 class FakeClip:
-    """A CLIP double: an image's embedding is its palette histogram; a class's probability is the
-    histogram's share of the class's colour (unknown class names: 0).
+    """A CLIP double: an image's embedding is its palette histogram over the pixels that are not the
+    neutral fill of a masked crop; a class's probability is the histogram's share of the class's colour,
+    plus ``lookalike`` times the share of that colour's look-alike (unknown class names: 0).
 
     Spies: ``encode_calls`` (the batch size of each ``encode_images`` call) and ``class_names`` (the
     class name of each ``class_probability`` call).
     """
 
-    def __init__(self, classes: Optional[Dict[str, tuple]] = None):
+    def __init__(self, classes: Optional[Dict[str, tuple]] = None, lookalike: float = 0.4):
         self.classes = dict(classes or {"cat": RED})
+        self.lookalike = lookalike
         self.encode_calls: List[int] = []
         self.class_names: List[str] = []
 
     def encode_images(self, images: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
         self.encode_calls.append(len(images))
         rows = []
+        neutral = COLOUR_INDEX[NEUTRAL]
         for image in images:
             ids = colour_ids(image)
-            rows.append([(ids == c).mean() if ids.size else 0.0 for c in range(len(PALETTE))])
+            ids = ids[ids != neutral]
+            rows.append([(ids == c).mean() if ids.size else 0.0 for c in range(len(COLOURS))])
         return torch.tensor(rows, dtype=torch.float32)
 
     def class_probability(self, image_embeddings: torch.Tensor, class_name: str) -> torch.Tensor:
         self.class_names.append(class_name)
         if class_name not in self.classes:
             return torch.zeros(len(image_embeddings))
-        return image_embeddings[:, COLOUR_INDEX[tuple(self.classes[class_name])]].clone()
+        colour = tuple(self.classes[class_name])
+        p = image_embeddings[:, COLOUR_INDEX[colour]].clone()
+        for twin, original in LOOKALIKE_AFFINITY.items():
+            if original == colour:
+                p += self.lookalike * image_embeddings[:, COLOUR_INDEX[twin]]
+        return p

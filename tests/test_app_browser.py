@@ -30,9 +30,11 @@ N_SAMPLES = 5  # one reference, four images to label
 TINY_SAM = "Tiny random SAM"
 FORM_LABELS = (
     "Class name", "Reference mask", "Reference sample ID", "Mask field", "Class value in the mask (optional)",
-    "Method", "Output field", "Overwrite existing labels", "CLIP check", "Refine", "Minimum similarity (optional)",
-    "SAM model", "Device", "Precision", "Save prompt points",
+    "Method", "Output field", "Overwrite existing labels", "Save instances", "Save prompt points",
+    "Absent-object gate", "CLIP check", "Refine", "Most objects per image", "SAM model", "Device", "Precision",
+    "Split into delegated runs",
 )
+GATE_OFF = "Off (always label the best match)"  # the tiny random SAM's masks rarely pass the calibrated gate
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,7 @@ def fill_common(form, reference_id, out_field):
     form.fill("Reference sample ID", reference_id)
     form.choose("SAM model", TINY_SAM)
     form.fill("Output field", out_field)
+    form.radio(GATE_OFF)
 
 
 def execute(page, form):
@@ -150,6 +153,9 @@ def test_app_lists_the_operator_and_renders_its_form(app):
     expect(form.label("Prompt sets")).to_have_count(1)
     expect(form.label("CLIP model")).to_have_count(1)
     expect(form.label("Refine")).to_have_count(0)
+    # a gate of my own asks for its value
+    form.radio("A similarity I choose")
+    expect(form.label("Minimum similarity")).to_have_count(1)
     form.cancel()
 
     # With a sample open, the form offers that sample as the reference.
@@ -187,9 +193,9 @@ def test_run_from_the_app_writes_masks_that_the_app_shows(app, screenshots):
 
     params = execute(page, form)
     assert {k: params.get(k) for k in ("class_name", "reference_sample", "reference_source", "reference_field",
-                                        "method", "out_field", "sam_model")} == dict(
+                                        "method", "out_field", "sam_model", "gate")} == dict(
         class_name="cat", reference_sample=reference_id, reference_source="field", reference_field="ground_truth",
-        method="prior", out_field=out_field, sam_model="tiny",
+        method="prior", out_field=out_field, sam_model="tiny", gate="off",
     )
     note = _app.wait_for_run(page, app.server, r"samtext: labelled \d+ images into %s\b" % out_field)
     assert "labelled %d images" % (N_SAMPLES - 1) in note and "0 failed" in note, note
@@ -199,11 +205,12 @@ def test_run_from_the_app_writes_masks_that_the_app_shows(app, screenshots):
     # The run ended with reload_dataset: the new fields are in the sidebar without reloading the page.
     expect(page.locator('[data-cy="sidebar-field-%s"]' % out_field)).to_be_visible()
     expect(page.locator('[data-cy="sidebar-field-%s_prompts"]' % out_field)).to_be_visible()
+    expect(page.locator('[data-cy="sidebar-field-%s_instances"]' % out_field)).to_be_visible()
     _app.close_run(page)
 
     # Showing the field draws the masks over the images of the grid: every tile changes but the reference's.
     tiles = page.locator('[data-cy="looker"]')
-    for field in (out_field, out_field + "_prompts"):
+    for field in (out_field, out_field + "_prompts", out_field + "_instances"):
         set_field_shown(page, field, False)
     before = [_app.stable_screenshot(tiles.nth(i)) for i in range(N_SAMPLES)]
     set_field_shown(page, out_field, True)

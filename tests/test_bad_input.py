@@ -193,16 +193,21 @@ def test_matcher_failure_on_one_sample_does_not_stop_the_others(base, tmp_path, 
     real_build = sref.build_matcher
     calls = []
 
-    def build_matcher(*args, **kwargs):
-        matcher = real_build(*args, **kwargs)
+    class Flaky:
+        def __init__(self, matcher):
+            self.matcher = matcher
 
-        def flaky(image):
+        def __getattr__(self, name):
+            return getattr(self.matcher, name)
+
+        def __call__(self, image):
             calls.append(image.shape)
             if len(calls) == 2:
                 raise RuntimeError("boom in the matcher")
-            return matcher(image)
+            return self.matcher(image)
 
-        return flaky
+    def build_matcher(*args, **kwargs):
+        return Flaky(real_build(*args, **kwargs))
 
     monkeypatch.setattr(sref, "build_matcher", build_matcher)
     summary = _run(ds, ref)
@@ -263,14 +268,14 @@ def test_empty_reference_mask_names_the_sample_once(base):
     assert str(info.value).count(ref.id) == 1, str(info.value)
 
 
-def test_all_foreground_reference_mask_warns_and_works(base, caplog):
+def test_all_foreground_reference_mask_is_refused(base):
+    """A mask that covers the whole image leaves nothing to tell the object from: refused, nothing written."""
     ds, ref = base
     _set_ref_mask(ref, np.full_like(_gt(), 255))
-    with caplog.at_level(logging.WARNING, logger="samtext"):
-        summary = _run(ds, ref)
-    assert (summary.labelled, summary.failed) == (1, 0)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("whole image" in m and ref.id in m for m in warnings), warnings
+    with pytest.raises(ValueError, match="covers all of the image") as info:
+        _run(ds, ref)
+    assert ref.id in str(info.value)
+    _assert_nothing_written(ds)
 
 
 def test_reference_mask_same_aspect_other_resolution_works(base):
@@ -365,7 +370,7 @@ def test_multiclass_reference_mask_needs_the_class_value(base):
     with pytest.raises(ValueError) as info:
         _run(ds, ref)
     msg = str(info.value)
-    assert "class_value" in msg and "[1, 2]" in msg and ref.id in msg
+    assert "reference_class_value" in msg and "[1, 2]" in msg and ref.id in msg
     _assert_nothing_written(ds)
 
 
@@ -379,7 +384,7 @@ def test_multiclass_reference_mask_with_class_value(base):
     assert np.array_equal(reference.mask, values == 2)
     summary = _run(ds, ref, reference_class_value=2)
     assert (summary.labelled, summary.failed) == (1, 0)
-    with pytest.raises(ValueError, match="class value 7 does not occur"):
+    with pytest.raises(ValueError, match="reference_class_value 7 does not occur"):
         _run(ds, ref, reference_class_value=7, out_field="other")
 
 
@@ -409,7 +414,7 @@ def test_reference_mask_given_directly(base, kind):
     assert ids == [ref.id] and np.array_equal(reference.mask, _gt() > 0)
     summary = _run(ds, ref.id, reference_field=None, reference_mask=source)
     assert (summary.labelled, summary.failed) == (1, 0)
-    assert ds.get_run_info("samtext_out").config.reference_field is None
+    assert ds.get_run_info("samtext_out").config.settings["reference_field"] is None
 
 
 def test_reference_mask_bytes_not_an_image(base):
@@ -558,6 +563,8 @@ def test_existing_labels_kept_without_overwrite_and_replaced_with_it(base):
     h, w = _upright_shape(first.filepath)
     first["out"] = fo.Segmentation(mask=np.ones((h, w), np.uint8), confidence=0.123, note="by hand")
     first.save()
+    ds.mask_targets = {"out": {1: "cat"}}  # the hand-made masks are named
+    ds.save()
     label_id = first["out"].id
 
     summary = _run(ds, ref)
@@ -570,7 +577,7 @@ def test_existing_labels_kept_without_overwrite_and_replaced_with_it(base):
     summary = _run(ds, ref, overwrite=True)
     assert (summary.targets, summary.labelled, summary.skipped_existing) == (2, 2, 0)
     replaced = ds[first.id]["out"]
-    assert replaced.id != label_id and replaced.confidence != 0.123 and "sam_score" in replaced
+    assert replaced.id != label_id and replaced.confidence != 0.123 and "similarity" in replaced
     _check_label(ds, first.id)
 
 

@@ -15,9 +15,12 @@ from doubles import (  # noqa: E402
     BACKGROUND,
     BLUE,
     GREEN,
+    ORANGE,
     RED,
     SCORE_FOUND,
     SCORE_REFINED,
+    LOOKALIKE_COSINE,
+    LOOKALIKE_FEATURES,
     FakeClip,
     FakeSegmenter,
     ScriptedSegmenter,
@@ -27,16 +30,16 @@ from doubles import (  # noqa: E402
     disc,
     rect,
 )
-from samtext.masks import iou, mask_to_box  # noqa: E402
+from samtext.masks import components, iou, mask_to_box  # noqa: E402
 from samtext.pipelines.reference import (  # noqa: E402
     METHODS,
     ClipCheck,
-    MaskResult,
     PriorMatcher,
     Reference,
     StitchMatcher,
     clip_window_scores,
 )
+from samtext.pipelines.result import Instance, MaskResult  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- scenes
@@ -83,18 +86,30 @@ def test_doubles_know_their_answers():
     seg = FakeSegmenter()
     img, obj = target_with_red()
     emb = seg.embed(img)
-    assert emb.features.shape == (1, 5, 16, 16)  # 93x121 -> 12x16 cells, padded to a square
+    assert emb.features.shape == (1, 8, 16, 16)  # 93x121 -> 12x16 cells, padded to a square; 8 colours
     assert seg.valid_grid(emb) == (12, 16)
     # the decoder returns the connected region under the positive point
     pred = seg.predict(emb, np.array([[[60.5, 50.5]]]), np.array([[1]]))
     assert pred.masks.shape == (1, 1, 93, 121) and np.array_equal(pred.masks[0, 0], obj)
-    assert pred.logits.shape == (1, 1, 93, 121) and pred.low_res_logits.shape == (1, 1, 24, 31)
+    assert pred.logits.shape == (1, 1, 93, 121) and pred.low_res_logits.shape == (1, 1, 93, 121)
+    # low-res decoding: no full-size masks, and upscale() gives them back exactly
+    low = seg.predict(emb, np.array([[[60.5, 50.5]]]), np.array([[1]]), full_size=False)
+    assert low.masks is None and low.logits is None
+    assert np.array_equal(seg.upscale(emb, low.low_res_logits[:, 0])[0], obj)
     # a negative point on the same region removes it
     pred = seg.predict(emb, np.array([[[60.5, 50.5], [90.5, 70.5]]]), np.array([[1, 0]]))
     assert not pred.masks.any() and pred.scores[0, 0] == 0.0
     clip = FakeClip()
     p = clip.class_probability(clip.encode_images([img[40:81, 50:101], img[:30, :40]]), "cat")
     assert p[0] == pytest.approx(1.0) and p[1] == pytest.approx(0.0)
+    # look-alikes: orange is half red to the segmenter's features and 0.4 red to CLIP
+    lookalike = canvas(16, 32)
+    rect(lookalike, 0, 0, 16, 16, RED)
+    rect(lookalike, 0, 16, 16, 32, ORANGE)
+    f = FakeSegmenter(features=LOOKALIKE_FEATURES).embed(lookalike).features[0, :, 0]
+    assert float(F.cosine_similarity(f[:, 0], f[:, 2], dim=0)) == pytest.approx(LOOKALIKE_COSINE, abs=1e-5)
+    p = clip.class_probability(clip.encode_images([lookalike[:, 16:]]), "cat")
+    assert p[0] == pytest.approx(0.4)
 
 
 # ------------------------------------------------------------------------------------- prior method
@@ -111,11 +126,12 @@ def test_prior_points_land_on_and_off_the_object():
     h, w = obj.shape
     assert 0 <= neg[0] < w and 0 <= neg[1] < h, "the negative point must lie in the image (valid grid): %s" % (neg,)
     assert not inside(obj, neg), "the negative point must be off the object: %s" % (neg,)
-    # the first decode is prompted with exactly those points
+    # the peaks are decoded in one batch at low resolution, each with two placements of its positive point
     first = seg.predict_calls[0]
-    assert first["multimask"] is True
-    np.testing.assert_allclose(first["point_coords"][0], result.points)
-    assert first["point_labels"][0].tolist() == [1, 0]
+    assert first["multimask"] is True and first["full_size"] is False
+    assert first["point_coords"].shape[1:] == (2, 2) and first["point_coords"].shape[0] % 2 == 0
+    assert (first["point_labels"] == [1, 0]).all()
+    assert any(np.allclose(c[0], pos) for c in first["point_coords"])
 
 
 def test_prior_mask_is_the_object():
@@ -136,10 +152,10 @@ def test_prior_picks_the_best_scored_multimask_candidate():
     seg = FakeSegmenter()
     img, obj = target_with_red()
     result = PriorMatcher(seg, [red_reference()], refine=False)(img)
-    assert len(seg.predict_calls) == 1 and result.box is None
+    assert len(seg.predict_calls) == 1
     assert np.array_equal(result.mask, obj)
     assert result.confidence == pytest.approx(SCORE_FOUND)
-    assert result.scores["sam_score"] == pytest.approx(SCORE_FOUND)
+    assert result.instances[0].scores["sam_score"] == pytest.approx(SCORE_FOUND)
 
 
 def test_prior_refinement_keeps_the_right_mask():
@@ -151,7 +167,6 @@ def test_prior_refinement_keeps_the_right_mask():
     assert refine["multimask"] is False
     # prompted with the chosen mask's box and its own low-res logits (not candidate 0's)
     np.testing.assert_array_equal(refine["boxes"][0], mask_to_box(obj))
-    np.testing.assert_array_equal(result.box, mask_to_box(obj))
     lowres_obj = seg._low_res(obj)
     np.testing.assert_allclose(refine["mask_logits"][0, 0].numpy(), lowres_obj)
     assert iou(result.mask, obj) > 0.95
@@ -163,7 +178,24 @@ def test_prior_refinement_that_comes_back_empty_keeps_the_first_mask():
     img, obj = target_with_red()
     result = PriorMatcher(seg, [red_reference()], refine=True)(img)
     assert np.array_equal(result.mask, obj)
-    assert result.scores["sam_score"] == pytest.approx(SCORE_FOUND)
+    assert result.instances[0].scores["sam_score"] == pytest.approx(SCORE_FOUND)
+
+
+def test_prior_target_without_the_object_is_empty_by_default():
+    """The default gate is calibrated on the reference: no parameter is needed for an absent object."""
+    seg = FakeSegmenter()
+    matcher = PriorMatcher(seg, [red_reference()])
+    cal = matcher.calibration
+    assert cal["outside"] < matcher.gate < cal["inside"] and matcher.info()["gate_in_use"] == matcher.gate
+    result = matcher(target_without_red())
+    assert result.is_empty and result.instances == [] and "gate" in result.empty_reason
+    assert result.scores["similarity"] < matcher.gate and 0.0 < result.confidence <= 1.0
+    assert seg.predict_calls == []
+    img, obj = target_with_red()
+    assert iou(matcher(img).mask, obj) > 0.95
+    # with the gate off, the old behaviour: the most similar thing is labelled, whatever it is
+    ungated = PriorMatcher(FakeSegmenter(), [red_reference()], min_similarity=None)
+    assert not ungated(target_without_red()).is_empty
 
 
 def test_prior_target_without_the_object_is_empty_with_min_similarity():
@@ -181,27 +213,62 @@ def test_prior_target_without_the_object_is_empty_with_min_similarity():
 
 def test_prior_target_without_the_object_is_empty_with_clip_check():
     seg, clip = FakeSegmenter(), FakeClip()
-    check = ClipCheck(clip, "cat", threshold=0.3)
-    matcher = PriorMatcher(seg, [red_reference()], clip_check=check)
+    ref = red_reference()
+    check = ClipCheck(clip, "cat", threshold=0.5, references=[ref])
+    assert check.reference_score == pytest.approx(1.0) and check.min_probability == pytest.approx(0.5)
+    matcher = PriorMatcher(seg, [ref], min_similarity=None, clip_check=check)
     result = matcher(target_without_red())
     assert result.is_empty and "CLIP" in result.empty_reason
     assert result.scores["clip_score"] == pytest.approx(0.0)
     assert result.confidence == pytest.approx(1.0)  # sure the object is absent
-    assert clip.class_names == ["cat"]
+    assert set(clip.class_names) == {"cat"}
     img, obj = target_with_red()
     result = matcher(img)
     assert iou(result.mask, obj) > 0.95
-    assert result.scores["clip_score"] > 0.3
-    # the check looked at the masked region with some context, not the whole image
-    assert clip.encode_calls == [1, 1]
+    assert result.instances[0].scores["clip_score"] > 0.5
+    # one CLIP batch for the reference at the start, then one per target with a crop per instance
+    assert clip.encode_calls == [1, 1, 1]
+
+
+def test_clip_check_scores_each_instance_on_its_own_masked_crop():
+    """A thin diagonal bar and a ring fill little of their boxes; a crop of the box is mostly background,
+    the masked crop (the rest filled with the neutral colour) is all object. Two objects far apart are
+    checked one by one, not as one box."""
+    clip = FakeClip()
+    img = canvas(120, 160)
+    yy, xx = np.mgrid[:120, :160]
+    bar = (np.abs((yy - 10) - 0.8 * (xx - 10)) < 2.5) & (xx < 110)
+    img[bar] = RED
+    ring = disc(img.copy(), 80, 130, 25, RED) & ~disc(img.copy(), 80, 130, 19, RED)
+    img[ring] = RED
+    check = ClipCheck(clip, "cat", threshold=0.5, references=[red_reference()])
+    from samtext.masks import crop_with_context
+
+    assert clip.class_probability(clip.encode_images([crop_with_context(img, mask_to_box(bar))]), "cat")[0] < 0.5
+    probs = check.probabilities([img, img], [bar, ring])
+    assert (probs > 0.9).all()
+    result = MaskResult(img.shape[:2], [Instance(bar, 0.9), Instance(ring, 0.9)], np.zeros((0, 2)), np.zeros(0))
+    assert len(check.apply(img, result).instances) == 2
+
+
+def test_clip_check_drops_only_the_instances_that_are_not_the_class():
+    clip = FakeClip({"cat": RED})
+    img = canvas(80, 160)
+    red = rect(img, 10, 10, 60, 60, RED)
+    orange = rect(img, 10, 90, 60, 140, ORANGE)  # a look-alike: FakeClip gives it 0.4 of red's score
+    check = ClipCheck(clip, "cat", 0.5, [red_reference()])
+    result = MaskResult(img.shape[:2], [Instance(red, 0.9), Instance(orange, 0.8)], np.zeros((0, 2)), np.zeros(0))
+    out = check.apply(img, result)
+    assert len(out.instances) == 1 and np.array_equal(out.instances[0].mask, red)
+    assert out.instances[0].scores["clip_score"] == pytest.approx(1.0)
 
 
 def test_clip_check_uses_its_class_name():
     clip = FakeClip({"cat": RED, "dog": BLUE})
     img, obj = target_with_red()
-    res = MaskResult(obj, 0.9, np.zeros((2, 2), np.float32), np.array([1, 0]))
-    assert ClipCheck(clip, "cat", 0.3).probability(img, obj) > 0.5
-    assert ClipCheck(clip, "dog", 0.3).probability(img, obj) < 0.1
+    res = MaskResult(obj.shape, [Instance(obj, 0.9)], np.zeros((2, 2), np.float32), np.array([1, 0]))
+    assert ClipCheck(clip, "cat", 0.3).probabilities([img], [obj])[0] > 0.5
+    assert ClipCheck(clip, "dog", 0.3).probabilities([img], [obj])[0] < 0.1
     out = ClipCheck(clip, "dog", 0.3).apply(img, res)
     assert out.is_empty and "dog" in out.empty_reason
     assert clip.class_names[-1] == "dog"
@@ -237,6 +304,16 @@ def test_prior_needs_a_reference_and_a_valid_one():
         Reference(img, np.zeros((20, 20), bool))
     with pytest.raises(ValueError, match="differ"):
         Reference(img, np.ones((20, 21), bool))
+    with pytest.raises(ValueError, match="covers all of the image"):
+        Reference(img, np.ones((20, 20), bool))
+    almost = np.ones((20, 20), bool)
+    almost[0, :3] = False  # 3 background pixels of 400
+    with pytest.raises(ValueError, match="covers 99.2% of the image"):
+        Reference(img, almost)
+    with pytest.raises(ValueError, match="min_similarity"):
+        PriorMatcher(FakeSegmenter(), [red_reference()], min_similarity="high")
+    with pytest.raises(ValueError, match="max_instances"):
+        PriorMatcher(FakeSegmenter(), [red_reference()], max_instances=0)
     assert METHODS == {"prior": PriorMatcher, "stitch": StitchMatcher}
 
 
@@ -292,22 +369,28 @@ def test_stitch_finds_the_object_at_the_same_pixels():
 
 
 def test_stitch_mask_on_the_target_half_maps_back_exactly():
-    """A mask the segmenter returns on the canvas's target half comes back at the same target pixels."""
+    """A mask the segmenter returns on the canvas's target half comes back at the same target pixels, split
+    into its connected parts (specks below the minimum area dropped)."""
     img, _ = target_with_red()
     ref = red_reference()
     probe = np.zeros(img.shape[:2], bool)
-    probe[3:90:7, 1:120:5] = True  # an irregular pattern: any shift or resize breaks equality
+    rng = np.random.default_rng(3)
+    for y, x in zip(rng.integers(0, 85, 9), rng.integers(0, 115, 9)):
+        probe[y : y + 5 + y % 3, x : x + 4 + x % 4] = True  # irregular blobs: any shift or resize breaks equality
     probe[17:23, 111:121] = True  # touches the right edge
+    speck = np.zeros_like(probe)
+    speck[90, 2] = True  # one pixel, away from the blobs
 
     def script(emb, n):
         H, W = emb.original_size
         offset = W - img.shape[1]
         m = np.zeros((n, H, W), bool)
-        m[:, :, offset:] = probe
+        m[:, :, offset:] = probe | speck
         return m, np.full(n, 0.8)
 
-    result = StitchMatcher(ScriptedSegmenter(script), FakeClip(), [ref], "cat")(img)
+    result = StitchMatcher(ScriptedSegmenter(script), FakeClip(), [ref], "cat", min_similarity=None)(img)
     assert np.array_equal(result.mask, probe)
+    assert len(result.instances) == len(components(probe))
 
 
 def test_stitch_prefers_the_target_half_over_a_higher_sam_score_on_the_reference():
@@ -331,7 +414,7 @@ def test_stitch_prefers_the_target_half_over_a_higher_sam_score_on_the_reference
     matcher.segmenter = ScriptedSegmenter(script)
     result = matcher(img)
     assert np.array_equal(result.mask, obj)
-    assert result.scores["sam_score"] == pytest.approx(0.8)
+    assert result.instances[0].scores["sam_score"] == pytest.approx(0.8)
     assert result.confidence == pytest.approx(0.8, abs=1e-3)
 
 
@@ -370,18 +453,43 @@ def test_stitch_class_text_reaches_clip():
 def test_stitch_batches_clip_and_embeds_once_per_target():
     seg, clip = FakeSegmenter(), FakeClip()
     matcher = StitchMatcher(seg, clip, [red_reference()], "cat")
+    assert len(clip.encode_calls) == 1  # the reference's windows calibrate the gate, once
     img, _ = target_with_red()
     matcher(img)
     assert seg.embed_calls == 1 and len(seg.predict_calls) == 1
-    assert len(clip.encode_calls) == 1 and clip.encode_calls[0] > 1  # all windows in one call
-    assert len(clip.class_names) == 1
+    # one CLIP batch for all the windows, then one per narrowing level for all the kept windows
+    assert len(clip.encode_calls) == 2 + matcher.refine_levels and clip.encode_calls[1] > 1
     other = canvas(70, 150)
     rect(other, 10, 10, 50, 60, RED)
     matcher(other)
-    assert seg.embed_calls == 2 and len(seg.predict_calls) == 2 and len(clip.encode_calls) == 2
+    assert seg.embed_calls == 2 and len(seg.predict_calls) == 2
+    assert len(clip.encode_calls) == 1 + 2 * (1 + matcher.refine_levels)
     # all prompt sets go to SAM in one batch, single-mask
     call = seg.predict_calls[-1]
     assert call["multimask"] is False and call["point_coords"].shape[0] == matcher.num_prompt_sets
+
+
+def test_stitch_target_without_the_object_is_empty_by_default():
+    seg, clip = FakeSegmenter(), FakeClip()
+    matcher = StitchMatcher(seg, clip, [red_reference()], "cat")
+    assert 0 < matcher.gate < matcher.calibration["inside"]
+    result = matcher(target_without_red())
+    assert result.is_empty and "window" in result.empty_reason and seg.embed_calls == 0
+    assert (result.point_labels == 0).all()
+
+
+def test_stitch_positive_points_only_from_windows_close_to_the_best():
+    """A big red object and a small red speck elsewhere: only windows near the best score give positive
+    points, each narrowed onto the object."""
+    seg, clip = FakeSegmenter(), FakeClip()
+    img = canvas(120, 180)
+    obj = rect(img, 20, 20, 90, 90, RED)
+    rect(img, 100, 150, 103, 153, RED)
+    matcher = StitchMatcher(seg, clip, [red_reference()], "cat")
+    points, labels, best = matcher.target_points(img)
+    pos = points[labels == 1]
+    assert len(pos) >= 1 and all(inside(obj, p) for p in pos)
+    assert not any(inside(obj, p) for p in points[labels == 0])
 
 
 def test_clip_window_scores_covers_the_image():

@@ -18,10 +18,13 @@ FORM_KEYS = {
     "out_field",
     "overwrite",
     "clip_check",
+    "gate",
     "sam_model",
     "device",
     "precision",
     "save_prompts",
+    "save_instances",
+    "num_shards",
 }
 
 
@@ -123,9 +126,14 @@ def test_form_default_properties(ds):
     assert "reference_mask" not in props
     assert props["method"].type.values == ["prior", "stitch"]
     assert props["method"].default == "prior"
-    # prior method: its own options, no CLIP unless asked
-    assert {"refine", "min_similarity"} <= set(props)
+    # prior method: its own options, no CLIP unless asked; the absent-object gate calibrated by default
+    assert {"refine", "max_instances"} <= set(props)
+    assert props["max_instances"].default == 10
+    assert props["gate"].default == "auto" and props["gate"].type.values == ["auto", "value", "off"]
+    assert "min_similarity" not in props
+    assert props["clip_check"].default is False
     assert not {"clip_model", "clip_pretrained", "num_prompt_sets", "clip_threshold"} & set(props)
+    assert props["save_instances"].default is True and props["num_shards"].default == 1
     assert props["out_field"].default == "samtext_reference"
     assert not props["out_field"].invalid
     assert props["overwrite"].default is False
@@ -154,9 +162,15 @@ def test_form_upload_source(ds):
 
 def test_form_stitch_shows_clip(ds):
     props = _resolve(ds, method="stitch")
-    assert {"clip_model", "clip_pretrained", "num_prompt_sets"} <= set(props)
+    assert {"clip_model", "clip_pretrained", "num_prompt_sets", "clip_threshold"} <= set(props)
     assert props["clip_model"].default == "ViT-B-32"
-    assert not {"refine", "min_similarity"} & set(props)
+    assert props["clip_check"].default is True  # stitch checks each object with CLIP unless told not to
+    assert not {"refine", "max_instances"} & set(props)
+
+
+def test_form_gate_value_asks_for_the_value(ds):
+    props = _resolve(ds, gate="value")
+    assert props["min_similarity"].default == 0.5
 
 
 def test_form_clip_check_shows_threshold_and_clip(ds):
@@ -193,12 +207,20 @@ def test_form_out_field_of_another_type_is_invalid(ds):
 
 
 def test_form_out_field_existing_segmentation_is_valid_and_offered(ds):
-    props = _resolve(ds, out_field="ground_truth")
+    import fiftyone as fo
+
+    ds.add_sample_field("earlier", fo.EmbeddedDocumentField, embedded_doc_type=fo.Segmentation)
+    props = _resolve(ds, out_field="earlier", reference_field="ground_truth")
     assert not props["out_field"].invalid
     choices = [c.value for c in props["out_field"].view.choices]
-    assert choices == ["ground_truth"]
+    assert choices == ["earlier"]  # the reference field is not offered as an output
     props = _resolve(ds, out_field="brand_new")
     assert not props["out_field"].invalid
+
+
+def test_form_refuses_the_reference_field_as_output(ds):
+    props = _resolve(ds, out_field="ground_truth", reference_field="ground_truth")
+    assert props["out_field"].invalid and "reference field" in props["out_field"].error_message
 
 
 def test_invalid_out_field_blocks_execution(ds):
@@ -223,4 +245,5 @@ def test_output_form(ds):
 
     ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {}}, operator_uri=URI)
     props = _operator().resolve_output(ctx).type.properties
-    assert {"field", "labelled", "empty", "skipped_existing", "failed", "errors"} <= set(props)
+    assert {"field", "status", "labelled", "instances", "empty", "skipped_existing", "failed", "errors",
+            "queued"} <= set(props)

@@ -7,6 +7,7 @@ architectures, with no download.
 
 import functools
 import logging
+import os
 from typing import Optional
 
 from .clip import ClipModel
@@ -31,6 +32,7 @@ __all__ = [
     "load_sam",
     "load_clip",
     "SAM_MODELS",
+    "check_model_options",
     "clear_model_cache",
 ]
 
@@ -82,16 +84,28 @@ def load_clip(
     pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
     device: str = "auto",
     precision: str = "auto",
+    checkpoint: Optional[str] = None,
 ) -> ClipModel:
-    """Builds (once per process) the open_clip model ``name`` with weights ``pretrained`` (an open_clip
-    tag such as "openai", or a path to a weights file). ``name="tiny"`` gives a random-init CLIP.
-    ``pretrained=None`` builds the architecture with random weights (for timing)."""
+    """Builds (once per process) the open_clip model ``name`` as its weights expect.
+
+    Arguments:
+        name: an open_clip model name ("ViT-B-32", "RN50", ...) or "tiny" (random-init, for tests).
+        pretrained: an open_clip weights tag such as "openai" (found in samtext's cache folder or downloaded
+            by open_clip), a path to a weights file (its tag is recognised when its location or SHA-256
+            tells it), or None for random weights (timing).
+        checkpoint: a local file of the weights that the tag ``pretrained`` names (no download).
+
+    With a tag, the model and its image transform are those of
+    ``open_clip.create_model_and_transforms(name, pretrained=tag)`` with the tag's own QuickGELU setting
+    applied (open_clip 3 only warns when a tag such as ``openai`` was trained with QuickGELU and the model
+    config says GELU).
+    """
     device = resolve_device(device)
-    return _load_clip(name, pretrained, device, resolve_precision(precision, device))
+    return _load_clip(name, pretrained, checkpoint, device, resolve_precision(precision, device))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_clip(name, pretrained, device, precision) -> ClipModel:
+def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
     if name == TINY:
         from .tiny import build_tiny_clip
 
@@ -100,12 +114,53 @@ def _load_clip(name, pretrained, device, precision) -> ClipModel:
 
     import open_clip
 
-    from .weights import resolve_clip_weights
+    from .weights import clip_tag_config, clip_tag_overrides, find_clip_tag, resolve_clip_weights
 
-    weights = resolve_clip_weights(name, pretrained) if pretrained else None
-    model = open_clip.create_model(name, pretrained=weights, device=device, weights_only=True)
+    if name not in open_clip.list_models():
+        raise ValueError("unknown CLIP model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50" % name)
+    path, tag = None, None
+    if pretrained or checkpoint:
+        path = resolve_clip_weights(name, pretrained or "", checkpoint)
+        tag = pretrained if pretrained and path != pretrained else find_clip_tag(name, path)
+        if tag is None:
+            logger.warning("CLIP weights %s: no open_clip tag of %s is known for this file; the model is built "
+                           "from %s's own config (use e.g. clip_pretrained='openai', clip_checkpoint=<file> to "
+                           "say which weights they are)", path, name, name)
+    overrides = clip_tag_overrides(clip_tag_config(name, tag)) if tag else {}
+    model, _, transform = open_clip.create_model_and_transforms(
+        name, pretrained=path, device=device, weights_only=True, **overrides
+    )
     tokenizer = open_clip.get_tokenizer(name)
-    return ClipModel(model, tokenizer, device=device, precision=precision, name="%s/%s" % (name, pretrained))
+    label = "%s/%s" % (name, tag or (os.path.basename(path) if path else "random"))
+    return ClipModel(model, tokenizer, transform=transform, device=device, precision=precision, name=label)
+
+
+def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] = None, device: str = "auto",
+                        precision: str = "auto") -> None:
+    """Checks model names, device and precision without loading anything (``clip_model=None``: no CLIP).
+
+    Raises:
+        ValueError: what is wrong, with the choices.
+    """
+    if sam_model not in SAM_MODELS:
+        raise ValueError("unknown sam_model %r; choose one of %s" % (sam_model, ", ".join(SAM_MODELS)))
+    if clip_model is not None and clip_model != TINY:
+        import open_clip
+
+        if clip_model not in open_clip.list_models():
+            raise ValueError("unknown clip_model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50 (see "
+                             "open_clip.list_models())" % (clip_model,))
+    import torch
+
+    if device not in (None, "auto"):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError("device %r is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1')" % (device,)) from e
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device %r was asked for, but torch sees no CUDA GPU here; use device='auto' or "
+                             "'cpu'" % (device,))
+    resolve_precision(precision, resolve_device(device))
 
 
 def clear_model_cache() -> None:

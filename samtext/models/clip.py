@@ -1,14 +1,16 @@
 """CLIP (open_clip) as a vision-language scorer: unit image and text embeddings, and class probabilities.
 
-Images are ``(H, W, 3)`` uint8 RGB arrays of any size; each is resized (short side to the model's input
-size, bicubic with antialiasing) and centre-cropped, as CLIP was trained.
+Images are ``(H, W, 3)`` uint8 RGB arrays of any size. Each goes through open_clip's own evaluation
+transform for the loaded weights (resize mode, interpolation, crop, mean and std as the weights' tag
+declares them), so CLIP sees exactly what ``open_clip.create_model_and_transforms`` would feed it.
 """
 
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .precision import autocast
 
@@ -19,46 +21,43 @@ BACKGROUND_PROMPTS = ("background", "a blurry photo", "an object", "a texture", 
 PROMPT_TEMPLATE = "a photo of a {}."
 
 
+def eval_transform(model) -> Callable:
+    """open_clip's evaluation transform (PIL image -> ``(3, S, S)`` tensor) for ``model``'s preprocessing
+    configuration (the one its weights' tag declares, as set by open_clip's factory)."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+    cfg = merge_preprocess_dict(PreprocessCfg(), open_clip.get_model_preprocess_cfg(model))
+    return image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+
+
 class ClipModel:
-    """Wraps an open_clip ``CLIP`` model and its tokenizer.
+    """Wraps an open_clip ``CLIP`` model, its tokenizer and its image transform.
 
     Arguments:
         model: an ``open_clip.CLIP`` (or ``CustomTextCLIP``).
         tokenizer: the matching open_clip tokenizer.
+        transform: open_clip's evaluation transform for the weights (PIL image -> tensor); default:
+            :func:`eval_transform` of the model.
         device: torch device.
         precision: "fp32" or "bf16" (autocast for both towers).
         name: a label for run records ("ViT-B-32/openai", "tiny", ...).
     """
 
-    def __init__(self, model, tokenizer, device="cpu", precision="fp32", name="clip"):
-        import open_clip
-
+    def __init__(self, model, tokenizer, transform: Optional[Callable] = None, device="cpu", precision="fp32",
+                 name="clip"):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
+        self.transform = transform or eval_transform(model)
         self.device = torch.device(device)
         self.precision = precision
         self.name = name
         self._text_cache = {}
-        cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size", 224)
-        self.input_size = size if isinstance(size, int) else size[0]
-        self.mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD)).view(1, 3, 1, 1)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """``N`` uint8 RGB arrays -> ``(N, 3, S, S)`` normalised float tensor."""
-        s = self.input_size
-        batch = []
-        for image in images:
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-            h, w = x.shape[-2:]
-            scale = s / min(h, w)
-            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
-            top, left = (nh - s) // 2, (nw - s) // 2
-            batch.append(x[..., top : top + s, left : left + s].clamp(0, 1))
-        x = torch.cat(batch)
-        return ((x - self.mean) / self.std).to(self.device)
+        """``N`` uint8 RGB arrays -> ``(N, 3, S, S)`` normalised float tensor on the model's device."""
+        batch = [self.transform(Image.fromarray(np.ascontiguousarray(image))) for image in images]
+        return torch.stack(batch).to(self.device)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:

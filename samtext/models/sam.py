@@ -36,17 +36,20 @@ class Prediction:
     """Masks decoded for a batch of N prompts with M masks each.
 
     Attributes:
-        masks: ``(N, M, H, W)`` bool numpy array at the original image size.
         scores: ``(N, M)`` float numpy array, SAM's predicted IoU of each mask.
-        logits: ``(N, M, H, W)`` float32 tensor, mask logits at the original size (mask = logits > 0).
-        low_res_logits: ``(N, M, h_m, w_m)`` float32 tensor, logits in SAM's low-res mask frame, to be
-            fed back as ``mask_logits`` for refinement.
+        low_res_logits: ``(N, M, h_m, w_m)`` float32 tensor, logits in SAM's low-res mask frame (the padded
+            square input frame at 1/4 scale), to be fed back as ``mask_logits`` for refinement or turned into
+            full-size masks with :meth:`SamSegmenter.upscale`.
+        masks: ``(N, M, H, W)`` bool numpy array at the original image size; None when decoded with
+            ``full_size=False``.
+        logits: ``(N, M, H, W)`` float32 tensor, mask logits at the original size (mask = logits > 0); None
+            when decoded with ``full_size=False``.
     """
 
-    masks: np.ndarray
     scores: np.ndarray
-    logits: torch.Tensor
     low_res_logits: torch.Tensor
+    masks: Optional[np.ndarray] = None
+    logits: Optional[torch.Tensor] = None
 
 
 class SamSegmenter:
@@ -101,8 +104,9 @@ class SamSegmenter:
         boxes: Optional[np.ndarray] = None,
         mask_logits: Optional[torch.Tensor] = None,
         multimask: bool = False,
+        full_size: bool = True,
     ) -> Prediction:
-        """Decodes masks for N prompts on one embedded image.
+        """Decodes masks for N prompts on one embedded image, in one batch.
 
         Arguments:
             point_coords: ``(N, K, 2)`` points as ``(x, y)`` pixels of the original image.
@@ -110,6 +114,8 @@ class SamSegmenter:
             boxes: ``(N, 4)`` boxes as ``XYXY`` pixels of the original image.
             mask_logits: ``(N, 1, h_m, w_m)`` low-res logits from an earlier ``predict``.
             multimask: return SAM's 3 masks per prompt (use for single ambiguous points only).
+            full_size: also build the ``(N, M, H, W)`` masks and logits at the original size. Turn it off
+                when decoding many prompts and upscale only the masks that are kept (:meth:`upscale`).
         """
         sam = self.sam
         points = None
@@ -132,13 +138,40 @@ class SamSegmenter:
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        logits = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
-        return Prediction(
-            masks=(logits > sam.mask_threshold).cpu().numpy(),
-            scores=iou.float().cpu().numpy(),
-            logits=logits.float(),
-            low_res_logits=low_res.float(),
-        )
+        pred = Prediction(scores=iou.float().cpu().numpy(), low_res_logits=low_res.float())
+        if full_size:
+            logits = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size).float()
+            pred.masks, pred.logits = (logits > sam.mask_threshold).cpu().numpy(), logits
+        return pred
+
+    @torch.no_grad()
+    def upscale(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> np.ndarray:
+        """``(N, h_m, w_m)`` low-res logits -> ``(N, H, W)`` bool masks at the original image size.
+
+        One mask at a time, so that a large image never holds N float masks at once.
+        """
+        h, w = embedding.original_size
+        out = np.zeros((len(low_res_logits), h, w), dtype=bool)
+        for i, logits in enumerate(low_res_logits):
+            full = self.sam.postprocess_masks(logits[None, None].to(self.device), embedding.input_size, (h, w))
+            out[i] = (full[0, 0] > self.sam.mask_threshold).cpu().numpy()
+        return out
+
+    def low_res_masks(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """``(N, h_m, w_m)`` low-res logits -> ``(N, h_v, w_v)`` bool masks of the part of the low-res frame
+        that covers the image (padding cut off), for cheap comparisons between masks."""
+        scale = self.image_size // self.mask_input_size[0]
+        h_in, w_in = embedding.input_size
+        return low_res_logits[:, : -(-h_in // scale), : -(-w_in // scale)] > self.sam.mask_threshold
+
+    def low_res_to_grid(self, embedding: ImageEmbedding, masks: torch.Tensor) -> torch.Tensor:
+        """``(N, h_v, w_v)`` masks from :meth:`low_res_masks` -> ``(N, h, w)`` fraction of each valid
+        feature cell (see :meth:`valid_grid`) that they cover."""
+        factor = self.feature_stride * self.mask_input_size[0] // self.image_size
+        gh, gw = self.valid_grid(embedding)
+        m = masks.float()[:, None]
+        m = F.pad(m, (0, gw * factor - m.shape[-1], 0, gh * factor - m.shape[-2]))
+        return F.avg_pool2d(m, factor)[:, 0]
 
     def valid_grid(self, embedding: ImageEmbedding) -> Tuple[int, int]:
         """``(h, w)`` of the feature cells that cover the image (the rest is padding)."""
@@ -156,8 +189,9 @@ class SamSegmenter:
         grid = embedding.features.shape[-2:]
         return F.adaptive_avg_pool2d(m, grid)[0, 0]
 
-    def grid_to_point(self, row: int, col: int, embedding: ImageEmbedding) -> Tuple[float, float]:
-        """The centre of feature cell ``(row, col)`` as ``(x, y)`` pixels of the original image."""
+    def grid_to_point(self, row: float, col: float, embedding: ImageEmbedding) -> Tuple[float, float]:
+        """The centre of feature cell ``(row, col)`` as ``(x, y)`` pixels of the original image (fractional
+        ``row``, ``col`` address points between cell centres)."""
         s = self.feature_stride
         H, W = embedding.original_size
         h_in, w_in = embedding.input_size

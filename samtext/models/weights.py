@@ -156,21 +156,32 @@ def clip_cache_dir() -> str:
     return os.path.join(cache_dir(), "clip")
 
 
-def resolve_clip_weights(model_name: str, pretrained: str) -> str:
-    """Returns a local file with the open_clip weights ``(model_name, pretrained)``.
+def _is_path(value: str) -> bool:
+    return os.sep in value or os.path.isfile(value)
 
-    ``pretrained`` may be an existing file path (used as is) or an open_clip tag such as "openai".
+
+def resolve_clip_weights(model_name: str, pretrained: str, checkpoint: Optional[str] = None) -> str:
+    """Returns a local file with the open_clip weights of ``model_name``.
+
+    ``pretrained`` is an open_clip tag such as "openai" (downloaded by open_clip into samtext's cache
+    folder, or found there) or a path to a weights file; ``checkpoint``, when given, is a local file of
+    the weights that the tag names (no download).
+
+    Raises:
+        WeightsUnavailableError: a missing file, or a download that failed; the message says what to do.
+        ValueError: a tag that open_clip does not know for this model.
     """
+    if checkpoint:
+        if not os.path.isfile(checkpoint):
+            raise WeightsUnavailableError("CLIP checkpoint %r does not exist" % checkpoint)
+        return checkpoint
     if os.path.isfile(pretrained):
         return pretrained
+    if _is_path(pretrained):
+        raise WeightsUnavailableError("CLIP weights file %r does not exist" % pretrained)
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    if not cfg:
-        raise ValueError(
-            "open_clip has no weights %r for %r; known tags: %s"
-            % (pretrained, model_name, open_clip.list_pretrained_tags_by_model(model_name))
-        )
+    cfg = clip_tag_config(model_name, pretrained)
     try:
         path = open_clip.download_pretrained(cfg, cache_dir=clip_cache_dir())
     except Exception as e:  # network errors arrive as many types (urllib, requests, huggingface_hub)
@@ -183,7 +194,64 @@ def resolve_clip_weights(model_name: str, pretrained: str) -> str:
         raise WeightsUnavailableError(
             "CLIP weights %s/%s are not available (%s). Fetch them on a machine with internet with "
             "`python -m samtext download-weights --clip %s:%s` (source: %s) and copy %s here, or pass "
-            "clip_pretrained=<path to the weights file>."
+            "clip_checkpoint=<path to the weights file>."
             % (model_name, pretrained, reason, model_name, pretrained, where, clip_cache_dir())
         )
     return path
+
+
+def clip_tag_config(model_name: str, tag: str) -> dict:
+    """open_clip's registry entry for the weights ``tag`` of ``model_name`` (download sources, QuickGELU,
+    preprocessing).
+
+    Raises:
+        ValueError: open_clip knows no such tag for the model.
+    """
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        raise ValueError(
+            "open_clip has no weights %r for %r; known tags: %s"
+            % (tag, model_name, open_clip.list_pretrained_tags_by_model(model_name))
+        )
+    return cfg
+
+
+def _sha256(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_clip_tag(model_name: str, path: str) -> Optional[str]:
+    """The open_clip tag of ``model_name`` whose weights the file ``path`` holds, when that can be told:
+    the file sits in the Hugging Face cache folder of the tag's repository, or its SHA-256 matches the
+    one open_clip checks for the tag's download URL. None otherwise."""
+    import open_clip
+
+    real = os.path.realpath(path)
+    digest = None
+    for tag in open_clip.list_pretrained_tags_by_model(model_name):
+        cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        repo = (cfg.get("hf_hub") or "").strip("/").split("/")
+        if len(repo) >= 2 and "models--%s--%s" % (repo[0], repo[1]) in real:
+            return tag
+        url = cfg.get("url") or ""
+        if url and os.path.basename(url) == os.path.basename(path):
+            expected = url.split("/")[-2] if "openaipublic" in url else os.path.splitext(os.path.basename(url))[0].split("-")[-1]
+            digest = digest or _sha256(path)
+            if expected and digest.startswith(expected):
+                return tag
+    return None
+
+
+def clip_tag_overrides(cfg: dict) -> dict:
+    """``open_clip.create_model_and_transforms`` keyword arguments that build the model as the tag's weights
+    expect: QuickGELU where the tag was trained with it (open_clip only warns about a mismatch), and the
+    tag's own preprocessing (mean, std, interpolation, resize mode)."""
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    overrides = {"image_" + k: cfg[k] for k in keys if cfg.get(k) is not None}
+    return dict(overrides, force_quick_gelu=bool(cfg.get("quick_gelu", False)))

@@ -3,27 +3,41 @@
 Two methods, both ``image -> MaskResult`` callables built once per run:
 
 - :class:`PriorMatcher` ("prior", the default): PerSAM-style. The reference's SAM features under its mask
-  give a prototype vector; on each target the cosine map between the prototype and SAM's features puts
-  a positive point on the most similar location and a negative one on the least similar; SAM decodes a
-  mask, then refines it once, prompted with that mask's box and logits. One SAM encoding per target.
+  give a prototype vector; on each target the cosine map between the prototype and SAM's features is the
+  location prior. Every peak of that map above a gate becomes a positive point (with a negative one on the
+  least similar location); the peaks are decoded in one batch, and a peak that falls on an object already
+  found, or whose mask mostly repeats one, is dropped, so each instance is found once. Each instance is
+  refined with its own box and logits. The gate is calibrated on the references themselves (their own
+  similarity inside versus outside their masks), so a target without the object comes out empty. One SAM
+  encoding per target.
 - :class:`StitchMatcher` ("stitch"): the seed project's method with its bugs fixed. Reference and target
   side by side on one canvas (the target at its own resolution), foreground/background points from the
-  reference mask, CLIP-located points on the target from the class text, several prompt sets decoded in
-  one batch, the mask chosen by its confidence on the target half, and the target half cut back out
-  without any resizing.
+  reference mask, positive points on the target from the CLIP windows that score close to the best (each
+  refined to a smaller window), several prompt sets decoded in one batch, the mask chosen by its confidence
+  on the target half, cut back out without any resizing and split into its connected instances. A target
+  whose best window scores below a gate calibrated on the reference comes out empty.
 
-Both may run a CLIP check of the class text on the masked region, so that a target without the object
-comes out empty instead of wrong. Nothing here imports FiftyOne.
+Both may run a CLIP check of the class text on each instance's own masked crop, relative to the score of
+the reference's masked crop. Nothing here imports FiftyOne.
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..masks import crop_with_context, mask_to_box, sample_points
+from ..masks import components, iou, mask_to_box, masked_crop, sample_points
+from .result import Instance, MaskResult
+
+# The calibrated gate sits this far from the references' outside level towards their inside level.
+GATE_FRACTION = 0.5
+
+# A reference mask must leave at least this fraction of its image as background.
+MIN_BACKGROUND_FRACTION = 0.01
+
+Gate = Union[str, float, None]
 
 
 @dataclass
@@ -41,69 +55,72 @@ class Reference:
             )
         if not self.mask.any():
             raise ValueError("%s: the reference mask is empty; it must mark the object" % self.name)
+        background = 1.0 - float(self.mask.mean())
+        if background < MIN_BACKGROUND_FRACTION:
+            raise ValueError(
+                "%s: the reference mask covers %s of the image; it must leave some background (at least %d%%) "
+                "so that the object can be told from its surroundings"
+                % (self.name, "all" if background == 0 else "%.1f%%" % (100 * (1 - background)),
+                   round(100 * MIN_BACKGROUND_FRACTION))
+            )
 
 
-@dataclass
-class MaskResult:
-    """The outcome for one target image.
-
-    Attributes:
-        mask: ``(H, W)`` bool mask at the target's size (all False when the object is absent).
-        confidence: in [0, 1]; SAM's predicted IoU of the mask (stitch: times the mask's mean probability
-            on the target), or for an empty result the confidence that the object is absent when a check
-            decided it, else 0.
-        points: ``(K, 2)`` prompt points as ``(x, y)`` pixels of the target.
-        point_labels: ``(K,)`` 1 = foreground, 0 = background.
-        box: ``XYXY`` box prompt of the refinement pass, if any.
-        empty_reason: why the mask is empty, or None.
-        scores: named diagnostics (``sam_score``, ``similarity``, ``clip_score``...).
-    """
-
-    mask: np.ndarray
-    confidence: float
-    points: np.ndarray
-    point_labels: np.ndarray
-    box: Optional[np.ndarray] = None
-    empty_reason: Optional[str] = None
-    scores: Dict[str, float] = field(default_factory=dict)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.mask.any()
-
-
-def _empty(shape, reason, points, labels, confidence=0.0, **scores) -> MaskResult:
-    return MaskResult(np.zeros(shape, dtype=bool), confidence, points, labels, None, reason, dict(scores))
+def check_gate(value: Gate, name: str = "min_similarity") -> Gate:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value)) from None
 
 
 class ClipCheck:
-    """Decides whether a masked region shows ``class_name``, with CLIP against background prompts.
+    """Decides whether each instance shows ``class_name``, with CLIP on the instance's own masked crop
+    against background prompts.
 
     Arguments:
         clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_images`` and
             ``class_probability``).
         class_name: the object's name, e.g. "cat".
-        threshold: minimum probability of the class for the region to count as the object.
+        threshold: with ``references``, the fraction of the references' own score (their masked crops' class
+            probability) that an instance must reach; without, an absolute class probability.
+        references: the reference examples that calibrate the threshold.
     """
 
-    def __init__(self, clip, class_name: str, threshold: float = 0.5):
-        self.clip, self.class_name, self.threshold = clip, class_name, threshold
+    def __init__(self, clip, class_name: str, threshold: float = 0.5, references: Sequence[Reference] = ()):
+        self.clip, self.class_name, self.threshold = clip, class_name, float(threshold)
+        self.reference_score = None
+        if references:
+            self.reference_score = float(self.probabilities(*zip(*((r.image, r.mask) for r in references))).mean())
+        self.min_probability = self.threshold * (self.reference_score if references else 1.0)
 
-    def probability(self, image: np.ndarray, mask: np.ndarray) -> float:
-        crop = crop_with_context(image, mask_to_box(mask))
-        emb = self.clip.encode_images([crop])
-        return float(self.clip.class_probability(emb, self.class_name)[0])
+    def probabilities(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> np.ndarray:
+        """``(N,)`` class probability of each ``(image, mask)`` pair's masked crop, in one CLIP batch."""
+        crops = [masked_crop(image, mask) for image, mask in zip(images, masks)]
+        emb = self.clip.encode_images(crops)
+        return np.asarray(self.clip.class_probability(emb, self.class_name).cpu(), dtype=np.float64)
 
     def apply(self, image: np.ndarray, result: MaskResult) -> MaskResult:
-        """Returns ``result`` with its CLIP score, emptied when the class probability is too low."""
-        if result.is_empty:
+        """Drops the instances of ``result`` that CLIP does not see as the class (each gets a ``clip_score``);
+        empties the result when none is left."""
+        if not result.instances:
             return result
-        p = self.probability(image, result.mask)
-        result.scores["clip_score"] = p
-        if p < self.threshold:
-            reason = "CLIP sees no %s in the region (p=%.2f < %.2f)" % (self.class_name, p, self.threshold)
-            return _empty(result.mask.shape, reason, result.points, result.point_labels, 1.0 - p, **result.scores)
-        return result
+        probs = self.probabilities([image] * len(result.instances), [inst.mask for inst in result.instances])
+        for inst, p in zip(result.instances, probs):
+            inst.scores["clip_score"] = float(p)
+        kept = [inst for inst, p in zip(result.instances, probs) if p >= self.min_probability]
+        if kept:
+            result.instances = kept
+            return result
+        best = float(probs.max())
+        reason = "CLIP sees no %s in the %d region(s) found (best p=%.2f < %.2f)" % (
+            self.class_name, len(probs), best, self.min_probability)
+        return MaskResult.empty(result.shape, reason, result.points, result.point_labels, 1.0 - best,
+                                **dict(result.scores, clip_score=best))
+
+    def info(self) -> Dict[str, float]:
+        return dict(clip_threshold=self.threshold, clip_reference_score=self.reference_score,
+                    clip_min_probability=self.min_probability)
 
 
 class PriorMatcher:
@@ -112,75 +129,249 @@ class PriorMatcher:
     Arguments:
         segmenter: a :class:`samtext.models.SamSegmenter` (or a double with the same methods).
         references: one or more :class:`Reference`; their prototypes are averaged.
-        refine: run the box+mask refinement pass.
-        min_similarity: a target whose best cosine to the prototype is below this comes out empty
-            (None: never).
+        refine: run the box+mask refinement pass on each instance.
+        min_similarity: the gate on the peak cosine similarity: "auto" (calibrated on the references), a
+            number, or None (no gate: always label the best match).
+        max_instances: the most instances kept per image.
+        instance_ratio: a further peak must reach this fraction of the first peak's height above the
+            references' outside level to be tried as another instance.
         clip_check: an optional :class:`ClipCheck`.
     """
+
+    max_rounds = 3  # batched decoding rounds per image (later rounds look where earlier masks did not reach)
 
     def __init__(
         self,
         segmenter,
         references: Sequence[Reference],
         refine: bool = True,
-        min_similarity: Optional[float] = None,
+        min_similarity: Gate = "auto",
+        max_instances: int = 10,
+        instance_ratio: float = 0.5,
         clip_check: Optional[ClipCheck] = None,
     ):
         if not references:
             raise ValueError("at least one reference is needed")
+        if int(max_instances) < 1:
+            raise ValueError("max_instances must be at least 1, got %r" % (max_instances,))
         self.segmenter = segmenter
         self.refine = refine
-        self.min_similarity = min_similarity
+        self.max_instances = int(max_instances)
+        self.instance_ratio = float(instance_ratio)
         self.clip_check = clip_check
-        self.prototype = self._prototype(references)
+        min_similarity = check_gate(min_similarity)
+        self.prototype, self.calibration = self._learn(references)
+        self.gate = self.calibration["gate"] if min_similarity == "auto" else min_similarity
 
-    def _prototype(self, references: Sequence[Reference]) -> torch.Tensor:
-        """``(C,)`` unit vector: the mean of the references' mask-weighted mean SAM features."""
-        protos = []
-        for ref in references:
-            emb = self.segmenter.embed(ref.image)
-            weights = self.segmenter.mask_to_grid(ref.mask, emb)  # (h, w)
-            feats = emb.features[0]  # (C, h, w)
-            proto = (feats * weights).sum(dim=(1, 2)) / weights.sum().clamp(min=1e-6)
-            protos.append(F.normalize(proto, dim=0))
-        return F.normalize(torch.stack(protos).mean(0), dim=0)
+    # -- learning from the references
+
+    @staticmethod
+    def _pool(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+        """Unit mean of ``features`` ``(C, h, w)`` over the cells a mask covers (``cover`` ``(h, w)``, the
+        fraction of each cell inside the mask). Cells mostly inside count, so that the boundary's background
+        does not leak into the mean; a thin mask that fills no cell to half counts by its coverage."""
+        weights = cover * (cover >= 0.5) if bool((cover >= 0.5).any()) else cover
+        pooled = (features * weights).sum(dim=(-2, -1)) / weights.sum().clamp(min=1e-6)
+        return F.normalize(pooled, dim=0)
+
+    def _prototype_of(self, embedding, mask: np.ndarray) -> torch.Tensor:
+        cover = self.segmenter.mask_to_grid(mask, embedding).to(embedding.features.device)  # (h, w)
+        return self._pool(embedding.features[0], cover)
+
+    def _learn(self, references: Sequence[Reference]):
+        """The prototype ``(C,)`` and the gate's calibration: the references' typical similarity inside
+        their masks, a high quantile of it outside, and the gate between them. With several references, each
+        is scored against the prototype of the others, so the calibration is not flattered by self-match."""
+        embs = [self.segmenter.embed(ref.image) for ref in references]
+        protos = [self._prototype_of(emb, ref.mask) for emb, ref in zip(embs, references)]
+        prototype = F.normalize(torch.stack(protos).mean(0), dim=0)
+        inside, outside, cells = [], [], []
+        for i, (emb, ref) in enumerate(zip(embs, references)):
+            others = [p for j, p in enumerate(protos) if j != i] or protos
+            sim = self._similarity(F.normalize(torch.stack(others).mean(0), dim=0), emb)
+            h, w = sim.shape
+            cover = self.segmenter.mask_to_grid(ref.mask, emb)[:h, :w].to(sim.device)
+            inside.append(sim[cover >= 0.5] if bool((cover >= 0.5).any()) else sim[cover == cover.max()])
+            out = cover < 0.05 if bool((cover < 0.05).any()) else cover < 0.5
+            outside.append(sim[out] if bool(out.any()) else sim.min()[None])
+            cells.append(float(cover.sum()))
+        fg = float(torch.cat(inside).median())
+        bg = float(torch.quantile(torch.cat(outside).float(), 0.99))
+        gate = bg + GATE_FRACTION * (fg - bg) if fg > bg else fg
+        # peaks closer than this (in cells) are one object as far as candidate picking goes
+        radius = max(1.0, 0.5 * float(np.sqrt(np.mean(cells) / np.pi)))
+        return prototype, dict(inside=fg, outside=bg, gate=gate, peak_radius=radius)
+
+    def info(self) -> Dict[str, float]:
+        """The learnt values a run record keeps: the calibration and the gate in use."""
+        return dict(self.calibration, gate_in_use=self.gate)
+
+    def _similarity(self, prototype: torch.Tensor, embedding) -> torch.Tensor:
+        h, w = self.segmenter.valid_grid(embedding)
+        feats = F.normalize(embedding.features[0, :, :h, :w], dim=0)
+        return torch.einsum("c,chw->hw", prototype.to(feats.device), feats)
 
     def similarity(self, embedding) -> torch.Tensor:
         """``(h, w)`` cosine between the prototype and each feature cell that covers the image."""
-        h, w = self.segmenter.valid_grid(embedding)
-        feats = F.normalize(embedding.features[0, :, :h, :w], dim=0)
-        return torch.einsum("c,chw->hw", self.prototype, feats)
+        return self._similarity(self.prototype, embedding)
+
+    # -- one target
+
+    def _candidates(self, sim: torch.Tensor, blocked: torch.Tensor, floor: float, k: int) -> List[int]:
+        """Up to ``k`` flat indices of peak cells of ``sim`` at or above ``floor``, greedily, each at least
+        the peak radius from the ones before and not on ``blocked`` cells (which it then blocks)."""
+        h, w = sim.shape
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        r2 = self.calibration["peak_radius"] ** 2
+        free = (~blocked) & (sim >= floor)
+        picks = []
+        while len(picks) < k and bool(free.any()):
+            idx = int(torch.where(free, sim, torch.full_like(sim, -float("inf"))).argmax())
+            picks.append(idx)
+            cy, cx = divmod(idx, w)
+            near = (yy - cy) ** 2 + (xx - cx) ** 2 <= r2
+            free &= ~near.to(free.device)
+            blocked |= near.to(blocked.device)
+        return picks
+
+    def _peak_point(self, sim: torch.Tensor, idx: int, emb, upsample: int = 4) -> np.ndarray:
+        """The ``(x, y)`` pixel of the similarity peak at cell ``idx``, placed within its 3x3 cells by the
+        bilinearly upsampled map, so that an object thinner than a cell gets its point on it rather than on
+        the cell's centre."""
+        h, w = sim.shape
+        cy, cx = divmod(idx, w)
+        y0, x0 = max(0, cy - 1), max(0, cx - 1)
+        y1, x1 = min(h, cy + 2), min(w, cx + 2)
+        fine = F.interpolate(sim[None, None].float(), scale_factor=upsample, mode="bilinear", align_corners=False)[0, 0]
+        window = fine[y0 * upsample : y1 * upsample, x0 * upsample : x1 * upsample]
+        fy, fx = divmod(int(window.argmax()), window.shape[1])
+        row = (y0 * upsample + fy + 0.5) / upsample - 0.5
+        col = (x0 * upsample + fx + 0.5) / upsample - 0.5
+        return np.array(self.segmenter.grid_to_point(row, col, emb), dtype=np.float32)
 
     def __call__(self, image: np.ndarray) -> MaskResult:
         seg = self.segmenter
         emb = seg.embed(image)
         sim = self.similarity(emb)
-        w = sim.shape[1]
-        best, worst = int(sim.argmax()), int(sim.argmin())
-        peak = float(sim.flatten()[best])
-        points = np.array([seg.grid_to_point(best // w, best % w, emb), seg.grid_to_point(worst // w, worst % w, emb)],
-                          dtype=np.float32)
-        labels = np.array([1, 0])
+        h, w = sim.shape
+        peak, worst = float(sim.max()), int(sim.argmin())
+        neg = np.array(seg.grid_to_point(worst // w, worst % w, emb), dtype=np.float32)
         shape = image.shape[:2]
-        if self.min_similarity is not None and peak < self.min_similarity:
-            reason = "nothing resembles the reference (peak similarity %.2f < %.2f)" % (peak, self.min_similarity)
-            return _empty(shape, reason, points, labels, similarity=peak)
+        if self.gate is not None and peak < self.gate:
+            best = int(sim.argmax())
+            points = np.array([seg.grid_to_point(best // w, best % w, emb), neg], dtype=np.float32)
+            spread = max(self.gate - self.calibration["outside"], 1e-6)
+            reason = "nothing resembles the reference (peak similarity %.2f < gate %.2f)" % (peak, self.gate)
+            return MaskResult.empty(shape, reason, points, np.array([1, 0]),
+                                    float(np.clip((self.gate - peak) / spread, 0, 1)), similarity=peak)
 
-        pred = seg.predict(emb, points[None], labels[None], multimask=True)
-        k = int(np.argmax(pred.scores[0]))
-        mask, score, box = pred.masks[0, k], float(pred.scores[0, k]), None
-        if self.refine and mask.any():
-            box = mask_to_box(mask)
-            pred = seg.predict(
-                emb, points[None], labels[None], boxes=box[None], mask_logits=pred.low_res_logits[:, k : k + 1]
-            )
-            if pred.masks[0, 0].any():
-                mask, score = pred.masks[0, 0], float(pred.scores[0, 0])
-        if not mask.any():
-            return _empty(shape, "SAM returned an empty mask", points, labels, similarity=peak)
-        result = MaskResult(mask, float(np.clip(score, 0, 1)), points, labels, box, None,
-                            {"sam_score": score, "similarity": peak})
+        found, tried = self._find_instances(emb, sim, peak, neg)
+        if not found:
+            points = np.concatenate([tried, neg[None]])
+            reason = "SAM's masks at the %d similar locations are not like the reference" % len(tried)
+            return MaskResult.empty(shape, reason, points, np.array([1] * len(tried) + [0]), similarity=peak)
+        instances = self._finish(emb, found)
+        points = np.concatenate([f["points"][:1] for f in found] + [neg[None]])
+        labels = np.array([1] * len(found) + [0])
+        if not instances:
+            return MaskResult.empty(shape, "SAM returned empty masks", points, labels, similarity=peak)
+        result = MaskResult(tuple(shape), instances, points, labels, scores={"similarity": peak})
         return self.clip_check.apply(image, result) if self.clip_check else result
+
+    def _find_instances(self, emb, sim: torch.Tensor, peak: float, neg: np.ndarray) -> List[dict]:
+        """Peaks -> one SAM mask each, decoded in batches at low resolution.
+
+        Each peak is tried with two positive points, the peak cell's centre and the peak placed by the
+        upsampled map (which finds objects thinner than a cell), and keeps the mask whose own features are
+        the more similar to the reference. A peak that lies on an object already found, a mask that mostly
+        repeats one, and a mask whose features do not pass the gate (SAM took the background next to the
+        peak, say) are dropped. Returns the kept candidates, best first."""
+        seg = self.segmenter
+        h, w = sim.shape
+        outside = self.calibration["outside"]
+        floor = outside + self.instance_ratio * (peak - outside)
+        if self.gate is not None:
+            floor = max(floor, self.gate)
+        found: List[dict] = []
+        tried = []
+        feats = emb.features[0, :, :h, :w]
+        prototype = self.prototype.to(feats.device)
+        blocked = torch.zeros((h, w), dtype=torch.bool, device=sim.device)
+        for _ in range(self.max_rounds):
+            picks = self._candidates(sim, blocked, floor, 2 * (self.max_instances - len(found)))
+            if not picks:
+                break
+            pos = [p for i in picks for p in (seg.grid_to_point(i // w, i % w, emb), self._peak_point(sim, i, emb))]
+            tried += pos[1::2]
+            pts = np.stack([np.stack([np.asarray(p, np.float32), neg]) for p in pos])  # (2P, 2, 2)
+            pred = seg.predict(emb, pts, np.tile(np.array([1, 0]), (len(pts), 1)), multimask=True, full_size=False)
+            best = pred.scores.argmax(axis=1)
+            low = pred.low_res_logits[torch.arange(len(pts)), torch.as_tensor(best)]  # (2P, h_m, w_m)
+            masks = seg.low_res_masks(emb, low)
+            cover = seg.low_res_to_grid(emb, masks).to(feats.device)  # (2P, h, w)
+            mask_sims = [float(prototype @ self._pool(feats, c)) if bool(m.any()) else -2.0
+                         for m, c in zip(masks, cover)]
+            for n, idx in enumerate(picks):
+                p = max((2 * n, 2 * n + 1), key=lambda j: mask_sims[j])
+                area = int(masks[p].sum())
+                if area == 0 or any(float(f["cover"].flatten()[idx]) >= 0.5 for f in found):
+                    continue  # nothing, or its peak lies on an object already found
+                if any(int((masks[p] & f["mask"]).sum()) > 0.5 * area for f in found):
+                    continue  # mostly the same pixels as an object already found
+                if self.gate is not None and mask_sims[p] < self.gate:
+                    continue  # SAM's mask is not what the reference shows (e.g. the background next to it)
+                found.append(dict(points=pts[p], logits=low[p], mask=masks[p], cover=cover[p],
+                                  mask_similarity=mask_sims[p], similarity=float(sim.flatten()[idx]),
+                                  sam_score=float(pred.scores[p, best[p]])))
+                blocked |= cover[p].to(blocked.device) >= 0.5
+                if len(found) == self.max_instances:
+                    return found, np.array(tried, np.float32)
+        return found, np.array(tried, np.float32).reshape(-1, 2)
+
+    def _finish(self, emb, found: List[dict]) -> List[Instance]:
+        """Full-size masks of the kept candidates, each refined once with its box and logits (in one batch),
+        without duplicates."""
+        seg = self.segmenter
+        masks = seg.upscale(emb, torch.stack([f["logits"] for f in found]))
+        scores = [f["sam_score"] for f in found]
+        if self.refine:
+            todo = [i for i, m in enumerate(masks) if m.any()]
+            if todo:
+                pred = seg.predict(
+                    emb, np.stack([found[i]["points"] for i in todo]), np.tile(np.array([1, 0]), (len(todo), 1)),
+                    boxes=np.stack([mask_to_box(masks[i]) for i in todo]),
+                    mask_logits=torch.stack([found[i]["logits"] for i in todo])[:, None], full_size=False,
+                )
+                refined = seg.upscale(emb, pred.low_res_logits[:, 0])
+                for j, i in enumerate(todo):
+                    if refined[j].any():
+                        masks[i], scores[i] = refined[j], float(pred.scores[j, 0])
+        instances: List[Instance] = []
+        for f, mask, score in zip(found, masks, scores):
+            if not mask.any() or any(iou(mask, inst.mask) > 0.5 for inst in instances):
+                continue
+            instances.append(Instance(mask, float(np.clip(score, 0, 1)),
+                                      scores={"sam_score": score, "similarity": f["similarity"],
+                                              "mask_similarity": f["mask_similarity"]}))
+        return instances
+
+
+def window_grid(h: int, w: int, window: int, stride: int, origin=(0, 0)) -> np.ndarray:
+    """``(N, 4)`` XYXY boxes of square windows of side ``window`` (clipped to the image) at ``stride``,
+    covering an ``h x w`` area whose top-left corner is ``origin = (x, y)``; the last row and column
+    touch the far edges."""
+    win_h, win_w = min(window, h), min(window, w)
+    ys = sorted(set(list(range(0, h - win_h + 1, max(1, stride))) + [h - win_h]))
+    xs = sorted(set(list(range(0, w - win_w + 1, max(1, stride))) + [w - win_w]))
+    ox, oy = origin
+    return np.array([(ox + x, oy + y, ox + x + win_w, oy + y + win_h) for y in ys for x in xs], dtype=np.int64)
+
+
+def clip_box_scores(clip, image: np.ndarray, boxes: np.ndarray, class_name: str) -> np.ndarray:
+    """``(N,)`` probability of ``class_name`` (against background prompts) in each XYXY box crop of
+    ``image``, in one batched CLIP pass."""
+    crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in boxes]
+    return np.asarray(clip.class_probability(clip.encode_images(crops), class_name).cpu(), dtype=np.float64)
 
 
 def clip_window_scores(clip, image: np.ndarray, class_name: str, window: int, stride: int):
@@ -190,14 +381,9 @@ def clip_window_scores(clip, image: np.ndarray, class_name: str, window: int, st
         centres: ``(N, 2)`` window centres as ``(x, y)`` pixels.
         probs: ``(N,)`` probability of the class against background prompts.
     """
-    h, w = image.shape[:2]
-    win_h, win_w = min(window, h), min(window, w)
-    ys = sorted(set(list(range(0, h - win_h + 1, stride)) + [h - win_h]))
-    xs = sorted(set(list(range(0, w - win_w + 1, stride)) + [w - win_w]))
-    crops = [image[y : y + win_h, x : x + win_w] for y in ys for x in xs]
-    centres = np.array([(x + win_w / 2, y + win_h / 2) for y in ys for x in xs], dtype=np.float32)
-    probs = clip.class_probability(clip.encode_images(crops), class_name)
-    return centres, probs.cpu().numpy()
+    boxes = window_grid(*image.shape[:2], window, stride)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    return centres.astype(np.float32), clip_box_scores(clip, image, boxes, class_name)
 
 
 class StitchMatcher:
@@ -209,9 +395,13 @@ class StitchMatcher:
         references: the first reference is stitched beside every target.
         class_name: the object's name; really used for the CLIP points (the seed's prompt bug, fixed).
         num_ref_points: foreground and background points sampled from the reference mask, each.
-        num_target_points: positive and negative CLIP points on the target, each.
+        num_target_points: the most positive (and negative) CLIP points on the target.
         num_prompt_sets: prompt sets with different reference samples, decoded in one batch.
         window_fraction: CLIP window side as a fraction of the target's short side (stride: half a window).
+        window_ratio: windows scoring at least this fraction of the best one give positive points.
+        refine_levels: times each of those windows is narrowed to its best half-size sub-window.
+        min_similarity: the gate on the best window's class probability: "auto" (calibrated on the reference
+            image's own windows, on and off the object), a number, or None (no gate).
         seed: seed of the reference point sampling.
         clip_check: an optional :class:`ClipCheck`.
     """
@@ -226,6 +416,9 @@ class StitchMatcher:
         num_target_points: int = 5,
         num_prompt_sets: int = 4,
         window_fraction: float = 1 / 3,
+        window_ratio: float = 0.6,
+        refine_levels: int = 2,
+        min_similarity: Gate = "auto",
         seed: int = 0,
         clip_check: Optional[ClipCheck] = None,
     ):
@@ -235,7 +428,33 @@ class StitchMatcher:
         self.class_name = class_name
         self.num_ref_points, self.num_target_points = num_ref_points, num_target_points
         self.num_prompt_sets, self.window_fraction, self.seed = num_prompt_sets, window_fraction, seed
+        self.window_ratio, self.refine_levels = window_ratio, refine_levels
         self.clip_check = clip_check
+        min_similarity = check_gate(min_similarity)
+        self.calibration = self._calibrate(self.reference) if min_similarity == "auto" else {}
+        self.gate = self.calibration["gate"] if min_similarity == "auto" else min_similarity
+
+    def _calibrate(self, ref: Reference) -> Dict[str, float]:
+        """The gate from the reference image's own windows: the best score of a window on the object, the
+        best of one that does not touch it (look-alikes in the reference set it), and the gate between."""
+        boxes, probs = self.windows(ref.image)
+        touches = np.array([ref.mask[y1:y2, x1:x2].any() for x1, y1, x2, y2 in boxes])
+        inside = float(probs[touches].max())
+        outside = float(probs[~touches].max()) if (~touches).any() else 0.0
+        gate = outside + GATE_FRACTION * (inside - outside) if inside > outside else GATE_FRACTION * inside
+        return dict(inside=inside, outside=outside, gate=gate)
+
+    def info(self) -> Dict[str, float]:
+        return dict(self.calibration, gate_in_use=self.gate)
+
+    def window_size(self, image: np.ndarray) -> int:
+        return max(16, int(round(min(image.shape[:2]) * self.window_fraction)))
+
+    def windows(self, image: np.ndarray):
+        """``(boxes (N, 4) XYXY, probs (N,))`` of the CLIP windows over ``image``."""
+        window = self.window_size(image)
+        boxes = window_grid(*image.shape[:2], window, max(8, window // 2))
+        return boxes, clip_box_scores(self.clip, image, boxes, self.class_name)
 
     def stitch(self, image: np.ndarray):
         """Builds the ``(H, W_r + W, 3)`` canvas [reference scaled to the target's height | target].
@@ -257,15 +476,40 @@ class StitchMatcher:
         return np.concatenate([ref_img, image], axis=1), ref_mask, new_w
 
     def target_points(self, image: np.ndarray):
-        """CLIP-located points on the target: ``(2k, 2)`` ``(x, y)`` and labels ``(2k,)``, the k best
-        windows' centres positive, the k worst that lie at least a window away from them negative."""
-        h, w = image.shape[:2]
-        window = max(16, int(round(min(h, w) * self.window_fraction)))
-        centres, probs = clip_window_scores(self.clip, image, self.class_name, window, max(8, window // 2))
-        order = np.argsort(-probs)
-        pos = centres[order[: self.num_target_points]]
+        """CLIP-located points on the target.
+
+        The windows scoring at least ``window_ratio`` of the best one and the gate (and not centred inside a
+        better one already taken) are each narrowed ``refine_levels`` times to their best half-size
+        sub-window, whose centre becomes a positive point; the worst windows at least a window away from every
+        positive give negative points.
+
+        Returns:
+            points ``(K, 2)`` ``(x, y)``, labels ``(K,)``, and the best window's probability. No positive
+            point when the best window is below the gate.
+        """
+        boxes, probs = self.windows(image)
+        window = self.window_size(image)
+        best = float(probs.max())
+        if self.gate is not None and best < self.gate:
+            return np.zeros((0, 2), np.float32), np.zeros((0,), int), best
+        taken = []
+        for i in np.argsort(-probs):
+            if probs[i] < max(self.window_ratio * best, self.gate or 0.0) or len(taken) == self.num_target_points:
+                break
+            cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
+            if not any(b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in boxes[taken]):
+                taken.append(i)
+        kept = boxes[taken]
+        for _ in range(self.refine_levels):  # each level: the best half-size sub-window, all in one CLIP batch
+            sides = [max(8, int(min(b[2] - b[0], b[3] - b[1])) // 2) for b in kept]
+            sub = [window_grid(b[3] - b[1], b[2] - b[0], s, max(4, s // 2), (b[0], b[1])) for b, s in zip(kept, sides)]
+            sub_probs = clip_box_scores(self.clip, image, np.concatenate(sub), self.class_name)
+            starts = np.cumsum([0] + [len(x) for x in sub])
+            kept = np.stack([x[int(np.argmax(sub_probs[a:b]))] for x, a, b in zip(sub, starts[:-1], starts[1:])])
+        pos = np.stack([(kept[:, 0] + kept[:, 2]) / 2, (kept[:, 1] + kept[:, 3]) / 2], axis=1).astype(np.float32)
+        centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
         neg = []
-        for i in order[::-1]:
+        for i in np.argsort(probs):
             if len(neg) == self.num_target_points:
                 break
             if np.min(np.abs(pos - centres[i]).max(axis=1)) >= window:
@@ -273,11 +517,17 @@ class StitchMatcher:
         neg = np.array(neg, dtype=np.float32).reshape(-1, 2)
         points = np.concatenate([pos, neg])
         labels = np.array([1] * len(pos) + [0] * len(neg))
-        return points, labels, float(probs[order[0]])
+        return points, labels, best
 
     def __call__(self, image: np.ndarray) -> MaskResult:
-        canvas, ref_mask, offset = self.stitch(image)
+        shape = image.shape[:2]
         tgt_points, tgt_labels, best_prob = self.target_points(image)
+        if not (tgt_labels == 1).any():
+            reason = "CLIP sees no %s in any window (best p=%.2f < gate %.2f)" % (self.class_name, best_prob,
+                                                                                   self.gate)
+            confidence = 1.0 - best_prob / self.gate if self.gate else 0.0
+            return MaskResult.empty(shape, reason, tgt_points, tgt_labels, confidence, clip_window=best_prob)
+        canvas, ref_mask, offset = self.stitch(image)
         rng = np.random.default_rng(self.seed)
         sets = []
         for _ in range(self.num_prompt_sets):
@@ -299,13 +549,17 @@ class StitchMatcher:
         ranking = torch.as_tensor(pred.scores[:, 0], device=confidence.device).clamp(0, 1) * confidence * (area > 0)
         k = int(ranking.argmax())
         if area[k] == 0:
-            return _empty(image.shape[:2], "SAM's masks leave the target half empty", tgt_points, tgt_labels,
-                          clip_window=best_prob)
-        mask = target_masks[k].cpu().numpy()
+            return MaskResult.empty(shape, "SAM's masks leave the target half empty", tgt_points, tgt_labels,
+                                    clip_window=best_prob)
         score = float(pred.scores[k, 0])
-        result = MaskResult(mask, float(ranking[k]), tgt_points, tgt_labels, None, None,
-                            {"sam_score": score, "target_confidence": float(confidence[k]),
-                             "clip_window": best_prob})
+        min_area = max(16, int(0.001 * shape[0] * shape[1]))
+        scores = {"sam_score": score, "target_confidence": float(confidence[k])}
+        instances = [Instance(part, float(ranking[k]), scores=dict(scores))
+                     for part in components(target_masks[k].cpu().numpy(), min_area)]
+        if not instances:
+            return MaskResult.empty(shape, "SAM's mask on the target has only specks", tgt_points, tgt_labels,
+                                    clip_window=best_prob)
+        result = MaskResult(tuple(shape), instances, tgt_points, tgt_labels, scores={"clip_window": best_prob})
         return self.clip_check.apply(image, result) if self.clip_check else result
 
 

@@ -1,0 +1,333 @@
+"""The run driver every action hangs on: an action is "image in, labels out"; the rest happens here, once.
+
+::
+
+    summary = yield from iter_run(samples, action, out_field="cat_masks")
+
+1. Everything is validated first (fields, classes, a resumed run's settings); nothing is created when
+   something is wrong.
+2. The samples to label are read from the *dataset* (a view that hides the output field still skips what is
+   labelled), minus the action's own inputs (the references), minus other shards' samples.
+3. The action's models load (:attr:`Action.build`); only then are fields, class names and the run record
+   written.
+4. Each image is loaded and labelled; each failure is recorded with the sample and the problem and the run
+   goes on, unless the first ``fail_fast`` samples all fail: then it stops with one error.
+5. Labels are written in batches; an interruption (Ctrl-C, the App's cancel, an error) flushes what was
+   done and records how the run ended.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
+
+import fiftyone as fo
+
+from . import dataset as sds
+from .images import InputError, load_image
+from .pipelines.result import MaskResult
+
+logger = logging.getLogger(__name__)
+
+Progress = Generator[Tuple[int, int], None, "RunSummary"]
+
+
+class RunStopped(RuntimeError):
+    """The run stopped because its first samples all failed (the same problem, most likely, for every sample)."""
+
+
+@dataclass
+class SampleError:
+    """A sample that could not be labelled, and why."""
+
+    sample_id: str
+    filepath: str
+    message: str
+
+    def __str__(self):
+        return "sample %s (%s): %s" % (self.sample_id, self.filepath, self.message)
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``labelled`` counts written labels, ``empty`` those of them with no object, and
+    ``instances`` the objects in all of them. ``status``: "completed", "stopped" (fail-fast), "canceled"
+    (interrupted) or "failed"."""
+
+    field: str
+    run_key: str
+    targets: int = 0
+    labelled: int = 0
+    empty: int = 0
+    instances: int = 0
+    skipped_existing: int = 0
+    failed: int = 0
+    errors: List[SampleError] = field(default_factory=list)
+    seconds: float = 0.0
+    status: str = "completed"
+    shard: Optional[Tuple[int, int]] = None
+
+    def to_dict(self, max_errors: int = 50) -> dict:
+        d = asdict(self)
+        d["errors"] = [str(e) for e in self.errors[:max_errors]]
+        return d
+
+
+@dataclass
+class Action:
+    """What an action hands the driver.
+
+    Attributes:
+        name: the action, e.g. "annotate_by_reference" (recorded; a resume must match it).
+        classes: the class names its labeller may return; an instance without a label is ``classes[0]``.
+        settings: JSON-able settings that shape the labels (recorded; a resume must match them).
+        build: loads the models and returns the labeller ``(H, W, 3) uint8 image -> MaskResult``. Called after
+            validation and before anything is written, so a model that cannot load leaves nothing behind.
+        info: after ``build``, values the labeller learnt (a calibrated gate, ...) for the run record.
+        input_fields: fields the action reads; none may be an output field.
+        exclude_ids: samples never to label (the references).
+    """
+
+    name: str
+    classes: Sequence[str]
+    settings: dict
+    build: Callable[[], Callable[..., MaskResult]]
+    info: Callable[[], dict] = dict
+    input_fields: Sequence[str] = ()
+    exclude_ids: Sequence[str] = ()
+
+
+def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
+    """Runs an action's generator of ``(done, total)`` events to its end and returns its return value (the
+    summary), calling ``on_progress(done, total)`` for each event. The generator is closed on any exit, so
+    its pending labels are flushed even when the caller's callback raises or the user presses Ctrl-C."""
+    try:
+        while True:
+            try:
+                done, total = next(events)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None:
+                on_progress(done, total)
+    finally:
+        events.close()
+
+
+def sample_collection(samples):
+    """The dataset and the sample-level collection to label. A patches view stands for the samples its
+    patches come from (labels are per image).
+
+    Raises:
+        ValueError: not a FiftyOne collection, or not images.
+    """
+    if not isinstance(samples, fo.core.collections.SampleCollection):
+        raise ValueError("expected a FiftyOne dataset or view to label, got %s" % type(samples).__name__)
+    if getattr(samples, "_is_patches", False) or getattr(samples, "_is_frames", False) or getattr(
+            samples, "_is_clips", False):
+        dataset = samples._root_dataset
+        samples = dataset.select(sorted(set(samples.values("sample_id"))), ordered=True)
+    dataset = samples._root_dataset
+    if dataset.media_type != "image":
+        raise ValueError("samtext labels images; dataset %r holds %s" % (dataset.name, dataset.media_type))
+    return dataset, samples
+
+
+def check_shard(shard) -> Optional[Tuple[int, int]]:
+    if shard is None:
+        return None
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError("shard must be (index, count), got %r" % (shard,)) from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError("shard (index, count) needs 0 <= index < count, got %r" % (shard,))
+    return index, count
+
+
+def in_shard(sample_id: str, shard: Optional[Tuple[int, int]]) -> bool:
+    """Whether a sample belongs to shard ``(index, count)``: its ObjectId taken modulo ``count`` (the id's
+    trailing counter makes the shards even and disjoint)."""
+    return shard is None or int(sample_id, 16) % shard[1] == shard[0]
+
+
+def _differences(old: dict, new: dict) -> List[str]:
+    keys = sorted(set(old) | set(new))
+    return ["%s: %r -> %r" % (k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def check_resume(dataset: fo.Dataset, key: str, action: Action, out_field: str, overwrite: bool) -> Optional[dict]:
+    """Refuses to add labels to a field that a samtext run with other settings wrote, unless ``overwrite``.
+    Returns the existing record (None when there is none)."""
+    record = sds.read_run(dataset, key)
+    if record is None or overwrite or not sds.has_labels(dataset, out_field):
+        return record
+    new = sds.jsonable(dict(action=action.name, **action.settings))
+    old = dict(action=record.get("action"), **(record.get("settings") or {}))
+    diff = _differences(old, new)
+    if diff:
+        raise ValueError(
+            "field %r holds labels of a run with other settings (%s); a resumed run must use the same ones. "
+            "Pass overwrite=True to relabel with the new settings, or choose another output field"
+            % (out_field, "; ".join(diff)))
+    return record
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_run(samples, action: Action, out_field: str, overwrite: bool = False, save_prompts: bool = False,
+                save_instances: bool = True, mask_dir: Optional[str] = None):
+    """The checks of :func:`iter_run` that need no model: ``(dataset, samples, fields, values, record)``.
+    Creates nothing. The operator calls it before queueing shards."""
+    dataset, samples = sample_collection(samples)
+    fields = sds.OutputFields(out_field, save_instances, save_prompts, mask_dir)
+    fields.check(dataset, action.input_fields)
+    if not action.classes:
+        raise ValueError("the action names no class")
+    values = sds.class_values(dataset, out_field, action.classes, overwrite)
+    record = check_resume(dataset, sds.run_key_for(out_field), action, out_field, overwrite)
+    return dataset, samples, fields, values, record
+
+
+def _targets(dataset, samples, out_field, overwrite, exclude_ids, shard):
+    """``(ids, paths, skipped)``: the samples of ``samples`` to label, in view order."""
+    exclude = set(exclude_ids)
+    done = set() if overwrite else sds.labelled_ids(dataset, out_field)
+    ids, paths = samples.values(["id", "filepath"])
+    keep = [i for i, sid in enumerate(ids) if sid not in exclude and in_shard(sid, shard)]
+    todo = [i for i in keep if ids[i] not in done]
+    return [ids[i] for i in todo], [paths[i] for i in todo], len(keep) - len(todo)
+
+
+def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, record) -> None:
+    """Creates the output fields, adds the classes to the field's ``mask_targets`` and writes (or keeps) the
+    run record. A record with the same action and settings is kept (a resumed run or a sibling shard adds its
+    own entry under ``runs``); otherwise it is replaced."""
+    fields.ensure(dataset)
+    sds.set_mask_targets(dataset, fields.out, values)
+    key = sds.run_key_for(fields.out)
+    settings = sds.jsonable(action.settings)
+    same = record is not None and record.get("action") == action.name and record.get("settings") == settings
+    if not same:
+        from . import __version__
+
+        sds.register_run(dataset, key, dict(
+            action=action.name, out_field=fields.out, instances_field=fields.instances,
+            prompts_field=fields.prompts, mask_dir=fields.mask_dir, settings=settings,
+            classes={str(v): k for k, v in values.items()}, samtext_version=__version__,
+            fiftyone_version=fo.constants.VERSION, started=_now(), runs={},
+        ))
+
+
+def prepare_outputs(samples, action: Action, out_field: str, overwrite: bool = False, save_prompts: bool = False,
+                    save_instances: bool = True, mask_dir: Optional[str] = None) -> int:
+    """Validates a run and creates its output fields, class names and record without loading a model or
+    labelling anything, for a run split into shards that start side by side. Returns the number of samples
+    the shards will label."""
+    dataset, samples, fields, values, record = prepare_run(
+        samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
+    ids, _, _ = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, None)
+    if ids:
+        open_outputs(dataset, action, fields, values, record)
+    return len(ids)
+
+
+def iter_run(
+    samples,
+    action: Action,
+    out_field: str,
+    overwrite: bool = False,
+    save_prompts: bool = False,
+    save_instances: bool = True,
+    mask_dir: Optional[str] = None,
+    batch_size: int = 16,
+    fail_fast: int = 10,
+    shard=None,
+) -> Progress:
+    """Labels every sample of ``samples`` with ``action``; a generator of ``(done, total)`` progress that
+    returns the :class:`RunSummary`.
+
+    Arguments:
+        samples: a ``fo.Dataset`` or view (a patches view stands for its images).
+        action: the :class:`Action`.
+        out_field: the ``fo.Segmentation`` field to write; instances go to ``<out_field>_instances``
+            (``fo.Detections``), prompts to ``<out_field>_prompts`` (``fo.Keypoints``).
+        overwrite: relabel samples that already have ``out_field`` (and allow other settings than the run that
+            wrote it).
+        save_prompts, save_instances: write those fields too.
+        mask_dir: write masks as PNG files under this folder (absolute paths are stored) instead of into the
+            database.
+        batch_size: samples per database write.
+        fail_fast: stop with one error when the first this many samples all fail (0: never).
+        shard: ``(index, count)``: label only this shard of the samples (see :func:`in_shard`).
+
+    Raises:
+        ValueError: bad arguments, before anything is created.
+        RunStopped: the first ``fail_fast`` samples all failed.
+    """
+    start = time.time()
+    if int(batch_size) < 1:
+        raise ValueError("batch_size must be at least 1, got %r" % (batch_size,))
+    if int(fail_fast) < 0:
+        raise ValueError("fail_fast must be 0 (never stop) or more, got %r" % (fail_fast,))
+    shard = check_shard(shard)
+    dataset, samples, fields, values, record = prepare_run(
+        samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
+    key = sds.run_key_for(out_field)
+    summary = RunSummary(field=out_field, run_key=key, shard=shard)
+    ids, paths, summary.skipped_existing = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, shard)
+    summary.targets = len(ids)
+    if not ids:
+        logger.info("Nothing to label in %r: %d samples already have it", out_field, summary.skipped_existing)
+        return summary
+
+    labeller = action.build()
+    open_outputs(dataset, action, fields, values, record)
+    run_id = uuid.uuid4().hex[:12]
+    sds.update_run(dataset, key, learnt=action.info(), **{"runs." + run_id: dict(
+        started=_now(), status="running", shard=shard, overwrite=overwrite, targets=len(ids))})
+    default_label = action.classes[0]
+    summary.status = "failed"
+    try:
+        yield 0, len(ids)
+        with sds.LabelWriter(dataset, batch_size) as writer:
+            for done, (sid, path) in enumerate(zip(ids, paths), 1):
+                try:
+                    image = load_image(path)
+                    result = labeller(image)
+                except Exception as e:  # one bad sample must not stop the run
+                    message = str(e) if isinstance(e, InputError) else "%s: %s" % (type(e).__name__, e)
+                    err = SampleError(sid, path, message)
+                    logger.warning("samtext: %s", err)
+                    summary.errors.append(err)
+                    summary.failed += 1
+                    if summary.labelled == 0 and summary.failed == int(fail_fast):
+                        summary.status = "stopped"
+                        raise RunStopped(
+                            "the first %d samples all failed, so the run stopped (nothing was written); the first "
+                            "error: %s" % (summary.failed, summary.errors[0])) from e
+                else:
+                    writer.add(sid, sds.labels_for(result, fields, values, default_label, sid))
+                    summary.labelled += 1
+                    summary.empty += int(result.is_empty)
+                    summary.instances += len(result.instances)
+                yield done, len(ids)
+        summary.status = "completed"
+    except GeneratorExit:
+        summary.status = "canceled"
+        raise
+    except KeyboardInterrupt:
+        summary.status = "canceled"
+        raise
+    finally:
+        summary.seconds = time.time() - start
+        try:
+            entry = "runs." + run_id
+            sds.update_run(dataset, key, **{entry + ".finished": _now(), entry + ".status": summary.status,
+                                            entry + ".summary": summary.to_dict(max_errors=20)}, last_run=run_id)
+        except Exception:  # the record is bookkeeping: never hide the run's own outcome behind it
+            logger.exception("samtext: could not record the end of run %s of %r", run_id, out_field)
+    return summary
