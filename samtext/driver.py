@@ -222,11 +222,23 @@ def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, re
         ))
 
 
+RUN_OPTIONS = ("out_field", "overwrite", "save_prompts", "save_instances", "mask_dir", "batch_size", "fail_fast",
+               "shard")
+
+
+def split_run_options(kwargs: dict, **defaults) -> Tuple[dict, dict]:
+    """``(the driver's options, the action's options)`` of an SDK call's keyword arguments (see
+    :func:`iter_run` for the driver's)."""
+    run = dict(defaults)
+    run.update({k: v for k, v in kwargs.items() if k in RUN_OPTIONS})
+    return run, {k: v for k, v in kwargs.items() if k not in RUN_OPTIONS}
+
+
 def prepare_outputs(samples, action: Action, out_field: str, overwrite: bool = False, save_prompts: bool = False,
-                    save_instances: bool = True, mask_dir: Optional[str] = None) -> int:
+                    save_instances: bool = True, mask_dir: Optional[str] = None, **_ignored) -> int:
     """Validates a run and creates its output fields, class names and record without loading a model or
     labelling anything, for a run split into shards that start side by side. Returns the number of samples
-    the shards will label."""
+    the shards will label. Takes :func:`iter_run`'s options (those about the labelling itself are unused)."""
     dataset, samples, fields, values, record = prepare_run(
         samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
     ids, _, _ = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, None)

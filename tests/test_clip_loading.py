@@ -48,15 +48,30 @@ def vit_b32_file(tmp_path_factory):
     return str(path)
 
 
+def resolve_tag_to(monkeypatch, model, tag, path):
+    """Makes open_clip resolve the weights ``tag`` of ``model`` to the local file ``path``: its registry
+    entry's ``file`` (open_clip 3), and its download function where it is looked up (open_clip 2 has no
+    ``file``)."""
+    import open_clip
+
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED[model][tag], "file", path)
+    original = open_clip.pretrained.download_pretrained
+
+    def download(cfg, *args, **kwargs):
+        return cfg["file"] if cfg.get("file") else original(cfg, *args, **kwargs)
+
+    for module in (open_clip, open_clip.pretrained, open_clip.factory):
+        if hasattr(module, "download_pretrained"):
+            monkeypatch.setattr(module, "download_pretrained", download)
+
+
 @pytest.fixture
 def openai_tag_is(monkeypatch):
     """Makes open_clip resolve ``ViT-B-32``/``openai`` to a local file; forgets samtext's cached models."""
-    import open_clip
-
     from samtext.models import clear_model_cache
 
     def point(path):
-        monkeypatch.setitem(open_clip.pretrained._PRETRAINED["ViT-B-32"]["openai"], "file", path)
+        resolve_tag_to(monkeypatch, "ViT-B-32", "openai", path)
 
     clear_model_cache()
     yield point
@@ -132,6 +147,7 @@ def test_a_tags_own_preprocessing_is_used(monkeypatch, tmp_path):
     tag = _pcfg(file=str(path), quick_gelu=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                 interpolation="bilinear", resize_mode="squash")
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "samtext-test-mini", {"mine": tag})
+    resolve_tag_to(monkeypatch, "samtext-test-mini", "mine", str(path))
     clear_model_cache()
     try:
         ref_model, _, ref_pre = open_clip.create_model_and_transforms("samtext-test-mini", pretrained="mine",

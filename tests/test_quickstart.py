@@ -69,3 +69,25 @@ def test_download_weights_offline_names_file_and_place(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "sam_vit_b_01ec64.pth" in msg and "dl.fbaipublicfiles.com" in msg and str(tmp_path) in msg
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_demo_without_internet_says_what_is_missing_in_one_line(db, tmp_path):
+    """No traceback: one line naming the file, where to get it, where to put it, and the parameter."""
+    import fiftyone as fo
+
+    name = "samtext-demo-offline-test"
+    env = dict(os.environ, SAMTEXT_CACHE_DIR=str(tmp_path / "cache"), FIFTYONE_MODEL_ZOO_DIR=str(tmp_path / "zoo"),
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               http_proxy="http://127.0.0.1:9")  # a closed port: any download fails at once
+    env.pop("SAMTEXT_SAM_VIT_B_CHECKPOINT", None)
+    out = subprocess.run([sys.executable, "-m", "samtext", "demo", "--name", name], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("samtext: error:")]
+    assert len(errors) == 1, out.stderr
+    line = errors[0]
+    for part in ("sam_vit_b_01ec64.pth", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+                 str(tmp_path / "cache" / "sam"), "sam_checkpoint=", "--sam-checkpoint", "SAMTEXT_SAM_VIT_B_CHECKPOINT"):
+        assert part in line, (part, line)
+    assert not fo.dataset_exists(name)  # nothing was built before the weights were found missing

@@ -127,9 +127,9 @@ def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
                            "from %s's own config (use e.g. clip_pretrained='openai', clip_checkpoint=<file> to "
                            "say which weights they are)", path, name, name)
     overrides = clip_tag_overrides(clip_tag_config(name, tag)) if tag else {}
-    model, _, transform = open_clip.create_model_and_transforms(
-        name, pretrained=path, device=device, weights_only=True, **overrides
-    )
+    # weights load with torch.load(weights_only=True): open_clip's default since 2.30 (`load_weights_only`
+    # there, `weights_only` from 3.0), hence the lower bound
+    model, _, transform = open_clip.create_model_and_transforms(name, pretrained=path, device=device, **overrides)
     tokenizer = open_clip.get_tokenizer(name)
     label = "%s/%s" % (name, tag or (os.path.basename(path) if path else "random"))
     return ClipModel(model, tokenizer, transform=transform, device=device, precision=precision, name=label)

@@ -76,12 +76,17 @@ def _fiftyone_zoo_candidates(filename: str):
             yield os.path.join(root, filename)
 
 
-def md5sum(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+def file_digest(path: str, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file, read in chunks (checkpoints are hundreds of MB)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def md5sum(path: str) -> str:
+    return file_digest(path, "md5")
 
 
 def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
@@ -118,7 +123,7 @@ def _missing_message(ckpt: Checkpoint, dest: str, model_name: str, reason: str =
     why = " (%s)" % reason if reason else ""
     return (
         "SAM checkpoint %s is not available%s. Download it from %s (MD5 %s) on a machine with "
-        "internet and put it at %s, or set %s to its path, or pass checkpoint=<path>."
+        "internet and put it at %s, or set %s to its path, or pass sam_checkpoint=<path>."
         % (ckpt.filename, why, ckpt.url, ckpt.md5, dest, _env_var(model_name))
     )
 
@@ -218,14 +223,6 @@ def clip_tag_config(model_name: str, tag: str) -> dict:
     return cfg
 
 
-def _sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def find_clip_tag(model_name: str, path: str) -> Optional[str]:
     """The open_clip tag of ``model_name`` whose weights the file ``path`` holds, when that can be told:
     the file sits in the Hugging Face cache folder of the tag's repository, or its SHA-256 matches the
@@ -242,7 +239,7 @@ def find_clip_tag(model_name: str, path: str) -> Optional[str]:
         url = cfg.get("url") or ""
         if url and os.path.basename(url) == os.path.basename(path):
             expected = url.split("/")[-2] if "openaipublic" in url else os.path.splitext(os.path.basename(url))[0].split("-")[-1]
-            digest = digest or _sha256(path)
+            digest = digest or file_digest(path, "sha256")
             if expected and digest.startswith(expected):
                 return tag
     return None

@@ -138,7 +138,8 @@ class PriorMatcher:
         clip_check: an optional :class:`ClipCheck`.
     """
 
-    max_rounds = 3  # batched decoding rounds per image (later rounds look where earlier masks did not reach)
+    per_round = 4  # peaks decoded per batch; after each batch the cells its kept masks cover are suppressed
+    max_rounds = 4  # batches per image at most
 
     def __init__(
         self,
@@ -234,15 +235,17 @@ class PriorMatcher:
             blocked |= near.to(blocked.device)
         return picks
 
-    def _peak_point(self, sim: torch.Tensor, idx: int, emb, upsample: int = 4) -> np.ndarray:
-        """The ``(x, y)`` pixel of the similarity peak at cell ``idx``, placed within its 3x3 cells by the
-        bilinearly upsampled map, so that an object thinner than a cell gets its point on it rather than on
-        the cell's centre."""
-        h, w = sim.shape
+    UPSAMPLE = 4  # the similarity map's upsampling for placing points between cell centres
+
+    def _peak_point(self, fine: torch.Tensor, idx: int, emb) -> np.ndarray:
+        """The ``(x, y)`` pixel of the similarity peak at cell ``idx`` of the ``(h, w)`` map, placed within its
+        3x3 cells by the map upsampled bilinearly ``UPSAMPLE`` times (``fine``), so that an object thinner than
+        a cell gets its point on it rather than on the cell's centre."""
+        upsample = self.UPSAMPLE
+        h, w = fine.shape[0] // upsample, fine.shape[1] // upsample
         cy, cx = divmod(idx, w)
         y0, x0 = max(0, cy - 1), max(0, cx - 1)
         y1, x1 = min(h, cy + 2), min(w, cx + 2)
-        fine = F.interpolate(sim[None, None].float(), scale_factor=upsample, mode="bilinear", align_corners=False)[0, 0]
         window = fine[y0 * upsample : y1 * upsample, x0 * upsample : x1 * upsample]
         fy, fx = divmod(int(window.argmax()), window.shape[1])
         row = (y0 * upsample + fy + 0.5) / upsample - 0.5
@@ -278,14 +281,17 @@ class PriorMatcher:
         result = MaskResult(tuple(shape), instances, points, labels, scores={"similarity": peak})
         return self.clip_check.apply(image, result) if self.clip_check else result
 
-    def _find_instances(self, emb, sim: torch.Tensor, peak: float, neg: np.ndarray) -> List[dict]:
-        """Peaks -> one SAM mask each, decoded in batches at low resolution.
+    def _find_instances(self, emb, sim: torch.Tensor, peak: float, neg: np.ndarray):
+        """Peaks -> one SAM mask each, decoded at low resolution in small batches, best peaks first.
 
-        Each peak is tried with two positive points, the peak cell's centre and the peak placed by the
-        upsampled map (which finds objects thinner than a cell), and keeps the mask whose own features are
-        the more similar to the reference. A peak that lies on an object already found, a mask that mostly
-        repeats one, and a mask whose features do not pass the gate (SAM took the background next to the
-        peak, say) are dropped. Returns the kept candidates, best first."""
+        After each batch, the cells covered by the masks kept so far are suppressed, so the next batch looks
+        only where no object was found yet (the decoder costs about a tenth of the encoder per prompt on a
+        CPU, so peaks on objects already found are not decoded at all). Each peak is tried with two positive
+        points, the peak cell's centre and the peak placed by the upsampled map (which finds objects thinner
+        than a cell), and keeps the mask whose own features are the more similar to the reference. A mask
+        that mostly repeats one already found, or whose features do not pass the gate (SAM took the
+        background next to the peak, say), is dropped. Returns the kept candidates, best first, and the
+        ``(P, 2)`` peak points tried."""
         seg = self.segmenter
         h, w = sim.shape
         outside = self.calibration["outside"]
@@ -296,14 +302,16 @@ class PriorMatcher:
         tried = []
         feats = emb.features[0, :, :h, :w]
         prototype = self.prototype.to(feats.device)
+        fine = F.interpolate(sim[None, None].float(), scale_factor=self.UPSAMPLE, mode="bilinear",
+                             align_corners=False)[0, 0]
         blocked = torch.zeros((h, w), dtype=torch.bool, device=sim.device)
         for _ in range(self.max_rounds):
-            picks = self._candidates(sim, blocked, floor, 2 * (self.max_instances - len(found)))
+            picks = self._candidates(sim, blocked, floor, min(self.per_round, self.max_instances - len(found)))
             if not picks:
                 break
-            pos = [p for i in picks for p in (seg.grid_to_point(i // w, i % w, emb), self._peak_point(sim, i, emb))]
+            pos = [p for i in picks for p in (seg.grid_to_point(i // w, i % w, emb), self._peak_point(fine, i, emb))]
             tried += pos[1::2]
-            pts = np.stack([np.stack([np.asarray(p, np.float32), neg]) for p in pos])  # (2P, 2, 2)
+            pts = np.stack([np.stack([np.asarray(p, np.float32), neg]) for p in pos])  # (2P, 2, 2): +, - points
             pred = seg.predict(emb, pts, np.tile(np.array([1, 0]), (len(pts), 1)), multimask=True, full_size=False)
             best = pred.scores.argmax(axis=1)
             low = pred.low_res_logits[torch.arange(len(pts)), torch.as_tensor(best)]  # (2P, h_m, w_m)
@@ -312,10 +320,10 @@ class PriorMatcher:
             mask_sims = [float(prototype @ self._pool(feats, c)) if bool(m.any()) else -2.0
                          for m, c in zip(masks, cover)]
             for n, idx in enumerate(picks):
-                p = max((2 * n, 2 * n + 1), key=lambda j: mask_sims[j])
+                p = max((2 * n, 2 * n + 1), key=lambda q: mask_sims[q])
                 area = int(masks[p].sum())
                 if area == 0 or any(float(f["cover"].flatten()[idx]) >= 0.5 for f in found):
-                    continue  # nothing, or its peak lies on an object already found
+                    continue  # nothing, or its peak lies on an object found earlier in this batch
                 if any(int((masks[p] & f["mask"]).sum()) > 0.5 * area for f in found):
                     continue  # mostly the same pixels as an object already found
                 if self.gate is not None and mask_sims[p] < self.gate:
