@@ -33,12 +33,14 @@ def main():
     p.add_argument("--out", default=os.path.join(RESULTS, "shards.md"))
     args = p.parse_args()
 
+    import _workers  # first: tests/conftest.py sets FIFTYONE_PLUGINS_DIR (a folder with this plugin) for fiftyone
+
     mongod = None
     if "FIFTYONE_DATABASE_URI" not in os.environ:
         mongod, db_dir, os.environ["FIFTYONE_DATABASE_URI"] = start_mongod()
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-    import _workers  # noqa: E402 (tests/conftest.py sets FIFTYONE_PLUGINS_DIR to a folder with this plugin)
     import fiftyone as fo
+
+    fo.config.database_uri = os.environ["FIFTYONE_DATABASE_URI"]  # fiftyone read its config before the line above
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 

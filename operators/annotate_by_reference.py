@@ -164,10 +164,14 @@ class AnnotateByReferenceMask(foo.Operator):
     def __call__(self, sample_collection, class_name, reference, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).
 
+        Parameters are the form's (``method``, ``out_field``, ``sam_model``, ``gate`` or ``min_similarity``,
+        ``clip_check``/``clip_threshold``, ``max_instances``, ``num_shards``, ...).
+
         Example usage::
 
             op = foo.get_operator("@samtext/samtext/annotate_by_reference_mask")
             op(dataset, "cat", reference=sample.id, reference_field="ground_truth", sam_model="tiny")
+            op(dataset, "cat", reference=sample.id, reference_field="ground_truth", num_shards=8)  # 8 delegated runs
         """
         key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
         params = dict(params, class_name=class_name, reference_sample=reference)

@@ -76,6 +76,10 @@ def gate(inputs, ctx, description):
 
 
 def gate_value(params):
+    """``min_similarity`` for the SDK: from the form's gate choice, or as given by a Python caller of the
+    operator who passed ``min_similarity`` itself."""
+    if "gate" not in params and "min_similarity" in params:
+        return params["min_similarity"]
     choice = params.get("gate", "auto")
     if choice == "value":
         return params.get("min_similarity", 0.5)
@@ -238,11 +242,13 @@ def summary_output():
 def queue_shards(ctx, operator, count, prepare):
     """Queues ``count`` delegated runs of ``operator``, one per shard of the target, with the same parameters.
     ``prepare()`` first validates the run and creates its fields and record once (so the shards, running
-    side by side, do not race to create them). Returns the queued operations' IDs."""
+    side by side, do not race to create them) and says how many samples there are to label; with none,
+    nothing is queued. Returns the queued operations' IDs."""
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
-    prepare()
+    if not prepare():
+        return []  # nothing to label
     service = DelegatedOperationService()
     ids = []
     for index in range(count):
@@ -273,8 +279,9 @@ def execute_action(ctx, operator, events, prepare=None):
 
 
 def _show_queued(ctx, result):
-    yield ctx.ops.notify("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run "
-                         "them" % len(result["queued"]), variant="info")
+    message = ("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run them"
+               % len(result["queued"]) if result["queued"] else "samtext: nothing to label (all labelled already)")
+    yield ctx.ops.notify(message, variant="info")
     yield ctx.ops.show_output(summary_output().to_json(), result)
     return result
 

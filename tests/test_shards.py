@@ -102,3 +102,11 @@ def test_two_workers_label_a_thousand_samples_exactly_once(db, tmp_path):
         print("\n2 workers, %d samples: %.1f samples/s" % (n - 1, (n - 1) / span_seconds(docs)))
     finally:
         fo.delete_dataset(ds.name)
+
+
+def test_nothing_to_label_queues_nothing(db):
+    import fiftyone.operators as foo
+
+    ds = make_pets_dataset(pets_stems(animal="cat", n=1))  # only the reference
+    foo.execute_operator(URI, {"dataset": ds, "params": _params(ds, num_shards=3)})
+    assert _queued(ds) == []

@@ -290,7 +290,7 @@ class PriorMatcher:
         points, the peak cell's centre and the peak placed by the upsampled map (which finds objects thinner
         than a cell), and keeps the mask whose own features are the more similar to the reference. A mask
         that mostly repeats one already found, or whose features do not pass the gate (SAM took the
-        background next to the peak, say), is dropped. Returns the kept candidates, best first, and the
+        background next to the peak, say), is dropped. A batch that keeps nothing ends the search. Returns the kept candidates, best first, and the
         ``(P, 2)`` peak points tried."""
         seg = self.segmenter
         h, w = sim.shape
@@ -319,6 +319,7 @@ class PriorMatcher:
             cover = seg.low_res_to_grid(emb, masks).to(feats.device)  # (2P, h, w)
             mask_sims = [float(prototype @ self._pool(feats, c)) if bool(m.any()) else -2.0
                          for m, c in zip(masks, cover)]
+            before = len(found)
             for n, idx in enumerate(picks):
                 p = max((2 * n, 2 * n + 1), key=lambda q: mask_sims[q])
                 area = int(masks[p].sum())
@@ -334,6 +335,8 @@ class PriorMatcher:
                 blocked |= cover[p].to(blocked.device) >= 0.5
                 if len(found) == self.max_instances:
                     return found, np.array(tried, np.float32)
+            if len(found) == before:
+                break  # a whole batch of the best remaining peaks gave nothing: the lower ones will not either
         return found, np.array(tried, np.float32).reshape(-1, 2)
 
     def _finish(self, emb, found: List[dict]) -> List[Instance]:
