@@ -79,7 +79,7 @@ def child(args) -> dict:
     if args.n > len(stems):
         raise SystemExit("only %d pets images besides the reference" % len(stems))
     kwargs = dict(sam_model=args.sam, device="cpu", precision=args.precision, method=args.method,
-                  out_field="bench_mask")
+                  out_field="bench_mask", min_similarity=None if args.gate == "off" else "auto")
     if args.sam != "tiny":  # the real architecture with random weights, through the SDK's checkpoint path
         import torch
         from segment_anything import sam_model_registry
@@ -158,6 +158,9 @@ def main():
     p.add_argument("--method", default="prior", choices=["prior", "stitch"])
     p.add_argument("--clip-threshold", type=float, default=None)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    p.add_argument("--gate", default="off", choices=["off", "auto"],
+                   help="off (default): every image gets masks and instances written, the heavier path; the tiny "
+                        "random SAM rarely passes the calibrated gate")
     p.add_argument("--first", type=int, default=10, help="growth is measured after this many images (10)")
     p.add_argument("--out", default=None, help="markdown report (default bench/results/memory.md)")
     p.add_argument("--child", type=int, dest="n", help=argparse.SUPPRESS)
@@ -175,7 +178,7 @@ def main():
         # cleanup there would delete this benchmark's non-persistent datasets mid-run.
         mongod, db_dir, env["FIFTYONE_DATABASE_URI"] = start_mongod()
     passthrough = ["--sam", args.sam, "--clip", args.clip, "--method", args.method, "--precision",
-                   args.precision, "--first", str(args.first)]
+                   args.precision, "--first", str(args.first), "--gate", args.gate]
     if args.clip_threshold is not None:
         passthrough += ["--clip-threshold", str(args.clip_threshold)]
     t0, load_start = time.perf_counter(), loadavg()
@@ -210,9 +213,10 @@ def main():
            "Command: `%s`" % command_line(), ""]
     out += machine_lines()
     out += ["- SDK call: `samtext.annotate_by_reference(dataset, \"cat\", reference=cat_000, "
-            "reference_field=\"ground_truth\", sam_model=%r, method=%r, precision=%r%s)` on a non-persistent "
-            "FiftyOne dataset of cat_000 + N pets images (masks written into the database); one fresh process per N"
-            % (args.sam, args.method, args.precision,
+            "reference_field=\"ground_truth\", sam_model=%r, method=%r, precision=%r, min_similarity=%s%s)` on a "
+            "non-persistent FiftyOne dataset of cat_000 + N pets images (masks and instances written into the "
+            "database); one fresh process per N"
+            % (args.sam, args.method, args.precision, "None" if args.gate == "off" else "'auto'",
                ", clip_threshold=%s" % args.clip_threshold if args.clip_threshold is not None else ""),
             "- RSS of the Python process in MiB (mongod not counted). \"RSS before action\": after imports and "
             "dataset building; \"with models loaded\": when the action has built its models, before the "

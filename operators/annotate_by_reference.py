@@ -118,9 +118,9 @@ class AnnotateByReferenceMask(foo.Operator):
                          description="The fraction of the reference's own CLIP score an object must reach")
         if method == "prior":
             inputs.bool("refine", default=True, label="Refine", description="A second SAM pass with each mask's box")
-            inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per image")
         else:
             inputs.int("num_prompt_sets", default=4, min=1, max=16, label="Prompt sets")
+        inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per image")
         forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check)
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by reference mask"))

@@ -190,7 +190,7 @@ def build_matcher(
         return PriorMatcher(sam, references, refine=refine, min_similarity=min_similarity,
                             max_instances=max_instances, clip_check=check)
     return StitchMatcher(sam, clip, references, class_name, num_prompt_sets=num_prompt_sets, seed=seed,
-                         min_similarity=min_similarity, clip_check=check)
+                         min_similarity=min_similarity, max_instances=max_instances, clip_check=check)
 
 
 def _mask_digest(mask) -> Optional[str]:

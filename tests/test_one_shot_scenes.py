@@ -48,7 +48,7 @@ def test_prior_with_two_references():
 
 def test_prior_decodes_the_peaks_in_batches():
     """However many instances: at most PriorMatcher.max_rounds batched low-res decodes of at most
-    per_round peaks (two points each), and one batched refinement."""
+    per_round prompts, and one batched refinement."""
     seg = _segmenter()
     matcher = PriorMatcher(seg, [_reference(RED, ORANGE, 12345)])
     for seed in range(20):
@@ -59,7 +59,7 @@ def test_prior_decodes_the_peaks_in_batches():
         decodes = [c for c in seg.predict_calls if c["boxes"] is None]
         refines = [c for c in seg.predict_calls if c["boxes"] is not None]
         assert len(decodes) <= matcher.max_rounds and len(refines) <= 1
-        assert all(len(c["point_coords"]) <= 2 * matcher.per_round for c in decodes)
+        assert all(len(c["point_coords"]) <= matcher.per_round for c in decodes)
         if refines:
             assert len(refines[0]["boxes"]) >= len(result.instances)
         assert all(c["full_size"] is False for c in seg.predict_calls)

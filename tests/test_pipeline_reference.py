@@ -126,12 +126,25 @@ def test_prior_points_land_on_and_off_the_object():
     h, w = obj.shape
     assert 0 <= neg[0] < w and 0 <= neg[1] < h, "the negative point must lie in the image (valid grid): %s" % (neg,)
     assert not inside(obj, neg), "the negative point must be off the object: %s" % (neg,)
-    # the peaks are decoded in one batch at low resolution, each with two placements of its positive point
+    # the peaks are decoded in a batch at low resolution, a positive point (the peak cell's centre) and the
+    # negative one each
     first = seg.predict_calls[0]
     assert first["multimask"] is True and first["full_size"] is False
-    assert first["point_coords"].shape[1:] == (2, 2) and first["point_coords"].shape[0] % 2 == 0
+    assert first["point_coords"].shape[1:] == (2, 2)
     assert (first["point_labels"] == [1, 0]).all()
     assert any(np.allclose(c[0], pos) for c in first["point_coords"])
+
+
+def test_prior_retries_a_peak_with_the_finer_point_when_the_cell_centre_misses():
+    """A bar thinner than a feature cell, off the cell centres: the centre's point lands on the background
+    (dropped: its features are not the reference's), the retry at the upsampled peak lands on the bar."""
+    seg = FakeSegmenter()
+    img = canvas(64, 96)
+    bar = rect(img, 13, 10, 20, 90, RED)  # rows 13-19: the cell centres (rows 12 and 20) miss it
+    result = PriorMatcher(seg, [red_reference()])(img)
+    assert len(result.instances) == 1 and iou(result.mask, bar) > 0.95
+    first, second = seg.predict_calls[0], seg.predict_calls[1]
+    assert not inside(bar, first["point_coords"][0][0]) and inside(bar, second["point_coords"][0][0])
 
 
 def test_prior_mask_is_the_object():

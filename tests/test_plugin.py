@@ -165,7 +165,7 @@ def test_form_stitch_shows_clip(ds):
     assert {"clip_model", "clip_pretrained", "num_prompt_sets", "clip_threshold"} <= set(props)
     assert props["clip_model"].default == "ViT-B-32"
     assert props["clip_check"].default is True  # stitch checks each object with CLIP unless told not to
-    assert not {"refine", "max_instances"} & set(props)
+    assert "refine" not in props and props["max_instances"].default == 10
 
 
 def test_form_gate_value_asks_for_the_value(ds):

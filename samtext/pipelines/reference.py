@@ -285,13 +285,16 @@ class PriorMatcher:
         """Peaks -> one SAM mask each, decoded at low resolution in small batches, best peaks first.
 
         After each batch, the cells covered by the masks kept so far are suppressed, so the next batch looks
-        only where no object was found yet (the decoder costs about a tenth of the encoder per prompt on a
-        CPU, so peaks on objects already found are not decoded at all). Each peak is tried with two positive
-        points, the peak cell's centre and the peak placed by the upsampled map (which finds objects thinner
-        than a cell), and keeps the mask whose own features are the more similar to the reference. A mask
-        that mostly repeats one already found, or whose features do not pass the gate (SAM took the
-        background next to the peak, say), is dropped. A batch that keeps nothing ends the search. Returns the kept candidates, best first, and the
-        ``(P, 2)`` peak points tried."""
+        only where no object was found yet (on a CPU the decoder costs about a twentieth of the encoder per
+        prompt, so peaks on objects already found are not decoded at all). A peak's positive point is its
+        cell's centre; when that mask is dropped, the next batch retries the peak placed by the upsampled map
+        (which finds objects thinner than a cell). A mask that mostly repeats one already found, or whose own
+        features do not pass the gate (SAM took the background next to the peak, say), is dropped. A batch
+        that keeps nothing and has nothing to retry ends the search.
+
+        Returns:
+            the kept candidates, best first, and the ``(P, 2)`` positive points tried.
+        """
         seg = self.segmenter
         h, w = sim.shape
         outside = self.calibration["outside"]
@@ -305,37 +308,39 @@ class PriorMatcher:
         fine = F.interpolate(sim[None, None].float(), scale_factor=self.UPSAMPLE, mode="bilinear",
                              align_corners=False)[0, 0]
         blocked = torch.zeros((h, w), dtype=torch.bool, device=sim.device)
+        retries = []  # (cell, point) of peaks to try again with the upsampled placement
         for _ in range(self.max_rounds):
-            picks = self._candidates(sim, blocked, floor, min(self.per_round, self.max_instances - len(found)))
-            if not picks:
+            budget = min(self.per_round, self.max_instances - len(found)) - len(retries)
+            picks = self._candidates(sim, blocked, floor, budget) if budget > 0 else []
+            batch = retries + [(i, np.array(seg.grid_to_point(i // w, i % w, emb), np.float32)) for i in picks]
+            if not batch:
                 break
-            pos = [p for i in picks for p in (seg.grid_to_point(i // w, i % w, emb), self._peak_point(fine, i, emb))]
-            tried += pos[1::2]
-            pts = np.stack([np.stack([np.asarray(p, np.float32), neg]) for p in pos])  # (2P, 2, 2): +, - points
+            tried += [point for _, point in batch]
+            pts = np.stack([np.stack([point, neg]) for _, point in batch])  # (B, 2, 2): a positive, the negative
             pred = seg.predict(emb, pts, np.tile(np.array([1, 0]), (len(pts), 1)), multimask=True, full_size=False)
             best = pred.scores.argmax(axis=1)
-            low = pred.low_res_logits[torch.arange(len(pts)), torch.as_tensor(best)]  # (2P, h_m, w_m)
+            low = pred.low_res_logits[torch.arange(len(pts)), torch.as_tensor(best)]  # (B, h_m, w_m)
             masks = seg.low_res_masks(emb, low)
-            cover = seg.low_res_to_grid(emb, masks).to(feats.device)  # (2P, h, w)
-            mask_sims = [float(prototype @ self._pool(feats, c)) if bool(m.any()) else -2.0
-                         for m, c in zip(masks, cover)]
-            before = len(found)
-            for n, idx in enumerate(picks):
-                p = max((2 * n, 2 * n + 1), key=lambda q: mask_sims[q])
+            cover = seg.low_res_to_grid(emb, masks).to(feats.device)  # (B, h, w)
+            kept, retrying, retries = len(found), {idx for idx, _ in retries}, []
+            for p, (idx, point) in enumerate(batch):
                 area = int(masks[p].sum())
-                if area == 0 or any(float(f["cover"].flatten()[idx]) >= 0.5 for f in found):
-                    continue  # nothing, or its peak lies on an object found earlier in this batch
-                if any(int((masks[p] & f["mask"]).sum()) > 0.5 * area for f in found):
+                if any(float(f["cover"].flatten()[idx]) >= 0.5 for f in found):
+                    continue  # its peak lies on an object found earlier in this batch
+                if area and any(int((masks[p] & f["mask"]).sum()) > 0.5 * area for f in found):
                     continue  # mostly the same pixels as an object already found
-                if self.gate is not None and mask_sims[p] < self.gate:
-                    continue  # SAM's mask is not what the reference shows (e.g. the background next to it)
+                mask_sim = float(prototype @ self._pool(feats, cover[p])) if area else -2.0
+                if area == 0 or (self.gate is not None and mask_sim < self.gate):
+                    if idx not in retrying:  # SAM took something else than the object: try the finer point
+                        retries.append((idx, self._peak_point(fine, idx, emb)))
+                    continue
                 found.append(dict(points=pts[p], logits=low[p], mask=masks[p], cover=cover[p],
-                                  mask_similarity=mask_sims[p], similarity=float(sim.flatten()[idx]),
+                                  mask_similarity=mask_sim, similarity=float(sim.flatten()[idx]),
                                   sam_score=float(pred.scores[p, best[p]])))
                 blocked |= cover[p].to(blocked.device) >= 0.5
                 if len(found) == self.max_instances:
                     return found, np.array(tried, np.float32)
-            if len(found) == before:
+            if len(found) == kept and not retries:
                 break  # a whole batch of the best remaining peaks gave nothing: the lower ones will not either
         return found, np.array(tried, np.float32).reshape(-1, 2)
 
@@ -413,6 +418,7 @@ class StitchMatcher:
         refine_levels: times each of those windows is narrowed to its best half-size sub-window.
         min_similarity: the gate on the best window's class probability: "auto" (calibrated on the reference
             image's own windows, on and off the object), a number, or None (no gate).
+        max_instances: the most connected parts of the mask kept as instances (the largest).
         seed: seed of the reference point sampling.
         clip_check: an optional :class:`ClipCheck`.
     """
@@ -430,11 +436,15 @@ class StitchMatcher:
         window_ratio: float = 0.6,
         refine_levels: int = 2,
         min_similarity: Gate = "auto",
+        max_instances: int = 10,
         seed: int = 0,
         clip_check: Optional[ClipCheck] = None,
     ):
         if not references:
             raise ValueError("at least one reference is needed")
+        if int(max_instances) < 1:
+            raise ValueError("max_instances must be at least 1, got %r" % (max_instances,))
+        self.max_instances = int(max_instances)
         self.segmenter, self.clip, self.reference = segmenter, clip, references[0]
         self.class_name = class_name
         self.num_ref_points, self.num_target_points = num_ref_points, num_target_points
@@ -566,7 +576,7 @@ class StitchMatcher:
         min_area = max(16, int(0.001 * shape[0] * shape[1]))
         scores = {"sam_score": score, "target_confidence": float(confidence[k])}
         instances = [Instance(part, float(ranking[k]), scores=dict(scores))
-                     for part in components(target_masks[k].cpu().numpy(), min_area)]
+                     for part in components(target_masks[k].cpu().numpy(), min_area)[: self.max_instances]]
         if not instances:
             return MaskResult.empty(shape, "SAM's mask on the target has only specks", tgt_points, tgt_labels,
                                     clip_window=best_prob)
