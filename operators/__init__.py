@@ -1,8 +1,9 @@
 """samtext's FiftyOne operators: thin forms over the ``samtext`` SDK."""
 
 from .annotate_by_reference import AnnotateByReferenceMask
+from .compute_mask_proposals import ComputeMaskProposals
 
-OPERATORS = (AnnotateByReferenceMask,)
+OPERATORS = (AnnotateByReferenceMask, ComputeMaskProposals)
 
 
 def register(p):

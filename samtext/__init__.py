@@ -4,6 +4,7 @@ The public SDK::
 
     import samtext
     summary = samtext.annotate_by_reference(view, "cat", reference=sample, reference_field="mask")
+    summary = samtext.compute_mask_proposals(view, out_field="proposals")
 
 FiftyOne is imported only when an SDK function that needs it is first used, so the model and pipeline
 layers (``samtext.models``, ``samtext.pipelines``) stay quick to import.
@@ -16,6 +17,11 @@ _LAZY = {
     "iter_annotate_by_reference": ("reference", "iter_annotate_by_reference"),
     "prepare_annotate_by_reference": ("reference", "prepare_annotate_by_reference"),
     "load_references": ("reference", "load_references"),
+    "compute_mask_proposals": ("proposals", "compute_mask_proposals"),
+    "iter_compute_mask_proposals": ("proposals", "iter_compute_mask_proposals"),
+    "prepare_compute_mask_proposals": ("proposals", "prepare_compute_mask_proposals"),
+    "proposal_embeddings": ("proposals", "proposal_embeddings"),
+    "compute_proposal_map": ("proposal_map", "compute_proposal_map"),
     "RunSummary": ("driver", "RunSummary"),
     "RunStopped": ("driver", "RunStopped"),
     "run_with_progress": ("driver", "run_with_progress"),

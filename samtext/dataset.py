@@ -121,11 +121,13 @@ class LabelWriter:
     Arguments:
         dataset: the dataset to write to.
         batch_size: samples per write.
+        before_flush: called before each write (to put what belongs to the labels elsewhere first).
     """
 
-    def __init__(self, dataset: fo.Dataset, batch_size: int = 16):
+    def __init__(self, dataset: fo.Dataset, batch_size: int = 16, before_flush=None):
         self.dataset = dataset
         self.batch_size = batch_size
+        self.before_flush = before_flush
         self._pending: Dict[str, Dict[str, object]] = {}
         self._count = 0
 
@@ -138,6 +140,8 @@ class LabelWriter:
             self.flush()
 
     def flush(self) -> None:
+        if self.before_flush is not None and self._count:
+            self.before_flush()
         # the main field last: a sample counts as labelled once it is written, so its side fields go first
         for name, values in sorted(self._pending.items(), key=lambda kv: -len(kv[0])):
             if values:
@@ -197,13 +201,20 @@ def keypoints_label(points: np.ndarray, labels: np.ndarray, size: Tuple[int, int
 def labels_for(result: MaskResult, fields: "OutputFields", values: Mapping[str, int], default_label: str,
                sample_id: str) -> Dict[str, object]:
     """``{field: label}`` for one image's result: the semantic Segmentation (and, as configured, the instance
-    Detections and the prompt Keypoints)."""
-    attrs = {"confidence": result.confidence, "num_instances": len(result.instances)}
-    attrs.update({k: float(v) for k, v in result.scores.items() if v is not None})
-    if result.empty_reason:
-        attrs["empty_reason"] = result.empty_reason
-    path = fields.mask_path(fields.out, sample_id)
-    out = {fields.out: segmentation_label(semantic_mask(result, values, default_label), path, **attrs)}
+    Detections and the prompt Keypoints); for a ``detections`` output, the instances as the main field."""
+    out = {}
+    if fields.kind == "detections":
+        dets = detections_label(result, default_label, fields.mask_path(fields.out, sample_id, ext=""))
+        if result.empty_reason:
+            dets["empty_reason"] = result.empty_reason
+        out[fields.out] = dets
+    else:
+        attrs = {"confidence": result.confidence, "num_instances": len(result.instances)}
+        attrs.update({k: float(v) for k, v in result.scores.items() if v is not None})
+        if result.empty_reason:
+            attrs["empty_reason"] = result.empty_reason
+        path = fields.mask_path(fields.out, sample_id)
+        out[fields.out] = segmentation_label(semantic_mask(result, values, default_label), path, **attrs)
     if fields.instances:
         stem = fields.mask_path(fields.instances, sample_id, ext="")
         out[fields.instances] = detections_label(result, default_label, stem)
@@ -212,19 +223,33 @@ def labels_for(result: MaskResult, fields: "OutputFields", values: Mapping[str, 
     return out
 
 
+OUTPUT_KINDS = {"segmentation": fo.Segmentation, "detections": fo.Detections}
+
+
 class OutputFields:
-    """The fields a run writes: ``out`` (``fo.Segmentation``), ``<out>_instances`` (``fo.Detections``) and
-    ``<out>_prompts`` (``fo.Keypoints``) when asked for, and where mask files go (``mask_dir``, made absolute).
+    """The fields a run writes: ``out`` (``fo.Segmentation``, or ``fo.Detections`` for ``kind="detections"``),
+    ``<out>_instances`` (``fo.Detections``, segmentation kind only) and ``<out>_prompts`` (``fo.Keypoints``) when
+    asked for, and where mask files go (``mask_dir``, made absolute).
     """
 
-    def __init__(self, out: str, instances: bool = True, prompts: bool = False, mask_dir: Optional[str] = None):
+    def __init__(self, out: str, instances: bool = True, prompts: bool = False, mask_dir: Optional[str] = None,
+                 kind: str = "segmentation"):
+        if kind not in OUTPUT_KINDS:
+            raise ValueError("unknown output kind %r; choose one of %s" % (kind, sorted(OUTPUT_KINDS)))
+        self.kind = kind
         self.out = check_field_name(out)
-        self.instances = out + "_instances" if instances else None
+        self.instances = out + "_instances" if instances and kind == "segmentation" else None
         self.prompts = out + "_prompts" if prompts else None
         self.mask_dir = os.path.abspath(os.path.expanduser(mask_dir)) if mask_dir else None
 
+    @property
+    def has_classes(self) -> bool:
+        """Whether the main field maps mask values to class names (``mask_targets``)."""
+        return self.kind == "segmentation"
+
     def types(self) -> List[Tuple[str, type]]:
-        pairs = [(self.out, fo.Segmentation), (self.instances, fo.Detections), (self.prompts, fo.Keypoints)]
+        pairs = [(self.out, OUTPUT_KINDS[self.kind]), (self.instances, fo.Detections),
+                 (self.prompts, fo.Keypoints)]
         return [(name, cls) for name, cls in pairs if name]
 
     def names(self) -> List[str]:

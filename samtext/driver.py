@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
 
 import fiftyone as fo
 
@@ -88,6 +88,10 @@ class Action:
         info: after ``build``, values the labeller learnt (a calibrated gate, ...) for the run record.
         input_fields: fields the action reads; none may be an output field.
         exclude_ids: samples never to label (the references).
+        output: "segmentation" (a ``fo.Segmentation`` with the instances beside it) or "detections" (the
+            instances as the ``fo.Detections`` output field itself, e.g. mask proposals).
+        sidecar: ``(dataset, fields) -> object`` with ``add(sample_id, labels, result)`` and ``flush()``, for
+            what a run keeps outside the database (embeddings); flushed just before each database write.
     """
 
     name: str
@@ -97,6 +101,8 @@ class Action:
     info: Callable[[], dict] = dict
     input_fields: Sequence[str] = ()
     exclude_ids: Sequence[str] = ()
+    output: str = "segmentation"
+    sidecar: Optional[Callable] = None
 
 
 def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
@@ -113,6 +119,22 @@ def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] 
                 on_progress(done, total)
     finally:
         events.close()
+
+
+def run_with_progress_option(events, progress: Union[bool, Callable[[int, int], None], None] = None):
+    """:func:`run_with_progress` for an SDK call's ``progress`` argument: True shows a progress bar, a callable
+    gets ``(done, total)``, None or False shows nothing."""
+    if progress is not True:
+        return run_with_progress(events, progress or None)
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="samtext", unit="image") as bar:
+
+        def show(done, total):
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        return run_with_progress(events, show)
 
 
 def sample_collection(samples):
@@ -183,11 +205,14 @@ def prepare_run(samples, action: Action, out_field: str, overwrite: bool = False
     """The checks of :func:`iter_run` that need no model: ``(dataset, samples, fields, values, record)``.
     Creates nothing. The operator calls it before queueing shards."""
     dataset, samples = sample_collection(samples)
-    fields = sds.OutputFields(out_field, save_instances, save_prompts, mask_dir)
+    fields = sds.OutputFields(out_field, save_instances, save_prompts, mask_dir, kind=action.output)
     fields.check(dataset, action.input_fields)
     if not action.classes:
         raise ValueError("the action names no class")
-    values = sds.class_values(dataset, out_field, action.classes, overwrite)
+    if fields.has_classes:
+        values = sds.class_values(dataset, out_field, action.classes, overwrite)
+    else:
+        values = {name: value for value, name in enumerate(dict.fromkeys(action.classes), 1)}
     record = check_resume(dataset, sds.run_key_for(out_field), action, out_field, overwrite)
     return dataset, samples, fields, values, record
 
@@ -207,7 +232,8 @@ def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, re
     run record. A record with the same action and settings is kept (a resumed run or a sibling shard adds its
     own entry under ``runs``); otherwise it is replaced."""
     fields.ensure(dataset)
-    sds.set_mask_targets(dataset, fields.out, values)
+    if fields.has_classes:
+        sds.set_mask_targets(dataset, fields.out, values)
     key = sds.run_key_for(fields.out)
     settings = sds.jsonable(action.settings)
     same = record is not None and record.get("action") == action.name and record.get("settings") == settings
@@ -298,6 +324,7 @@ def iter_run(
 
     labeller = action.build()
     open_outputs(dataset, action, fields, values, record)
+    sidecar = action.sidecar(dataset, fields) if action.sidecar else None
     run_id = uuid.uuid4().hex[:12]
     sds.update_run(dataset, key, learnt=action.info(), **{"runs." + run_id: dict(
         started=_now(), status="running", shard=shard, overwrite=overwrite, targets=len(ids))})
@@ -305,7 +332,7 @@ def iter_run(
     summary.status = "failed"
     try:
         yield 0, len(ids)
-        with sds.LabelWriter(dataset, batch_size) as writer:
+        with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer:
             for done, (sid, path) in enumerate(zip(ids, paths), 1):
                 try:
                     image = load_image(path)
@@ -322,7 +349,10 @@ def iter_run(
                             "the first %d samples all failed, so the run stopped (nothing was written); the first "
                             "error: %s" % (summary.failed, summary.errors[0])) from e
                 else:
-                    writer.add(sid, sds.labels_for(result, fields, values, default_label, sid))
+                    labels = sds.labels_for(result, fields, values, default_label, sid)
+                    if sidecar is not None:
+                        sidecar.add(sid, labels, result)
+                    writer.add(sid, labels)
                     summary.labelled += 1
                     summary.empty += int(result.is_empty)
                     summary.instances += len(result.instances)

@@ -1,6 +1,6 @@
 """Mask utilities. Masks are ``(H, W)`` bool arrays; boxes are ``XYXY`` pixels; points are ``(x, y)``."""
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -28,13 +28,19 @@ def sample_points(mask: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return np.stack([xs[idx] + 0.5, ys[idx] + 0.5], axis=1).astype(np.float32)
 
 
-def crop_with_context(image: np.ndarray, box: np.ndarray, context: float = 0.1) -> np.ndarray:
-    """The ``box`` region of an ``(H, W, 3)`` image, grown by ``context`` of its size on each side."""
-    h, w = image.shape[:2]
+def grow_box(box: np.ndarray, size: Tuple[int, int], context: float = 0.1) -> Tuple[int, int, int, int]:
+    """An ``XYXY`` box grown by ``context`` of its width and height on each side, in whole pixels, clipped to an
+    image of ``size = (H, W)``."""
+    h, w = size
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * context, (y2 - y1) * context
-    x1, y1 = int(max(0, x1 - dx)), int(max(0, y1 - dy))
-    x2, y2 = int(min(w, np.ceil(x2 + dx))), int(min(h, np.ceil(y2 + dy)))
+    return (int(max(0, x1 - dx)), int(max(0, y1 - dy)), int(min(w, np.ceil(x2 + dx))),
+            int(min(h, np.ceil(y2 + dy))))
+
+
+def crop_with_context(image: np.ndarray, box: np.ndarray, context: float = 0.1) -> np.ndarray:
+    """The ``box`` region of an ``(H, W, 3)`` image, grown by ``context`` of its size on each side."""
+    x1, y1, x2, y2 = grow_box(box, image.shape[:2], context)
     return image[y1:y2, x1:x2]
 
 
@@ -48,12 +54,7 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=
     """The object alone, for CLIP: the mask's box grown by ``context`` of its size on each side, pixels
     outside the mask set to ``fill``, padded with ``fill`` to a square (so that CLIP's centre crop keeps the
     whole object). ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool and not empty."""
-    box = mask_to_box(mask)
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * context, (y2 - y1) * context
-    x1, y1 = int(max(0, x1 - dx)), int(max(0, y1 - dy))
-    x2, y2 = int(min(w, np.ceil(x2 + dx))), int(min(h, np.ceil(y2 + dy)))
+    x1, y1, x2, y2 = grow_box(mask_to_box(mask), image.shape[:2], context)
     crop = np.where(mask[y1:y2, x1:x2, None], image[y1:y2, x1:x2], np.asarray(fill, dtype=np.uint8))
     ch, cw = crop.shape[:2]
     side = max(ch, cw)

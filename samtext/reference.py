@@ -341,15 +341,5 @@ def annotate_by_reference(
     Returns:
         a :class:`samtext.driver.RunSummary` with counts, per-sample errors and the run key.
     """
-    gen = iter_annotate_by_reference(samples, class_name, reference, reference_field, **kwargs)
-    if progress is not True:
-        return driver.run_with_progress(gen, progress or None)
-    from tqdm.auto import tqdm
-
-    with tqdm(desc="samtext", unit="image") as bar:
-
-        def show(done, total):
-            bar.total, bar.n = total, done
-            bar.refresh()
-
-        return driver.run_with_progress(gen, show)
+    events = iter_annotate_by_reference(samples, class_name, reference, reference_field, **kwargs)
+    return driver.run_with_progress_option(events, progress)

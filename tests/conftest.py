@@ -23,6 +23,8 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 _PLUGINS_DIR = tempfile.mkdtemp(prefix="samtext-plugins-")
 os.symlink(ROOT, os.path.join(_PLUGINS_DIR, "samtext"))
 os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS_DIR
+# embeddings of mask proposals go beside the dataset, by default under ~/.samtext: keep the tests' apart
+os.environ["SAMTEXT_EMBEDDINGS_DIR"] = tempfile.mkdtemp(prefix="samtext-embeddings-")
 sys.path.insert(0, ROOT)
 
 

@@ -301,6 +301,10 @@ class FakeSegmenter:
     def low_res_masks(self, embedding, low_res_logits: torch.Tensor) -> torch.Tensor:
         return low_res_logits > 0
 
+    def input_frame_logits(self, embedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+        h, w = embedding.input_size
+        return low_res_logits[:, :h, :w]  # LOW_RES = 1: the low-res frame is the image
+
     def low_res_to_grid(self, embedding, masks: torch.Tensor) -> torch.Tensor:
         gh, gw = self.valid_grid(embedding)
         return torch.from_numpy(np.stack([_pool(m.numpy(), STRIDE // LOW_RES, (gh, gw)) for m in masks]))

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import _app
-from conftest import PETS, _require_db, make_pets_dataset, pets_stems
+from conftest import PETS, PLUGIN_NAME, _require_db, make_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -81,9 +81,10 @@ def open_dataset(app):
     return page
 
 
-def grid_button(page):
-    """The operator's button among the grid actions (``resolve_placement``), shown with the plugin's icon."""
-    return page.locator('[data-itemid="grid-actions-row"] img[src$="/assets/icon.svg"]')
+def grid_button(page, operator=OPERATOR_NAME):
+    """An operator's button among the grid actions (``resolve_placement``), shown with the plugin's icon."""
+    return page.locator('[data-itemid="grid-actions-row"] [data-item-id="%s/%s"] img[src$="/assets/icon.svg"]'
+                        % (PLUGIN_NAME, operator))
 
 
 def set_field_shown(page, field, shown):
@@ -126,6 +127,7 @@ def test_app_lists_the_operator_and_renders_its_form(app):
     page = open_dataset(app)
     expect = _expect()
     expect(grid_button(page)).to_be_visible()
+    expect(grid_button(page, "compute_mask_proposals")).to_have_count(1)
 
     # The Operator Browser (the ` key) lists the operator under its label and name.
     box = page.get_by_placeholder("Search operations by name...")

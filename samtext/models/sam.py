@@ -157,6 +157,16 @@ class SamSegmenter:
             out[i] = (full[0, 0] > self.sam.mask_threshold).cpu().numpy()
         return out
 
+    @torch.no_grad()
+    def input_frame_logits(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """``(N, h_m, w_m)`` low-res logits -> ``(N, h_in, w_in)`` logits in SAM's input frame (the image resized
+        to the encoder's size, padding cut off): the first half of SAM's ``postprocess_masks``, without the
+        resize to the original size."""
+        up = F.interpolate(low_res_logits[:, None].to(self.device), (self.image_size, self.image_size),
+                           mode="bilinear", align_corners=False)
+        h_in, w_in = embedding.input_size
+        return up[:, 0, :h_in, :w_in]
+
     def low_res_masks(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
         """``(N, h_m, w_m)`` low-res logits -> ``(N, h_v, w_v)`` bool masks of the part of the low-res frame
         that covers the image (padding cut off), for cheap comparisons between masks."""

@@ -5,9 +5,9 @@ Two methods, both ``image -> MaskResult`` callables built once per run:
 - :class:`PriorMatcher` ("prior", the default): PerSAM-style. The reference's SAM features under its mask
   give a prototype vector; on each target the cosine map between the prototype and SAM's features is the
   location prior. Every peak of that map above a gate becomes a positive point (with a negative one on the
-  least similar location); the peaks are decoded in one batch, and a peak that falls on an object already
-  found, or whose mask mostly repeats one, is dropped, so each instance is found once. Each instance is
-  refined with its own box and logits. The gate is calibrated on the references themselves (their own
+  least similar location); the peaks are decoded best first in small batches, and a peak that falls on an
+  object already found, or whose mask mostly repeats one or is not like the reference, is dropped, so each
+  instance is found once. Each instance is refined with its own box and logits. The gate is calibrated on the references themselves (their own
   similarity inside versus outside their masks), so a target without the object comes out empty. One SAM
   encoding per target.
 - :class:`StitchMatcher` ("stitch"): the seed project's method with its bugs fixed. Reference and target
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import components, iou, mask_to_box, masked_crop, sample_points
+from .embeddings import pool_features
 from .result import Instance, MaskResult
 
 # The calibrated gate sits this far from the references' outside level towards their inside level.
@@ -166,18 +167,9 @@ class PriorMatcher:
 
     # -- learning from the references
 
-    @staticmethod
-    def _pool(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
-        """Unit mean of ``features`` ``(C, h, w)`` over the cells a mask covers (``cover`` ``(h, w)``, the
-        fraction of each cell inside the mask). Cells mostly inside count, so that the boundary's background
-        does not leak into the mean; a thin mask that fills no cell to half counts by its coverage."""
-        weights = cover * (cover >= 0.5) if bool((cover >= 0.5).any()) else cover
-        pooled = (features * weights).sum(dim=(-2, -1)) / weights.sum().clamp(min=1e-6)
-        return F.normalize(pooled, dim=0)
-
     def _prototype_of(self, embedding, mask: np.ndarray) -> torch.Tensor:
         cover = self.segmenter.mask_to_grid(mask, embedding).to(embedding.features.device)  # (h, w)
-        return self._pool(embedding.features[0], cover)
+        return pool_features(embedding.features[0], cover)
 
     def _learn(self, references: Sequence[Reference]):
         """The prototype ``(C,)`` and the gate's calibration: the references' typical similarity inside
@@ -329,7 +321,7 @@ class PriorMatcher:
                     continue  # its peak lies on an object found earlier in this batch
                 if area and any(int((masks[p] & f["mask"]).sum()) > 0.5 * area for f in found):
                     continue  # mostly the same pixels as an object already found
-                mask_sim = float(prototype @ self._pool(feats, cover[p])) if area else -2.0
+                mask_sim = float(prototype @ pool_features(feats, cover[p])) if area else -2.0
                 if area == 0 or (self.gate is not None and mask_sim < self.gate):
                     if idx not in retrying:  # SAM took something else than the object: try the finer point
                         retries.append((idx, self._peak_point(fine, idx, emb)))

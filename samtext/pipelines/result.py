@@ -19,12 +19,14 @@ class Instance:
         confidence: in [0, 1]; how sure the action is of this mask (SAM's predicted IoU unless said).
         label: the class name, or None for the action's single class.
         scores: named diagnostics (``sam_score``, ``similarity``, ``clip_score``, ...).
+        embedding: an optional ``(D,)`` float32 unit vector describing the object (mask proposals carry one).
     """
 
     mask: np.ndarray
     confidence: float
     label: Optional[str] = None
     scores: Dict[str, float] = field(default_factory=dict)
+    embedding: Optional[np.ndarray] = None
 
     @property
     def area(self) -> int:

@@ -1,0 +1,96 @@
+"""Operator "Compute mask proposals": a thin form over :func:`samtext.compute_mask_proposals`."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+DEFAULT_FIELD = "samtext_proposals"
+EMBEDDER_CHOICES = {
+    "clip": "CLIP on each masked crop (what the object looks like; comparable with text)",
+    "sam": "SAM's features under each mask (no extra model, fastest)",
+    "none": "None (proposals only)",
+}
+KNOBS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_area",
+         "max_proposals")
+
+
+class ComputeMaskProposals(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_mask_proposals",
+            label="samtext: Compute mask proposals",
+            description="SAM's automatic masks for every image, as Detections (one patch per mask)",
+            icon="/assets/icon.svg",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_placement(self, ctx):
+        return types.Placement(
+            types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
+            types.Button(label="Compute mask proposals", icon="/assets/icon.svg", prompt=True),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Propose masks for")
+        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, label_cls=fo.Detections, side_fields=False)
+        inputs.int("points_per_side", label="Points per side",
+                   description="The prompt grid is N x N points (empty: 16 on CPU, 32 on a GPU); the cost grows "
+                               "with N squared")
+        inputs.float("pred_iou_thresh", default=0.88, min=0.0, max=1.0, label="Predicted IoU threshold",
+                     description="Keep masks whose quality SAM predicts above this")
+        inputs.float("stability_score_thresh", default=0.95, min=0.0, max=1.0, label="Stability threshold",
+                     description="Keep masks that hardly change when SAM's logit threshold moves")
+        inputs.float("box_nms_thresh", default=0.7, min=0.0, max=1.0, label="Box NMS threshold",
+                     description="Of two masks whose boxes overlap more than this, keep the better one")
+        inputs.int("min_area", default=100, min=0, label="Minimum area (pixels)")
+        inputs.int("max_proposals", default=200, min=1, label="Most proposals per image")
+        inputs.enum("embedder", list(EMBEDDER_CHOICES), default="clip", label="Embeddings",
+                    description="A vector per proposal, kept beside the dataset, for the map and for exemplars",
+                    view=forms.choice_view(EMBEDDER_CHOICES, types.RadioGroup))
+        forms.models(inputs, ctx, needs_clip=ctx.params.get("embedder", "clip") == "clip")
+        forms.sharding(inputs)
+        return types.Property(inputs, view=types.View(label="Compute mask proposals"))
+
+    def resolve_delegation(self, ctx):
+        return None  # the user chooses in the form
+
+    def _args(self, ctx):
+        p = ctx.params
+        model = forms.model_kwargs(p)
+        embedder = p.get("embedder", "clip")
+        kwargs = dict(forms.run_kwargs(p), **model, **{k: p[k] for k in KNOBS if p.get(k) is not None},
+                      embedder=None if embedder == "none" else embedder)
+        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
+        kwargs.pop("save_instances")
+        kwargs["save_prompts"] = bool(p.get("save_prompts", False))
+        return (ctx.target_view(),), kwargs
+
+    def execute(self, ctx):
+        args, kwargs = self._args(ctx)
+        return forms.execute_action(ctx, self, lambda: samtext.iter_compute_mask_proposals(*args, **kwargs),
+                                    lambda: samtext.prepare_compute_mask_proposals(*args, **kwargs))
+
+    def resolve_output(self, ctx):
+        return forms.summary_output()
+
+    def __call__(self, sample_collection, delegate=False, **params):
+        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
+
+        Parameters are the form's (``out_field``, ``points_per_side``, ``pred_iou_thresh``, ``min_area``,
+        ``sam_model``, ``num_shards``, ...).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/compute_mask_proposals")
+            op(dataset, out_field="proposals", sam_model="tiny")
+        """
+        key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
+        return foo.execute_operator(self.uri, {key: sample_collection, "params": params}, request_delegation=delegate)

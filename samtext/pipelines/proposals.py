@@ -1,0 +1,174 @@
+"""SAM's automatic mask proposals from one image embedding, decoded at low resolution.
+
+What ``segment_anything.SamAutomaticMaskGenerator`` does without crops (a grid of single-point prompts, SAM's
+three masks for each, filters on SAM's predicted IoU and on stability, box NMS), with two differences that
+matter when hundreds of prompts are decoded per image:
+
+- the image is encoded once, by the caller's :class:`samtext.models.SamSegmenter` (``set_image`` would encode
+  it again);
+- every prompt stays in SAM's low-resolution mask frame (256x256 for real SAM) through the filters and the NMS;
+  only the proposals that survive are upscaled to the image's size. The stability score is computed as the
+  generator does, on the logits upsampled to SAM's input frame, but a chunk of masks at a time and without the
+  last resize to the image; the NMS compares boxes in the low-resolution frame (resizing keeps the aspect
+  ratio, so box IoU is unchanged up to rounding).
+
+Nothing here imports FiftyOne.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .result import Instance, MaskResult
+
+PROPOSAL_LABEL = "proposal"
+
+
+@dataclass
+class ProposalSettings:
+    """The knobs of :class:`ProposalGenerator` (SAM's automatic mask generator's names and defaults, except the
+    grid, whose default depends on the device).
+
+    Attributes:
+        points_per_side: the prompt grid is ``points_per_side x points_per_side`` points over the image
+            (None: 32 on CUDA, 16 on CPU).
+        points_per_batch: prompts decoded per decoder call (each gives 3 masks).
+        pred_iou_thresh: keep masks whose predicted IoU is above this (0: no filter, not even of negative ones).
+        stability_score_thresh: keep masks whose stability score is at least this (0: no filter).
+        stability_score_offset: the logit offset of the stability score.
+        box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
+        min_area: drop proposals smaller than this, in pixels of the image.
+        max_proposals: keep at most this many per image, the best by predicted IoU (None: all).
+    """
+
+    points_per_side: Optional[int] = None
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_area: int = 100
+    max_proposals: Optional[int] = 200
+
+    def check(self) -> "ProposalSettings":
+        """Raises ValueError naming the first bad knob; returns self."""
+        if self.points_per_side is not None and not 1 <= int(self.points_per_side) <= 128:
+            raise ValueError("points_per_side must be between 1 and 128, got %r" % (self.points_per_side,))
+        if int(self.points_per_batch) < 1:
+            raise ValueError("points_per_batch must be at least 1, got %r" % (self.points_per_batch,))
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError("%s must be between 0 and 1, got %r" % (name, getattr(self, name)))
+        if float(self.stability_score_offset) <= 0:
+            raise ValueError("stability_score_offset must be positive, got %r" % (self.stability_score_offset,))
+        if int(self.min_area) < 0:
+            raise ValueError("min_area must be 0 or more pixels, got %r" % (self.min_area,))
+        if self.max_proposals is not None and int(self.max_proposals) < 1:
+            raise ValueError("max_proposals must be at least 1 (or None: all), got %r" % (self.max_proposals,))
+        return self
+
+    def grid_side(self, device) -> int:
+        if self.points_per_side is not None:
+            return int(self.points_per_side)
+        return 32 if torch.device(device).type == "cuda" else 16
+
+
+def point_grid(side: int, size) -> np.ndarray:
+    """``(side * side, 2)`` prompt points as ``(x, y)`` pixels of an image of ``size = (H, W)``: cell centres
+    of an even ``side x side`` grid, row by row (SAM's ``build_point_grid`` scaled to the image)."""
+    from segment_anything.utils.amg import build_point_grid
+
+    h, w = size
+    return (build_point_grid(side) * np.array([w, h], dtype=np.float64)).astype(np.float32)
+
+
+class ProposalGenerator:
+    """``image -> MaskResult`` of SAM's automatic masks (see the module docstring).
+
+    Each instance is labelled ``"proposal"``, its confidence is SAM's predicted IoU, and its scores hold
+    ``predicted_iou``, ``stability_score`` and ``area`` (pixels). Instances are sorted by predicted IoU, best
+    first. An image where nothing passes the filters gives an empty result that says so.
+
+    Arguments:
+        segmenter: a :class:`samtext.models.SamSegmenter` (or a double with the same methods).
+        settings: a :class:`ProposalSettings` (defaults if None).
+    """
+
+    def __init__(self, segmenter, settings: Optional[ProposalSettings] = None):
+        self.segmenter = segmenter
+        self.settings = (settings or ProposalSettings()).check()
+        self.side = self.settings.grid_side(getattr(segmenter, "device", "cpu"))
+
+    def __call__(self, image: np.ndarray) -> MaskResult:
+        return self.from_embedding(self.segmenter.embed(image))
+
+    def _decode(self, embedding, points: np.ndarray):
+        """Low-res logits ``(K, h_m, w_m)``, predicted IoU ``(K,)`` and stability ``(K,)`` of the masks of
+        ``points`` ``(B, 2)`` that pass the score filters (3 masks per point before filtering)."""
+        seg, s = self.segmenter, self.settings
+        pred = seg.predict(embedding, points[:, None, :], np.ones((len(points), 1), dtype=np.int64),
+                           multimask=True, full_size=False)
+        logits = pred.low_res_logits.flatten(0, 1)  # (B * 3, h_m, w_m)
+        iou = torch.as_tensor(pred.scores, dtype=torch.float32).flatten()
+        if s.pred_iou_thresh > 0:  # as SAM's generator: 0 keeps every mask, even one predicted below 0
+            keep = iou > s.pred_iou_thresh
+            logits, iou = logits[keep], iou[keep]
+        stability = self._stability(embedding, logits)
+        if s.stability_score_thresh > 0:
+            keep = stability >= s.stability_score_thresh
+            logits, iou, stability = logits[keep], iou[keep], stability[keep]
+        return logits, iou, stability
+
+    STABILITY_CHUNK = 32  # masks whose input-frame logits (up to 1024x1024 floats each) are held at once
+
+    def _stability(self, embedding, logits: torch.Tensor) -> torch.Tensor:
+        """``(K,)`` SAM's stability score of each low-res mask, computed as SAM's generator does it, on the
+        logits in SAM's input frame (upsampled from low resolution, chunk by chunk): the area above
+        ``+offset`` over the area above ``-offset`` (0 for an empty mask)."""
+        offset = float(self.settings.stability_score_offset)
+        out = []
+        for start in range(0, len(logits), self.STABILITY_CHUNK):
+            frame = self.segmenter.input_frame_logits(embedding, logits[start:start + self.STABILITY_CHUNK])
+            inner = (frame > offset).flatten(1).sum(1).float()
+            outer = (frame > -offset).flatten(1).sum(1).float()
+            out.append(torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(outer)).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
+    def from_embedding(self, embedding) -> MaskResult:
+        """The proposals of an image already encoded by the segmenter (an ``ImageEmbedding``)."""
+        from segment_anything.utils.amg import batched_mask_to_box
+        from torchvision.ops import batched_nms
+
+        seg, s = self.segmenter, self.settings
+        shape = tuple(embedding.original_size)
+        points = point_grid(self.side, shape)
+        parts = [self._decode(embedding, points[i:i + s.points_per_batch])
+                 for i in range(0, len(points), s.points_per_batch)]
+        logits = torch.cat([p[0] for p in parts])
+        iou = torch.cat([p[1] for p in parts])
+        stability = torch.cat([p[2] for p in parts])
+        if len(logits) == 0:
+            return MaskResult.empty(shape, "no SAM mask passed the filters (predicted IoU > %.2f, stability >= %.2f)"
+                                    % (s.pred_iou_thresh, s.stability_score_thresh))
+        boxes = batched_mask_to_box(seg.low_res_masks(embedding, logits)).float()  # low-res frame, XYXY
+        keep = batched_nms(boxes, iou, torch.zeros(len(boxes), dtype=torch.int64), s.box_nms_thresh)
+        # nms returns the kept indices by decreasing score; upscale them a batch at a time until the cap
+        cap = int(s.max_proposals) if s.max_proposals is not None else len(keep)
+        instances = []
+        for start in range(0, len(keep), s.points_per_batch):
+            if len(instances) >= cap:
+                break
+            idx = keep[start:start + s.points_per_batch]
+            for k, mask in zip(idx.tolist(), seg.upscale(embedding, logits[idx])):
+                area = int(mask.sum())
+                if area >= max(1, s.min_area):
+                    instances.append(Instance(mask, float(np.clip(float(iou[k]), 0, 1)), PROPOSAL_LABEL, dict(
+                        predicted_iou=float(iou[k]), stability_score=float(stability[k]), area=float(area))))
+        labels = np.ones(len(points), dtype=np.int64)
+        if not instances:
+            return MaskResult.empty(shape, "every SAM mask was smaller than min_area (%d px)" % s.min_area, points,
+                                    labels)
+        return MaskResult(shape, instances[:cap], points, labels)

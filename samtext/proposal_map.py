@@ -1,0 +1,85 @@
+"""SDK: the map of mask proposals: clusters of their embeddings and a FiftyOne Brain visualization.
+
+Example::
+
+    samtext.compute_mask_proposals(dataset, out_field="proposals")
+    info = samtext.compute_proposal_map(dataset, field="proposals")   # brain key "proposals_map"
+    session = fo.launch_app(dataset)  # Embeddings panel: brain key "proposals_map", colour by "cluster"
+
+Each proposal gets a ``cluster`` attribute (k-means of its embedding); the Brain visualization holds a 2-D
+UMAP point per proposal, so the App's Embeddings panel shows the proposals as a map that can be lassoed. Both
+are fit on at most ``fit_cap`` proposals and applied to all, so that the map stays quick to make at 100k
+images.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from . import dataset as sds
+from . import driver
+from .pipelines.clusters import DEFAULT_FIT_CAP, cluster_embeddings, map_2d
+from .proposals import DEFAULT_FIELD, proposal_embeddings
+
+
+@dataclass
+class ProposalMap:
+    """What :func:`compute_proposal_map` made: the brain key, the number of clusters and of proposals mapped."""
+
+    brain_key: str
+    num_clusters: int
+    proposals: int
+    cluster_attribute: str
+
+
+def compute_proposal_map(
+    samples,
+    field: str = DEFAULT_FIELD,
+    brain_key: Optional[str] = None,
+    num_clusters: Union[int, str] = "auto",
+    cluster_attribute: str = "cluster",
+    fit_cap: int = DEFAULT_FIT_CAP,
+    seed: int = 51,
+    overwrite: bool = False,
+) -> ProposalMap:
+    """Clusters the proposals of ``samples`` in ``field`` and stores their map as a Brain visualization.
+
+    Arguments:
+        samples: a dataset or view whose samples hold proposals from :func:`samtext.compute_mask_proposals`.
+        field: the proposals field.
+        brain_key: the visualization's key (default ``<field>_map``).
+        num_clusters: k of k-means, or "auto" (chosen by silhouette score).
+        cluster_attribute: the attribute of each proposal that gets its cluster id.
+        fit_cap: the most proposals the clusters and the UMAP are fit on (the rest are assigned and placed).
+        seed: the random seed of both.
+        overwrite: replace an existing brain run with that key.
+
+    Raises:
+        ValueError: the field holds no proposals with embeddings; the brain key is taken (without
+            ``overwrite``) or not a valid name.
+    """
+    import fiftyone.brain as fob
+
+    dataset, samples = driver.sample_collection(samples)
+    brain_key = brain_key or field + "_map"
+    sds.check_field_name(brain_key)
+    sds.check_field_name(cluster_attribute)
+    if brain_key in dataset.list_brain_runs():
+        if not overwrite:
+            raise ValueError("brain key %r is taken; pass overwrite=True to replace it, or choose another brain_key"
+                             % brain_key)
+        dataset.delete_brain_run(brain_key)
+    ids, vectors = proposal_embeddings(samples, field)
+    if not ids:
+        raise ValueError("no proposal in field %r of these samples has an embedding" % field)
+    clusters, k = cluster_embeddings(vectors, num_clusters, fit_cap, seed)
+    dataset.set_label_values("%s.detections.%s" % (field, cluster_attribute), dict(zip(ids, clusters.tolist())))
+    mapped = samples.select_labels(ids=ids, fields=field)
+    if 16 <= len(ids) <= fit_cap:  # the Brain's own UMAP over every embedding
+        fob.compute_visualization(mapped, patches_field=field, embeddings=dict(zip(ids, vectors)), method="umap",
+                                  brain_key=brain_key, seed=seed, metric="cosine", verbose=False)
+    else:  # fit on a sample, place the rest (or too few proposals for UMAP's neighbourhoods)
+        points = map_2d(vectors, fit_cap, seed)
+        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, points)), brain_key=brain_key)
+    result = ProposalMap(brain_key, int(k), len(ids), cluster_attribute)
+    sds.update_run(dataset, sds.run_key_for(field), map=vars(result))
+    return result
