@@ -53,22 +53,11 @@ def _uploaded_bytes(upload):
 class AnnotateByReferenceMask(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="annotate_by_reference_mask",
-            label="samtext: Annotate by reference mask",
-            description="Label every image from one image with its mask, using SAM (and CLIP)",
-            icon="/assets/icon.svg",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return forms.action_config("annotate_by_reference_mask", "Annotate by reference mask",
+                                   "Label every image from one image with its mask, using SAM (and CLIP)")
 
     def resolve_placement(self, ctx):
-        return types.Placement(
-            types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
-            types.Button(label="Annotate by reference mask", icon="/assets/icon.svg", prompt=True),
-        )
+        return forms.grid_button("Annotate by reference mask")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -173,6 +162,5 @@ class AnnotateByReferenceMask(foo.Operator):
             op(dataset, "cat", reference=sample.id, reference_field="ground_truth", sam_model="tiny")
             op(dataset, "cat", reference=sample.id, reference_field="ground_truth", num_shards=8)  # 8 delegated runs
         """
-        key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
         params = dict(params, class_name=class_name, reference_sample=reference)
-        return foo.execute_operator(self.uri, {key: sample_collection, "params": params}, request_delegation=delegate)
+        return forms.call_operator(self, sample_collection, params, delegate)

@@ -20,22 +20,11 @@ KNOBS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nm
 class ComputeMaskProposals(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="compute_mask_proposals",
-            label="samtext: Compute mask proposals",
-            description="SAM's automatic masks for every image, as Detections (one patch per mask)",
-            icon="/assets/icon.svg",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return forms.action_config("compute_mask_proposals", "Compute mask proposals",
+                                   "SAM's automatic masks for every image, as Detections (one patch per mask)")
 
     def resolve_placement(self, ctx):
-        return types.Placement(
-            types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
-            types.Button(label="Compute mask proposals", icon="/assets/icon.svg", prompt=True),
-        )
+        return forms.grid_button("Compute mask proposals")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -92,5 +81,4 @@ class ComputeMaskProposals(foo.Operator):
             op = foo.get_operator("@samtext/samtext/compute_mask_proposals")
             op(dataset, out_field="proposals", sam_model="tiny")
         """
-        key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
-        return foo.execute_operator(self.uri, {key: sample_collection, "params": params}, request_delegation=delegate)
+        return forms.call_operator(self, sample_collection, params, delegate)

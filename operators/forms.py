@@ -7,6 +7,7 @@ import threading
 import time
 
 import fiftyone as fo
+import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._sdk import samtext
@@ -23,6 +24,30 @@ GATE_CHOICES = {
     "value": "A similarity I choose",
     "off": "Off (always label the best match)",
 }
+
+
+ICON = "/assets/icon.svg"
+
+
+def action_config(name, label, description):
+    """The configuration every samtext action operator shares: a dynamic form, progress as a generator, run
+    immediately or delegated."""
+    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=ICON,
+                              dynamic=True, execute_as_generator=True, allow_immediate_execution=True,
+                              allow_delegated_execution=True)
+
+
+def grid_button(label):
+    """A button among the samples grid's actions that opens the operator's form."""
+    return types.Placement(types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
+                           types.Button(label=label, icon=ICON, prompt=True))
+
+
+def call_operator(operator, sample_collection, params, delegate=False):
+    """Runs ``operator`` from Python on a dataset or view with the form's ``params`` (queued when
+    ``delegate``), as every operator's ``__call__`` does."""
+    key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
+    return foo.execute_operator(operator.uri, {key: sample_collection, "params": params}, request_delegation=delegate)
 
 
 def choice_view(choices, view_cls=types.DropdownView):
