@@ -57,7 +57,7 @@ class AnnotateByReferenceMask(foo.Operator):
                                    "Label every image from one image with its mask, using SAM (and CLIP)")
 
     def resolve_placement(self, ctx):
-        return forms.grid_button("Annotate by reference mask")
+        return forms.action_button("Annotate by reference mask")
 
     def resolve_input(self, ctx):
         inputs = types.Object()

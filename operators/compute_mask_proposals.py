@@ -24,7 +24,7 @@ class ComputeMaskProposals(foo.Operator):
                                    "SAM's automatic masks for every image, as Detections (one patch per mask)")
 
     def resolve_placement(self, ctx):
-        return forms.grid_button("Compute mask proposals")
+        return forms.action_button("Compute mask proposals")
 
     def resolve_input(self, ctx):
         inputs = types.Object()

@@ -37,17 +37,18 @@ def action_config(name, label, description):
                               allow_delegated_execution=True)
 
 
-def grid_button(label):
-    """A button among the samples grid's actions that opens the operator's form."""
-    return types.Placement(types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
-                           types.Button(label=label, icon=ICON, prompt=True))
+def action_button(label, place=types.Places.SAMPLES_GRID_SECONDARY_ACTIONS):
+    """A button that opens the operator's form, among the samples grid's actions unless ``place`` says
+    otherwise (e.g. ``types.Places.EMBEDDINGS_ACTIONS``)."""
+    return types.Placement(place, types.Button(label=label, icon=ICON, prompt=True))
 
 
-def call_operator(operator, sample_collection, params, delegate=False):
+def call_operator(operator, sample_collection, params, delegate=False, **request):
     """Runs ``operator`` from Python on a dataset or view with the form's ``params`` (queued when
-    ``delegate``), as every operator's ``__call__`` does."""
+    ``delegate``), as every operator's ``__call__`` does; ``request`` adds request-level keys (``view_target``)."""
     key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
-    return foo.execute_operator(operator.uri, {key: sample_collection, "params": params}, request_delegation=delegate)
+    return foo.execute_operator(operator.uri, {key: sample_collection, "params": params, **request},
+                                request_delegation=delegate)
 
 
 def choice_view(choices, view_cls=types.DropdownView):

@@ -186,6 +186,27 @@ def detections_label(result: MaskResult, default_label: str, mask_stem: Optional
     return fo.Detections(detections=dets)
 
 
+def detection_mask(det: fo.Detection, size: Tuple[int, int]) -> np.ndarray:
+    """The ``(H, W)`` bool mask of a ``fo.Detection`` with an instance mask (in the database or a file), pasted at
+    its box in an image of ``size = (H, W)``. The box's corner is rounded to the nearest pixel, so a mask made
+    with ``fo.Detection.from_mask`` comes back pixel for pixel.
+
+    Raises:
+        ValueError: the detection has no instance mask.
+    """
+    h, w = size
+    crop = det.get_mask() if det.has_mask else None
+    if crop is None:
+        raise ValueError("detection %s has no instance mask" % det.id)
+    crop = np.asarray(crop) > 0
+    x0, y0 = int(round(det.bounding_box[0] * w)), int(round(det.bounding_box[1] * h))
+    x0, y0 = min(max(x0, 0), w), min(max(y0, 0), h)
+    y1, x1 = min(h, y0 + crop.shape[0]), min(w, x0 + crop.shape[1])
+    out = np.zeros((h, w), dtype=bool)
+    out[y0:y1, x0:x1] = crop[: y1 - y0, : x1 - x0]
+    return out
+
+
 def keypoints_label(points: np.ndarray, labels: np.ndarray, size: Tuple[int, int]) -> fo.Keypoints:
     """Prompt points ``(K, 2)`` ``(x, y)`` pixels and labels ``(K,)`` as ``fo.Keypoints`` named
     "positive" and "negative", in FiftyOne's relative coordinates for an image of ``size = (H, W)``."""
@@ -205,6 +226,7 @@ def labels_for(result: MaskResult, fields: "OutputFields", values: Mapping[str, 
     out = {}
     if fields.kind == "detections":
         dets = detections_label(result, default_label, fields.mask_path(fields.out, sample_id, ext=""))
+        dets["image_height"], dets["image_width"] = (int(v) for v in result.shape)  # to paste the masks back
         if result.empty_reason:
             dets["empty_reason"] = result.empty_reason
         out[fields.out] = dets

@@ -90,6 +90,9 @@ class Action:
         exclude_ids: samples never to label (the references).
         output: "segmentation" (a ``fo.Segmentation`` with the instances beside it) or "detections" (the
             instances as the ``fo.Detections`` output field itself, e.g. mask proposals).
+        loader: ``(sample_id, filepath) -> input`` of the labeller for one sample (default: the image, as an
+            ``(H, W, 3)`` uint8 array); an action that labels from what is stored already (proposals, say)
+            reads that instead. Its errors count as the sample's.
         sidecar: ``(dataset, fields) -> object`` with ``add(sample_id, labels, result)`` and ``flush()``, for
             what a run keeps outside the database (embeddings); flushed just before each database write.
     """
@@ -103,6 +106,7 @@ class Action:
     exclude_ids: Sequence[str] = ()
     output: str = "segmentation"
     sidecar: Optional[Callable] = None
+    loader: Optional[Callable[[str, str], object]] = None
 
 
 def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
@@ -335,8 +339,7 @@ def iter_run(
         with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer:
             for done, (sid, path) in enumerate(zip(ids, paths), 1):
                 try:
-                    image = load_image(path)
-                    result = labeller(image)
+                    result = labeller(action.loader(sid, path) if action.loader else load_image(path))
                 except Exception as e:  # one bad sample must not stop the run
                     message = str(e) if isinstance(e, InputError) else "%s: %s" % (type(e).__name__, e)
                     err = SampleError(sid, path, message)

@@ -67,15 +67,15 @@ def proposals_action(
 
     def build():
         generator = ProposalGenerator(load_sam(sam_model, sam_checkpoint, device, precision), settings)
-        built["generator"] = generator
-        if embedder is None:
-            return generator
         clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint) if embedder == "clip" else None
-        return EmbeddedProposals(generator, embedder, clip, crop_context)
+        built["labeller"] = EmbeddedProposals(generator, embedder, clip, crop_context) if embedder else generator
+        return built["labeller"]
 
     def info():
-        generator = built["generator"]
-        learnt = dict(points_per_side=generator.side, models=dict(sam=getattr(generator.segmenter, "name", None)))
+        learnt = {}
+        generator = getattr(built.get("labeller"), "generator", built.get("labeller"))
+        if isinstance(generator, ProposalGenerator):
+            learnt.update(points_per_side=generator.side, models=dict(sam=getattr(generator.segmenter, "name", None)))
         if "store" in built:
             learnt["embeddings_dir"] = built["store"].root
         return learnt

@@ -1,16 +1,21 @@
 """Embeddings kept out of the database: vectors keyed by label id, in a folder of chunk files.
 
 At 100k images and ~50 proposals per image, embeddings are millions of vectors: too many for sample
-documents, which FiftyOne loads whole. They live beside the dataset instead, in ``<root>/part-*.npz`` files
-(``ids``: label ids, ``vectors``: ``(N, D)`` float16), each written once, atomically (a temporary name, then a
-rename), by one writer: workers running shards of one run side by side never touch the same file. A run
-records where its store is; :func:`default_root` is used when none is given.
+documents, which FiftyOne loads whole. They live beside the dataset instead, as pairs of ``.npy`` files per
+chunk under ``<root>``: ``part-<time>-<random>.vectors.npy`` (``(N, D)`` float16) and ``part-<time>-<random>.ids.npy`` (the
+label ids as 12-byte ObjectIds, sorted, rows in the same order). A chunk is written once, atomically (the
+vectors first, then the ids under a temporary name and a rename: a chunk without its ids file does not exist),
+by one writer, so workers running shards of one run side by side never touch the same file. Lookups go through
+one sorted index of every chunk's ids (12 bytes and two integers per vector), built once per store object, and
+memory-mapped vectors, so reading the vectors of one image's proposals costs a binary search, not a scan.
+A run records where its store is; :func:`default_root` is used when none is given.
 """
 
 import glob
 import os
+import time
 import uuid
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +27,20 @@ def default_root(dataset_name: str, field: str) -> str:
     return os.path.join(os.path.abspath(base), safe, field)
 
 
+def _keys(ids: Iterable[str]) -> np.ndarray:
+    """Label ids (24-character hex ObjectIds) as a ``(N,)`` ``S12`` array."""
+    try:
+        return np.array([bytes.fromhex(i) for i in ids], dtype="S12")
+    except (TypeError, ValueError):
+        raise ValueError("label ids must be 24-character hex ObjectIds") from None
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    tmp = path[:-4] + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 class EmbeddingStore:
     """The chunk files under ``root`` (created on the first write).
 
@@ -31,45 +50,78 @@ class EmbeddingStore:
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self._index = None  # (sorted keys (M,) S12, part number (M,), row (M,)), parts
 
     def parts(self) -> List[str]:
-        return sorted(glob.glob(os.path.join(self.root, "part-*.npz")))
+        """The complete chunks, as path stems (``.../part-<time>-<random>``)."""
+        return sorted(p[: -len(".ids.npy")] for p in glob.glob(os.path.join(self.root, "part-*.ids.npy"))
+                      if not p.endswith(".tmp.npy"))
 
     def write(self, ids: List[str], vectors: np.ndarray) -> Optional[str]:
-        """Writes one chunk of ``ids`` and their ``(N, D)`` vectors; returns its path (None when empty)."""
-        if not ids:
+        """Writes one chunk of ``ids`` (label ids) and their ``(N, D)`` vectors; returns its stem (None when
+        empty)."""
+        if not len(ids):
             return None
         vectors = np.asarray(vectors, dtype=np.float16)
         if vectors.ndim != 2 or len(vectors) != len(ids):
             raise ValueError("expected (%d, D) vectors, got %s" % (len(ids), vectors.shape))
+        keys = _keys(ids)
+        order = np.argsort(keys, kind="stable")
         os.makedirs(self.root, exist_ok=True)
-        path = os.path.join(self.root, "part-%s.npz" % uuid.uuid4().hex)
-        tmp = path[:-4] + ".tmp.npz"
-        np.savez(tmp, ids=np.asarray(ids, dtype="U24"), vectors=vectors)
-        os.replace(tmp, path)
-        return path
+        # named by write time, so that sorted names put a later chunk after an earlier one
+        stem = os.path.join(self.root, "part-%020d-%s" % (time.time_ns(), uuid.uuid4().hex[:8]))
+        _save(stem + ".vectors.npy", np.ascontiguousarray(vectors[order]))
+        _save(stem + ".ids.npy", keys[order])  # last: the chunk exists once its ids do
+        self._index = None
+        return stem
+
+    def _lookup(self):
+        if self._index is None:
+            parts = self.parts()
+            keys, part_no, rows = [], [], []
+            for n, stem in enumerate(parts):
+                k = np.load(stem + ".ids.npy")
+                keys.append(k)
+                part_no.append(np.full(len(k), n, dtype=np.int32))
+                rows.append(np.arange(len(k), dtype=np.int64))
+            if keys:
+                keys, part_no, rows = np.concatenate(keys), np.concatenate(part_no), np.concatenate(rows)
+                # a later chunk wins when an id was written twice: stable sort, then keep the last of equal keys
+                order = np.lexsort((part_no, keys))
+                keys, part_no, rows = keys[order], part_no[order], rows[order]
+                last = np.append(keys[1:] != keys[:-1], True)
+                keys, part_no, rows = keys[last], part_no[last], rows[last]
+            else:
+                keys, part_no, rows = np.zeros(0, "S12"), np.zeros(0, np.int32), np.zeros(0, np.int64)
+            vectors = [np.load(stem + ".vectors.npy", mmap_mode="r") for stem in parts]
+            self._index = (keys, part_no, rows, vectors)
+        return self._index
+
+    def refresh(self) -> None:
+        """Forgets the index, so that chunks written by other processes since are seen."""
+        self._index = None
 
     def load(self, ids: Optional[Iterable[str]] = None) -> Tuple[List[str], np.ndarray]:
         """``(ids, (N, D) float32 vectors)``: all stored, or those of ``ids`` in that order (ids with no vector
-        are left out; the later chunk wins when an id was written twice)."""
-        found: Dict[str, np.ndarray] = {}
-        want = None if ids is None else set(ids)
-        for path in self.parts():
-            with np.load(path) as part:
-                for i, v in zip(part["ids"].tolist(), part["vectors"]):
-                    if want is None or i in want:
-                        found[i] = v
-        order = list(found) if ids is None else [i for i in ids if i in found]
-        if not order:
+        are left out)."""
+        keys, part_no, rows, vectors = self._lookup()
+        if ids is None:
+            found = np.arange(len(keys))
+            out_ids = [k.hex() for k in keys.tolist()]
+        else:
+            ids = list(ids)
+            want = _keys(ids)
+            pos = np.searchsorted(keys, want).clip(max=max(len(keys) - 1, 0))
+            hit = (keys[pos] == want) if len(keys) else np.zeros(len(ids), bool)
+            found = pos[hit]
+            out_ids = [i for i, h in zip(ids, hit.tolist()) if h]
+        if not len(found):
             return [], np.zeros((0, 0), np.float32)
-        return order, np.stack([found[i] for i in order]).astype(np.float32)
+        out = np.stack([vectors[part_no[j]][rows[j]] for j in found.tolist()])
+        return out_ids, out.astype(np.float32)
 
     def count(self) -> int:
-        n = 0
-        for path in self.parts():
-            with np.load(path) as part:
-                n += len(part["ids"])
-        return n
+        return len(self._lookup()[0])
 
 
 class EmbeddingSidecar:

@@ -173,16 +173,23 @@ def test_clip_embeddings_of_masked_crops():
 def test_store_round_trip(tmp_path):
     from samtext.store import EmbeddingStore
 
+    a, b, c, x = ("%024x" % n for n in (0xA, 0xB, 0xC, 0xF))
     store = EmbeddingStore(str(tmp_path / "emb"))
     ids, vecs = store.load()
     assert ids == [] and len(vecs) == 0 and store.count() == 0
-    store.write(["a" * 24, "b" * 24], np.eye(2, 3))
-    store.write(["c" * 24], np.ones((1, 3)))
-    ids, vecs = store.load(["c" * 24, "x" * 24, "a" * 24])
-    assert ids == ["c" * 24, "a" * 24] and np.allclose(vecs, [[1, 1, 1], [1, 0, 0]])
+    store.write([b, a], np.array([[0, 1, 0], [1, 0, 0]]))
+    store.write([c], np.ones((1, 3)))
+    ids, vecs = store.load([c, x, a, b])
+    assert ids == [c, a, b] and np.allclose(vecs, [[1, 1, 1], [1, 0, 0], [0, 1, 0]])
     assert store.count() == 3 and len(store.parts()) == 2
+    store.write([a], np.full((1, 3), 2.0))  # written again: the later chunk wins
+    assert np.allclose(store.load([a])[1], [[2, 2, 2]])
+    other = EmbeddingStore(str(tmp_path / "emb"))  # another process sees every chunk
+    assert other.count() == 3 and sorted(other.load()[0]) == [a, b, c]
     with pytest.raises(ValueError):
-        store.write(["a" * 24], np.ones((2, 3)))
+        store.write([a], np.ones((2, 3)))
+    with pytest.raises(ValueError, match="ObjectId"):
+        store.write(["abc"], np.ones((1, 3)))
 
 
 # ---------------------------------------------------------------------------------------- end to end

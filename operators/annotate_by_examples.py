@@ -1,0 +1,160 @@
+"""Operator "Annotate by few-shot examples": a thin form over :func:`samtext.annotate_by_examples`.
+
+Exemplars come from what the user picked in the App, in this order: the selection of the Embeddings panel's
+patches plot (``ctx.extended_selection``), the lasso's extended view stage (``Select`` of patch ids on a patches
+view, ``MatchLabels`` of label ids on a samples view), the labels selected in the grid or the modal
+(``ctx.selected_labels``); or, by choice, a label tag or cluster numbers.
+"""
+
+import re
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+DEFAULT_FIELD = "samtext_examples"
+SOURCE_CHOICES = {
+    "selection": "The proposals I selected or lassoed",
+    "tag": "Proposals with a label tag",
+    "clusters": "Whole clusters of the map",
+}
+SCORING_CHOICES = {"max": "Closest exemplar", "prototype": "Mean of the exemplars"}
+
+
+def _extended_stages(ctx):
+    """``[(stage class path, kwargs dict)]`` of the request's extended stages (the App sends a dict
+    ``{class path: kwargs}``)."""
+    extended = ctx.request_params.get("extended") or {}
+    if isinstance(extended, dict):
+        return [(cls, dict(kwargs or {})) for cls, kwargs in extended.items()]
+    return [(d.get("_cls", ""), dict(d.get("kwargs") or {})) for d in extended]
+
+
+def lasso_ids(ctx, field):
+    """Label ids the Embeddings panel's lasso selected among the proposals of ``field``: its extended selection,
+    or the extended view stage it added (``Select`` on a patches view of ``field``, ``MatchLabels`` on a samples
+    view). Empty when there is none."""
+    selection = ctx.extended_selection
+    if isinstance(selection, dict):
+        selection = selection.get("selection")
+    if selection:
+        return [str(i) for i in selection]
+    ids = []
+    for cls, kwargs in _extended_stages(ctx):
+        if cls.endswith(".MatchLabels") and field in (kwargs.get("fields") or [field]):
+            ids += list(kwargs.get("ids") or [])
+        elif cls.endswith(".Select") and ctx.view is not None and getattr(ctx.view, "_is_patches", False):
+            ids += [str(i) for i in (kwargs.get("sample_ids") or [])]
+    return ids
+
+
+def exemplar_ids(ctx, field):
+    """The proposals of ``field`` the user picked: the lasso's (:func:`lasso_ids`), else the selected labels."""
+    return lasso_ids(ctx, field) or [s["label_id"] for s in (ctx.selected_labels or []) if s.get("field") == field]
+
+
+def target_samples(ctx):
+    """The samples to label: the form's (or the request's) view target; without one, the whole dataset, since
+    the current view is usually the lasso or selection that picked the exemplars."""
+    if ctx.params.get("view_target") or ctx.request_params.get("view_target"):
+        return ctx.target_view()
+    return ctx.dataset
+
+
+def _numbers(text):
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    return [int(v) for v in re.split(r"[\s,;]+", str(text or "")) if v]
+
+
+class AnnotateByExamples(foo.Operator):
+    @property
+    def config(self):
+        return forms.action_config("annotate_by_examples", "Annotate by few-shot examples",
+                                   "Label every image with the mask proposals that look like a few you picked")
+
+    def resolve_placement(self, ctx):
+        return forms.action_button("Annotate by few-shot examples", types.Places.EMBEDDINGS_ACTIONS)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Label", default_target="DATASET", allow_selected_samples=False)
+        inputs.str("class_name", required=True, label="Class name", description="What the exemplars show, e.g. 'car'")
+        fields = forms.fields_of_types(ctx, fo.Detections)
+        default_field = "samtext_proposals" if "samtext_proposals" in fields else (fields[0] if fields else None)
+        inputs.enum("proposals_field", fields, default=default_field, required=True, label="Proposals field",
+                    view=forms.choice_view({f: f for f in fields}),
+                    description="Mask proposals from 'Compute mask proposals'")
+        field = ctx.params.get("proposals_field") or default_field
+        inputs.enum("exemplar_source", list(SOURCE_CHOICES), default="selection", label="Exemplars",
+                    view=forms.choice_view(SOURCE_CHOICES, types.RadioGroup))
+        source = ctx.params.get("exemplar_source", "selection")
+        if source == "selection":
+            n = len(exemplar_ids(ctx, field)) if field else 0
+            inputs.view("picked", types.Notice(label="%d proposals picked as exemplars" % n))
+            if not n:
+                inputs.view("how", types.Warning(
+                    label="Nothing picked: lasso proposals in the Embeddings panel (brain key <field>_map) or select "
+                          "patches of the proposals field, then open this form again"))
+        elif source == "tag":
+            inputs.str("exemplar_tag", required=True, label="Label tag of the exemplars")
+        else:
+            inputs.str("exemplar_clusters", required=True, label="Clusters", description="Numbers, e.g. '3, 7'")
+        inputs.str("negative_tag", label="Label tag of negative exemplars (optional)",
+                   description="Proposals with this tag are look-alikes that must not be labelled")
+        inputs.float("threshold", default=0.85, min=-1.0, max=1.0, label="Similarity threshold",
+                     description="The least cosine similarity to the exemplars")
+        inputs.enum("scoring", list(SCORING_CHOICES), default="max", label="Score by",
+                    view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
+        inputs.int("top_k", label="Most objects per image (optional)")
+        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [])
+        forms.sharding(inputs)
+        return types.Property(inputs, view=types.View(label="Annotate by few-shot examples"))
+
+    def resolve_delegation(self, ctx):
+        return None  # the user chooses in the form
+
+    def _args(self, ctx):
+        p = ctx.params
+        field = p.get("proposals_field") or "samtext_proposals"
+        source = p.get("exemplar_source", "selection")
+        spec = dict(negative_tag=p.get("negative_tag") or None)
+        if source == "tag":
+            spec["tag"] = p.get("exemplar_tag")
+        elif source == "clusters":
+            spec["clusters"] = _numbers(p.get("exemplar_clusters"))
+        else:
+            spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
+        kwargs = dict(forms.run_kwargs(p), proposals_field=field, threshold=p.get("threshold", 0.85),
+                      scoring=p.get("scoring", "max"), top_k=p.get("top_k") or None)
+        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
+        examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
+        return (target_samples(ctx), examples), kwargs
+
+    def execute(self, ctx):
+        args, kwargs = self._args(ctx)
+        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_examples(*args, **kwargs),
+                                    lambda: samtext.prepare_annotate_by_examples(*args, **kwargs))
+
+    def resolve_output(self, ctx):
+        return forms.summary_output()
+
+    def __call__(self, sample_collection, class_name, exemplar_ids=None, delegate=False, **params):
+        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
+
+        Parameters are the form's (``proposals_field``, ``exemplar_source`` with ``exemplar_tag`` or
+        ``exemplar_clusters``, ``negative_tag``, ``threshold``, ``out_field``, ``num_shards``, ...).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/annotate_by_examples")
+            op(dataset, "car", exemplar_ids=[...], proposals_field="proposals")
+        """
+        target = "CURRENT_VIEW" if isinstance(sample_collection, fo.DatasetView) else "DATASET"
+        params = dict(params, class_name=class_name, view_target=target)
+        if exemplar_ids is not None:
+            params["exemplar_ids"] = list(exemplar_ids)
+        return forms.call_operator(self, sample_collection, params, delegate, view_target=target)

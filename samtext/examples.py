@@ -1,0 +1,256 @@
+"""SDK: "Annotate by few-shot examples": proposals similar to a few exemplars become labels.
+
+Example::
+
+    samtext.compute_mask_proposals(dataset, out_field="proposals")
+    samtext.compute_proposal_map(dataset, field="proposals")          # clusters + the Embeddings panel map
+    # pick exemplars: label ids (a lasso or a selection in the App), a label tag, or whole clusters
+    summary = samtext.annotate_by_examples(
+        dataset,
+        {"car": samtext.Exemplars(label_ids=[...], negative_ids=[...]), "wheel": samtext.Exemplars(clusters=[3])},
+        proposals_field="proposals", out_field="cars",
+    )
+
+Each target's stored proposals (and their stored embeddings) are scored against each class's exemplars; the
+matched ones are written as a multi-class ``fo.Segmentation`` (``mask_targets`` ``{1: "car", 2: "wheel"}``) and
+as ``fo.Detections`` instances. No model runs and no image is read: the work was done by the proposals run.
+The run itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+import fiftyone as fo
+
+from . import dataset as sds
+from . import driver
+from .images import InputError
+from .pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImageProposals
+from .proposals import ACTION as PROPOSALS_ACTION
+from .proposals import DEFAULT_FIELD
+from .store import EmbeddingStore
+
+ACTION = "annotate_by_examples"
+
+
+@dataclass
+class Exemplars:
+    """The exemplars of one class: proposals (labels of the proposals field) given by id, by label tag or by
+    cluster, and negatives (look-alikes not to label) the same ways.
+
+    Attributes:
+        label_ids: ids of proposals that show the class (e.g. ``ctx.selected_labels`` or a lasso's ids).
+        tag: proposals carrying this label tag show the class.
+        clusters: every proposal of these clusters (from :func:`samtext.compute_proposal_map`) shows it.
+        negative_ids, negative_tag, negative_clusters: the same, for look-alikes not to label.
+    """
+
+    label_ids: Sequence[str] = ()
+    tag: Optional[str] = None
+    clusters: Sequence[int] = ()
+    negative_ids: Sequence[str] = ()
+    negative_tag: Optional[str] = None
+    negative_clusters: Sequence[int] = field(default_factory=tuple)
+
+    @classmethod
+    def of(cls, value) -> "Exemplars":
+        """``value`` as Exemplars: an Exemplars, a dict of its fields, a label id, or a list of label ids."""
+        if isinstance(value, Exemplars):
+            return value
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise ValueError("unknown exemplar key %r; use %s" % (unknown[0], ", ".join(cls.__dataclass_fields__)))
+            return cls(**value)
+        if isinstance(value, str):
+            return cls(label_ids=[value])
+        return cls(label_ids=list(value or ()))
+
+    def record(self) -> dict:
+        return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(self).items() if v}
+
+
+def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=(), cluster_attribute="cluster",
+                  what="exemplar") -> List[str]:
+    """The ids of the proposals of ``dataset`` in ``field`` given by ids, a label tag and cluster numbers.
+
+    Raises:
+        ValueError: an id that is no proposal of the field (another dataset or field, or proposals recomputed
+            since it was picked), a tag no proposal carries, a cluster that does not exist.
+    """
+    from bson import ObjectId
+    from fiftyone import ViewField as F
+
+    out = []
+    ids = [ids] if isinstance(ids, str) else list(ids)
+    if ids:
+        bad = [i for i in ids if not isinstance(i, str) or not ObjectId.is_valid(i)]
+        if bad:
+            raise ValueError("%s %r is not a label id (a 24-character hex ObjectId)" % (what, bad[0]))
+        found = set(dataset.select_labels(ids=ids, fields=field).values(field + ".detections.id", unwind=True))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ValueError(
+                "%s %r is not a proposal in field %r of dataset %r (%d of %d ids are not): picked in another "
+                "dataset or field, or the proposals were recomputed since; pick the exemplars again"
+                % (what, missing[0], field, dataset.name, len(missing), len(ids)))
+        out += ids
+    if tag:
+        tagged = dataset.select_labels(tags=tag, fields=field).values(field + ".detections.id", unwind=True)
+        if not tagged:
+            raise ValueError("no proposal in field %r carries the label tag %r" % (field, tag))
+        out += tagged
+    if clusters:
+        path = "%s.detections.%s" % (field, cluster_attribute)
+        existing = sorted({c for c in dataset.values(path, unwind=True) if c is not None})
+        if not existing:
+            raise ValueError("the proposals in %r have no clusters: run samtext.compute_proposal_map first" % field)
+        wanted = [int(c) for c in clusters]
+        missing = [c for c in wanted if c not in existing]
+        if missing:
+            raise ValueError("cluster %r does not exist in field %r; its clusters are %s"
+                             % (missing[0], field, existing))
+        view = dataset.filter_labels(field, F(cluster_attribute).is_in(wanted))
+        out += view.values(field + ".detections.id", unwind=True)
+    return list(dict.fromkeys(out))
+
+
+def _proposals_store(dataset: fo.Dataset, field: str) -> EmbeddingStore:
+    record = sds.read_run(dataset, sds.run_key_for(field))
+    if not record or record.get("action") != PROPOSALS_ACTION:
+        raise ValueError("field %r holds no proposals of samtext.compute_mask_proposals; run it first" % field)
+    root = (record.get("learnt") or {}).get("embeddings_dir")
+    if not root:
+        raise ValueError("the proposals in %r were computed without embeddings (embedder=None); recompute them "
+                         "with an embedder" % field)
+    return EmbeddingStore(root)
+
+
+def _vectors(store: EmbeddingStore, ids: List[str], field: str, what: str) -> np.ndarray:
+    found, vectors = store.load(ids)
+    if len(found) < len(ids):
+        raise ValueError("%d %s proposals of %r have no stored embedding (the store at %s lacks them)"
+                         % (len(ids) - len(found), what, field, store.root))
+    return vectors
+
+
+def _class_examples(dataset, field, name, spec: Exemplars, store) -> ExampleClass:
+    pos = _proposal_ids(dataset, field, spec.label_ids, spec.tag, spec.clusters, what="exemplar of %r" % name)
+    if not pos:
+        raise ValueError("class %r has no exemplars: give label ids, a label tag or clusters" % name)
+    neg = _proposal_ids(dataset, field, spec.negative_ids, spec.negative_tag, spec.negative_clusters,
+                        what="negative exemplar of %r" % name)
+    negatives = _vectors(store, neg, field, "negative exemplar") if neg else None
+    return ExampleClass(name, _vectors(store, pos, field, "exemplar"), negatives)
+
+
+class ProposalReader:
+    """The labeller's input for one sample: its stored proposals (masks pasted back at the image's size) and
+    their stored embeddings, as :class:`samtext.pipelines.examples.ImageProposals`."""
+
+    def __init__(self, dataset: fo.Dataset, field: str, store: EmbeddingStore):
+        self.dataset, self.field, self.store = dataset, field, store
+
+    def __call__(self, sample_id: str, filepath: str) -> ImageProposals:
+        dets = self.dataset.select(sample_id).values(self.field)[0]
+        if dets is None:
+            raise InputError("no proposals in field %r: run compute_mask_proposals on this sample first" % self.field)
+        h, w = getattr(dets, "image_height", None), getattr(dets, "image_width", None)
+        if not h or not w:
+            raise InputError("the proposals in %r do not say the image's size; recompute them" % self.field)
+        items = [d for d in dets.detections if d.has_mask]
+        ids, vectors = self.store.load([d.id for d in items])
+        by_id = dict(zip(ids, vectors))
+        masks, rows, scores = [], [], []
+        for det in items:
+            if det.id not in by_id:
+                continue
+            masks.append(sds.detection_mask(det, (h, w)))
+            rows.append(by_id[det.id])
+            scores.append({k: float(getattr(det, k)) for k in ("predicted_iou", "stability_score")
+                           if getattr(det, k, None) is not None})
+        vectors = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        return ImageProposals((int(h), int(w)), masks, vectors, scores)
+
+
+def examples_action(
+    dataset: fo.Dataset,
+    examples: Dict[str, Union[Exemplars, dict, Sequence[str]]],
+    proposals_field: str = DEFAULT_FIELD,
+    threshold: float = 0.85,
+    scoring: str = "max",
+    top_k: Optional[int] = None,
+) -> driver.Action:
+    """Checks every argument and reads the exemplars' embeddings; returns the :class:`samtext.driver.Action`.
+    Raises ValueError naming the problem; creates nothing."""
+    if not isinstance(examples, dict) or not examples:
+        raise ValueError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
+    names = [n.strip() if isinstance(n, str) else "" for n in examples]
+    if not all(names):
+        raise ValueError("every class needs a non-empty name, got %r" % (list(examples),))
+    if scoring not in SCORINGS:
+        raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(SCORINGS)))
+    sds.check_label_field(dataset, proposals_field, fo.Detections)
+    if not dataset.has_field(proposals_field):
+        raise ValueError("dataset %r has no field %r: run samtext.compute_mask_proposals first"
+                         % (dataset.name, proposals_field))
+    store = _proposals_store(dataset, proposals_field)
+    specs = {name: Exemplars.of(value) for name, value in zip(names, examples.values())}
+    classes = [_class_examples(dataset, proposals_field, name, spec, store) for name, spec in specs.items()]
+    matcher = ExampleMatcher(classes, threshold=threshold, scoring=scoring, top_k=top_k)
+    settings = dict(proposals_field=proposals_field, threshold=float(threshold), scoring=scoring, top_k=top_k,
+                    examples={name: spec.record() for name, spec in specs.items()})
+
+    def info():
+        return dict(exemplars={c.name: dict(positives=len(c.positives), negatives=len(c.negatives))
+                               for c in classes})
+
+    return driver.Action(ACTION, names, settings, lambda: matcher, info, input_fields=[proposals_field],
+                         loader=ProposalReader(dataset, proposals_field, store))
+
+
+def _action(samples, examples, kwargs):
+    run, options = driver.split_run_options(kwargs, out_field="samtext_examples")
+    dataset, _ = driver.sample_collection(samples)
+    return examples_action(dataset, examples, **options), run
+
+
+def iter_annotate_by_examples(samples, examples, **kwargs) -> driver.Progress:
+    """The work of :func:`annotate_by_examples`, as a generator of ``(done, total)`` progress that returns the
+    :class:`samtext.driver.RunSummary`."""
+    action, run = _action(samples, examples, kwargs)
+    return (yield from driver.iter_run(samples, action, **run))
+
+
+def prepare_annotate_by_examples(samples, examples, **kwargs) -> int:
+    """Checks a run of :func:`annotate_by_examples` and creates its fields and record, labelling nothing (before
+    a run split into shards is queued). Returns the number of samples to label."""
+    action, run = _action(samples, examples, kwargs)
+    return driver.prepare_outputs(samples, action, **run)
+
+
+def annotate_by_examples(
+    samples,
+    examples: Dict[str, Union[Exemplars, dict, Sequence[str]]],
+    progress: Union[bool, Callable[[int, int], None], None] = None,
+    **kwargs,
+) -> driver.RunSummary:
+    """Labels every sample of ``samples`` from a few exemplars per class, among its stored mask proposals.
+
+    Arguments:
+        samples: a dataset or view whose samples have proposals (:func:`samtext.compute_mask_proposals`).
+        examples: ``{class name: exemplars}``; the exemplars an :class:`Exemplars`, a dict of its fields, or a
+            list of proposal label ids. Several classes give a multi-class mask.
+        progress: True for a progress bar, or a callable ``(done, total)``.
+        **kwargs: ``proposals_field`` ("samtext_proposals"), ``threshold`` (0.85: the least cosine similarity
+            to the exemplars), ``scoring`` ("max": the best exemplar; "prototype": their mean), ``top_k`` (the
+            most objects per class and image), ``out_field`` ("samtext_examples"), and the run options
+            ``overwrite``, ``save_instances``, ``mask_dir``, ``batch_size``, ``fail_fast``, ``shard`` (see
+            :func:`samtext.annotate_by_reference`).
+
+    Returns:
+        a :class:`samtext.driver.RunSummary`.
+    """
+    return driver.run_with_progress_option(iter_annotate_by_examples(samples, examples, **kwargs), progress)

@@ -1,0 +1,265 @@
+""""Annotate by few-shot examples" end to end through a real database: proposals of synthetic scenes written by
+the proposals action's own driver run (with the region segmenter double in place of SAM, so that the right
+answer is known), exemplars picked by label id, tag and cluster, negatives, several classes, and bad input."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samtext.dataset import detection_mask
+from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, canvas, disc, rect, regions
+
+SCENES = [  # (kind, colour, y, x) per image
+    [("disc", RED, 40, 40), ("rect", BLUE, 110, 130), ("disc", GREEN, 120, 40)],
+    [("rect", RED, 40, 140), ("disc", RED, 120, 60), ("disc", ORANGE, 50, 50)],
+    [("disc", BLUE, 40, 40), ("rect", ORANGE, 120, 140), ("disc", RED, 110, 50)],
+    [("disc", GREEN, 60, 60), ("rect", BLUE, 120, 140)],
+]
+
+
+def _draw(objects):
+    img = canvas(160, 192)
+    for kind, colour, y, x in objects:
+        if kind == "disc":
+            disc(img, y, x, 13, colour)
+        else:
+            rect(img, y - 12, x - 15, y + 12, x + 15, colour)
+    lab = regions(img)
+    return img, [lab == lab[y, x] for _, _, y, x in objects]
+
+
+@pytest.fixture
+def scenes(db, tmp_path):
+    """A dataset of the scenes with proposals in "props" (SAM-pooled embeddings of the double's features);
+    returns it and, per sample, the true masks of its objects with their colours."""
+    import fiftyone as fo
+
+    ds = fo.Dataset()
+    truth = []
+    for k, objects in enumerate(SCENES):
+        img, masks = _draw(objects)
+        path = os.path.join(str(tmp_path), "scene_%d.png" % k)
+        Image.fromarray(img).save(path)
+        ds.add_sample(fo.Sample(filepath=path))
+        truth.append([(colour, m) for (_, colour, _, _), m in zip(objects, masks)])
+    summary = _propose(ds)
+    assert summary.labelled == len(SCENES) and summary.failed == 0
+    return ds, truth
+
+
+def _propose(ds):
+    """Proposals in "props" through the proposals action's driver run, the double in SAM's place."""
+    from samtext import driver
+    from samtext.pipelines.embeddings import EmbeddedProposals
+    from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings
+    from samtext.proposals import proposals_action
+
+    double = EmbeddedProposals(ProposalGenerator(FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1),
+                                                 ProposalSettings(points_per_side=16)), "sam")
+    action = dataclasses.replace(proposals_action(sam_model="tiny", embedder="sam"), build=lambda: double)
+    return driver.run_with_progress(driver.iter_run(ds, action, out_field="props"))
+
+
+def _proposal_id(ds, truth, sample_index, colour, nth=0):
+    """The id of the proposal that is the ``nth`` object of ``colour`` in sample ``sample_index``."""
+    sample = ds.skip(sample_index).first()
+    dets = sample["props"]
+    h, w = dets.image_height, dets.image_width
+    target = [m for c, m in truth[sample_index] if c == colour][nth]
+    for det in dets.detections:
+        mask = detection_mask(det, (h, w))
+        if (mask & target).sum() > 0.95 * (mask | target).sum():
+            return det.id
+    raise AssertionError("no proposal for that object")
+
+
+def _labelled(ds, truth, field, colours_to_values):
+    """For every object of every sample, whether the written mask gives it its colour's value (0 = none)."""
+    ok = []
+    for sample, objects in zip(ds, truth):
+        mask = sample[field].get_mask()
+        for colour, m in objects:
+            want = colours_to_values.get(colour, 0)
+            ok.append((mask[m] == want).mean() > 0.97)
+    return ok
+
+
+def test_one_exemplar_labels_its_kind_everywhere(scenes):
+    import samtext
+
+    ds, truth = scenes
+    exemplar = _proposal_id(ds, truth, 0, RED)
+    summary = samtext.annotate_by_examples(ds, {"red": [exemplar]}, proposals_field="props", out_field="reds")
+    assert summary.labelled == len(SCENES) and summary.failed == 0
+    assert ds.mask_targets["reds"] == {1: "red"}
+    assert all(_labelled(ds, truth, "reds", {RED: 1}))
+    n_red = sum(c == RED for objects in truth for c, _ in objects)
+    assert summary.instances == n_red and ds.count("reds_instances.detections") == n_red
+    assert ds.match({"filepath": {"$regex": "scene_3"}}).first()["reds"].empty_reason
+    config = ds.get_run_info("samtext_reds").config
+    assert config.action == "annotate_by_examples" and config.settings["examples"]["red"]["label_ids"] == [exemplar]
+    assert config.learnt["exemplars"]["red"] == {"positives": 1, "negatives": 0}
+
+
+def test_negative_tag_and_two_classes(scenes):
+    import samtext
+
+    ds, truth = scenes
+    red, blue = _proposal_id(ds, truth, 0, RED), _proposal_id(ds, truth, 0, BLUE)
+    orange = _proposal_id(ds, truth, 1, ORANGE)
+    ds.select_labels(ids=[orange], fields="props").tag_labels("not_red")
+    examples = {"red": samtext.Exemplars(label_ids=[red], negative_tag="not_red"), "blue": [blue]}
+    samtext.annotate_by_examples(ds, examples, proposals_field="props", out_field="two", threshold=0.4)
+    assert ds.mask_targets["two"] == {1: "red", 2: "blue"}
+    assert all(_labelled(ds, truth, "two", {RED: 1, BLUE: 2}))  # orange (a look-alike of red) stays 0
+    loose = samtext.annotate_by_examples(ds, {"red": [red]}, proposals_field="props", out_field="loose",
+                                         threshold=0.4)
+    assert not all(_labelled(ds, truth, "loose", {RED: 1})), "without the negative, orange passes at 0.4"
+    assert loose.labelled == len(SCENES)
+
+
+def test_whole_cluster_as_exemplars(scenes):
+    import samtext
+
+    ds, truth = scenes
+    samtext.compute_proposal_map(ds, field="props", num_clusters="auto")
+    red = _proposal_id(ds, truth, 0, RED)
+    (cluster,) = ds.select_labels(ids=[red], fields="props").values("props.detections.cluster", unwind=True)
+    samtext.annotate_by_examples(ds, {"red": samtext.Exemplars(clusters=[cluster])}, proposals_field="props",
+                                 out_field="by_cluster")
+    assert all(_labelled(ds, truth, "by_cluster", {RED: 1}))
+
+
+def test_bad_exemplars_are_refused_before_anything_is_written(scenes):
+    import fiftyone as fo
+    import samtext
+
+    ds, truth = scenes
+    red = _proposal_id(ds, truth, 0, RED)
+    other = fo.Dataset()
+    other.add_samples([fo.Sample(filepath=p) for p in ds.values("filepath")[:2]])
+    _propose(other)
+    first = ds.first()
+    first["boxes"] = fo.Detections(detections=[fo.Detection(label="red", bounding_box=[0.1, 0.1, 0.2, 0.2])])
+    first.save()
+    cases = [
+        ({"red": [first["boxes"].detections[0].id]}, {}, "not a proposal in field 'props'"),  # another field
+        ({"red": ["0123456789ab0123456789ab"]}, {}, "recomputed since"),
+        ({"red": ["abc"]}, {}, "not a label id"),
+        ({"red": []}, {}, "no exemplars"),
+        ({"red": samtext.Exemplars(clusters=[99])}, {}, "no clusters|does not exist"),
+        ({"red": samtext.Exemplars(tag="nothing")}, {}, "label tag"),
+        ({"": [red]}, {}, "non-empty name"),
+        ({"red": [red]}, {"proposals_field": "missing"}, "no field 'missing'"),
+        ({"red": [red]}, {"scoring": "mean"}, "scoring"),
+        ({"red": [red]}, {"out_field": "props"}, "reads"),
+        ({"red": {"labels": [red]}}, {}, "unknown exemplar key"),
+    ]
+    for examples, kwargs, match in cases:
+        kwargs = dict(dict(proposals_field="props", out_field="bad"), **kwargs)
+        with pytest.raises(ValueError, match=match):
+            samtext.annotate_by_examples(ds, examples, **kwargs)
+    with pytest.raises(ValueError, match="not a proposal in field 'props' of dataset"):
+        samtext.annotate_by_examples(other, {"red": [red]}, proposals_field="props")
+    assert "bad" not in ds.get_field_schema() and "samtext_bad" not in ds.list_runs()
+
+
+def test_a_sample_without_proposals_gets_its_own_error(scenes, tmp_path):
+    import fiftyone as fo
+    import samtext
+
+    ds, truth = scenes
+    path = os.path.join(str(tmp_path), "new.png")
+    Image.fromarray(_draw([("disc", RED, 50, 50)])[0]).save(path)
+    new = ds.add_sample(fo.Sample(filepath=path))
+    summary = samtext.annotate_by_examples(ds, {"red": [_proposal_id(ds, truth, 0, RED)]}, proposals_field="props",
+                                           out_field="with_gap")
+    assert summary.labelled == len(SCENES) and summary.failed == 1
+    assert summary.errors[0].sample_id == new and "no proposals in field 'props'" in summary.errors[0].message
+
+
+
+URI = "@samtext/samtext/annotate_by_examples"
+
+
+def _extended(stage):
+    """A lasso's view stage as the App sends it to operators: the embeddings route's ``{"_cls", "kwargs"}``,
+    kept by the App as extended stages ``{class path: kwargs}``."""
+    d = stage._serialize(include_uuid=False)
+    return {d["_cls"]: dict(d["kwargs"])}
+
+
+def _red_ids(ds, truth):
+    return sorted([_proposal_id(ds, truth, 0, RED), _proposal_id(ds, truth, 1, RED, 1)])
+
+
+@pytest.mark.parametrize("how", ["patches view lasso", "samples view lasso", "extended selection", "selected labels"])
+def test_operator_takes_the_app_selection_as_exemplars(scenes, how):
+    import fiftyone.core.stages as fos
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    ds, truth = scenes
+    picked = _red_ids(ds, truth)
+    params = dict(class_name="red", proposals_field="props", out_field="op_red")  # no target: the whole dataset
+    ctx = {"params": params}
+    if how == "patches view lasso":  # the lasso's stage on a patches view of the plot's field: Select(patch ids)
+        ctx.update(view=ds.to_patches("props"), extended=_extended(fos.Select(picked)))
+    elif how == "samples view lasso":  # on a samples view: MatchLabels(fields=[field], ids=label ids)
+        ctx.update(dataset=ds, extended=_extended(fos.MatchLabels(fields=["props"], ids=picked)))
+    elif how == "extended selection":
+        ctx.update(dataset=ds, extended_selection=picked)
+    else:
+        sample_ids = ds.select_labels(ids=picked, fields="props").values("id")
+        ctx.update(dataset=ds, selected_labels=[
+            {"label_id": i, "sample_id": s, "field": "props"} for i, s in zip(picked, sorted(sample_ids))])
+
+    view = ctx.get("view") or ds.view()
+    request = dict(ctx, dataset_name=ds.name, view=view._serialize())
+    request.pop("dataset", None)
+    form = foo.get_operator(URI).resolve_input(ExecutionContext(request_params=request)).type.properties
+    assert form["picked"].view.label.startswith("2 proposals")
+
+    result = foo.execute_operator(URI, ctx)
+    assert result.error is None, result.error
+    ds.reload()
+    config = ds.get_run_info("samtext_op_red").config
+    assert sorted(config.settings["examples"]["red"]["label_ids"]) == picked
+    assert ds.count("op_red") == len(SCENES), "the whole dataset is labelled, not only the lassoed samples"
+    assert all(_labelled(ds, truth, "op_red", {RED: 1}))
+
+
+def test_operator_by_tag_and_delegated(scenes):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ds, truth = scenes
+    ds.select_labels(ids=_red_ids(ds, truth), fields="props").tag_labels("red_example")
+    op = foo.get_operator(URI)
+    queued = op(ds, "red", delegate=True, proposals_field="props", exemplar_source="tag",
+                exemplar_tag="red_example", out_field="later_red")
+    assert queued.delegated and "later_red" not in ds.get_field_schema()
+    svc = DelegatedOperationService()
+    (done,) = svc.execute_queued_operations(operator=URI, dataset_name=ds.name)
+    assert done.error is None, done.error
+    ds.reload()
+    assert all(_labelled(ds, truth, "later_red", {RED: 1}))
+
+
+def test_operator_placement_and_empty_selection(scenes):
+    import fiftyone.operators as foo
+    import fiftyone.operators.types as types
+    from fiftyone.operators.executor import ExecutionContext
+
+    ds, _ = scenes
+    op = foo.get_operator(URI)
+    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {}})
+    assert op.resolve_placement(ctx).place == types.Places.EMBEDDINGS_ACTIONS
+    props = op.resolve_input(ctx).type.properties
+    assert props["proposals_field"].default == "props" and "how" in props  # nothing picked: says how
+    with pytest.raises(Exception, match="no exemplars"):
+        foo.execute_operator(URI, {"dataset": ds, "params": dict(class_name="red", proposals_field="props",
+                                                                 out_field="nothing_picked")})

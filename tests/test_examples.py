@@ -1,0 +1,138 @@
+"""Labelling from exemplars (the matching step of "few-shot examples") with test doubles whose answers are known:
+proposals from the region segmenter, embeddings of SAM's features under each mask (a colour histogram per cell,
+with look-alike colours half-way to their originals, plus noise)."""
+
+import numpy as np
+import pytest
+
+from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, canvas, disc, rect, regions
+from samtext.masks import iou
+from samtext.pipelines.embeddings import EmbeddedProposals
+from samtext.pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
+from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings
+from samtext.pipelines.result import semantic_mask
+
+
+def _embedder(parts=False):
+    """Proposals with SAM-pooled embeddings; with ``parts``, SAM's part masks (left halves) are proposed too."""
+    settings = ProposalSettings(points_per_side=16, pred_iou_thresh=0.5 if parts else 0.88)
+    return EmbeddedProposals(ProposalGenerator(FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1), settings),
+                             "sam")
+
+
+def _scene(objects):
+    """A 160x192 image with ``objects`` = [(kind, colour, y, x)] (disc or rect); returns it and each object's
+    true mask."""
+    img = canvas(160, 192)
+    for kind, colour, y, x in objects:
+        if kind == "disc":
+            disc(img, y, x, 13, colour)
+        else:
+            rect(img, y - 12, x - 15, y + 12, x + 15, colour)
+    lab = regions(img)
+    return img, [lab == lab[y, x] for _, _, y, x in objects]
+
+
+def _props(img, parts=False):
+    return ImageProposals.from_result(_embedder(parts)(img))
+
+
+def _vector_of(props, mask):
+    (i,) = [k for k, m in enumerate(props.masks) if iou(m, mask) > 0.95]
+    return props.vectors[i]
+
+
+def _found(result, masks, label=None):
+    """How many of ``masks`` a kept instance (of ``label``) matches at IoU > 0.95, and how many instances
+    match none of them."""
+    insts = [i for i in result.instances if label is None or i.label == label]
+    hit = sum(any(iou(i.mask, m) > 0.95 for i in insts) for m in masks)
+    stray = sum(not any(iou(i.mask, m) > 0.95 for m in masks) for i in insts)
+    return hit, stray
+
+
+@pytest.fixture(scope="module")
+def red_exemplar():
+    img, (red, _) = _scene([("disc", RED, 50, 50), ("rect", BLUE, 110, 130)])
+    return _vector_of(_props(img), red)
+
+
+def test_exemplar_selects_exactly_its_kind_in_unseen_images(red_exemplar):
+    matcher = ExampleMatcher([ExampleClass("red thing", red_exemplar[None])], threshold=0.85)
+    img, masks = _scene([("disc", RED, 40, 40), ("rect", RED, 40, 140), ("disc", RED, 120, 100),
+                         ("rect", BLUE, 120, 30), ("disc", GREEN, 110, 160)])
+    result = matcher(_props(img))
+    assert _found(result, masks[:3]) == (3, 0)
+    assert all(i.label == "red thing" and 0.85 <= i.confidence <= 1 for i in result.instances)
+    assert all("predicted_iou" in i.scores and "similarity" in i.scores for i in result.instances)
+
+
+def test_absent_kind_gives_an_empty_result_that_says_why(red_exemplar):
+    matcher = ExampleMatcher([ExampleClass("red thing", red_exemplar[None])], threshold=0.85)
+    img, _ = _scene([("rect", BLUE, 60, 60), ("disc", GREEN, 100, 140)])
+    result = matcher(_props(img))
+    assert result.is_empty and "similar enough" in result.empty_reason
+
+
+def test_negative_exemplar_removes_its_lookalikes(red_exemplar):
+    img, masks = _scene([("disc", RED, 40, 40), ("disc", ORANGE, 40, 140), ("rect", ORANGE, 120, 60),
+                         ("rect", RED, 120, 150)])
+    props = _props(img)
+    loose = ExampleMatcher([ExampleClass("red", red_exemplar[None])], threshold=0.4)(props)
+    assert _found(loose, [masks[1], masks[2]])[0] == 2, "without a negative, the look-alikes pass a low threshold"
+    ref_img, (orange,) = _scene([("rect", ORANGE, 80, 90)])
+    negative = _vector_of(_props(ref_img), orange)
+    strict = ExampleMatcher([ExampleClass("red", red_exemplar[None], negative[None])], threshold=0.4)(props)
+    assert _found(strict, [masks[0], masks[3]]) == (2, 0)
+
+
+def test_two_classes_do_not_steal_each_others_pixels(red_exemplar):
+    blue_img, (blue,) = _scene([("rect", BLUE, 80, 90)])
+    classes = [ExampleClass("red", red_exemplar[None]), ExampleClass("blue", _vector_of(_props(blue_img), blue)[None])]
+    img, masks = _scene([("disc", RED, 40, 40), ("rect", BLUE, 40, 130), ("disc", BLUE, 120, 60),
+                         ("rect", RED, 120, 150), ("disc", GREEN, 80, 100)])
+    result = ExampleMatcher(classes, threshold=0.85)(_props(img))
+    assert _found(result, [masks[0], masks[3]], "red") == (2, 0)
+    assert _found(result, [masks[1], masks[2]], "blue") == (2, 0)
+    sem = semantic_mask(result, {"red": 1, "blue": 2}, "red")
+    for m, value in zip(masks, [1, 2, 2, 1, 0]):
+        assert (sem[m] == value).mean() > 0.97
+
+
+def test_whole_wins_over_its_part_and_top_k(red_exemplar):
+    img, masks = _scene([("disc", RED, 40, 40), ("rect", RED, 110, 130), ("disc", RED, 120, 40)])
+    props = _props(img, parts=True)
+    assert len(props.masks) > 6  # parts are proposed too
+    result = ExampleMatcher([ExampleClass("red", red_exemplar[None])], threshold=0.85)(props)
+    assert _found(result, masks) == (3, 0), "each object once, as a whole"
+    top = ExampleMatcher([ExampleClass("red", red_exemplar[None])], threshold=0.85, top_k=1)(props)
+    assert len(top.instances) == 1
+
+
+def test_prototype_scoring_and_several_positives(red_exemplar):
+    img, masks = _scene([("disc", RED, 40, 40), ("rect", BLUE, 110, 130)])
+    props = _props(img)
+    blue = _vector_of(props, masks[1])
+    # a prototype of red and blue sits between them: neither reaches a high threshold; "max" finds both
+    assert ExampleMatcher([ExampleClass("x", np.stack([red_exemplar, blue]))], 0.85, "prototype")(props).is_empty
+    assert _found(ExampleMatcher([ExampleClass("x", np.stack([red_exemplar, blue]))], 0.85)(props), masks) == (2, 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(classes=[]), "no class"),
+    (dict(scoring="mean"), "scoring"),
+    (dict(threshold=2.0), "threshold"),
+    (dict(top_k=0), "top_k"),
+])
+def test_bad_settings_are_refused(red_exemplar, kwargs, match):
+    args = {"classes": [ExampleClass("red", red_exemplar[None])], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ExampleMatcher(**args)
+
+
+def test_embeddings_of_another_size_are_refused(red_exemplar):
+    matcher = ExampleMatcher([ExampleClass("red", red_exemplar[None])])
+    with pytest.raises(ValueError, match="same embedder"):
+        matcher.scores(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="different sizes"):
+        ExampleMatcher([ExampleClass("a", np.ones((1, 3))), ExampleClass("b", np.ones((1, 4)))])
