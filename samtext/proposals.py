@@ -67,7 +67,9 @@ def proposals_action(
 
     def build():
         generator = ProposalGenerator(load_sam(sam_model, sam_checkpoint, device, precision), settings)
-        clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint) if embedder == "clip" else None
+        clip = None
+        if embedder == "clip":
+            clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint)
         built["labeller"] = EmbeddedProposals(generator, embedder, clip, crop_context) if embedder else generator
         return built["labeller"]
 
@@ -75,7 +77,8 @@ def proposals_action(
         learnt = {}
         generator = getattr(built.get("labeller"), "generator", built.get("labeller"))
         if isinstance(generator, ProposalGenerator):
-            learnt.update(points_per_side=generator.side, models=dict(sam=getattr(generator.segmenter, "name", None)))
+            learnt.update(points_per_side=generator.side, points_per_batch=generator.batch,
+                          models=dict(sam=getattr(generator.segmenter, "name", None)))
         if "store" in built:
             learnt["embeddings_dir"] = built["store"].root
         return learnt
@@ -142,12 +145,12 @@ def compute_mask_proposals(
             ``sam_checkpoint``, ``device``, ``precision``; ``embedder`` ("clip": CLIP on each masked crop;
             "sam": SAM's features under the mask, free; None: no embeddings), ``clip_model``,
             ``clip_pretrained``, ``clip_checkpoint``, ``crop_context`` (0.1 of the box around each crop),
-            ``embeddings_dir`` (default ``~/.samtext/embeddings/<dataset>/<field>``); the proposal knobs ``points_per_side`` (None: 16 on
-            CPU, 32 on CUDA), ``points_per_batch`` (64), ``pred_iou_thresh`` (0.88), ``stability_score_thresh``
-            (0.95), ``stability_score_offset`` (1.0), ``box_nms_thresh`` (0.7), ``min_area`` (100 px),
-            ``max_proposals`` (200 per image; None: all); and the run options ``overwrite``, ``mask_dir``
-            (instance masks as PNG files there, absolute paths stored), ``batch_size``, ``fail_fast``,
-            ``shard`` (see :func:`samtext.annotate_by_reference`).
+            ``embeddings_dir`` (default ``~/.samtext/embeddings/<dataset>/<field>``); the proposal knobs
+            ``points_per_side`` (None: 16 on CPU, 32 on CUDA), ``points_per_batch`` (None: 4 on CPU, 64 on
+            CUDA), ``pred_iou_thresh`` (0.88), ``stability_score_thresh`` (0.95), ``stability_score_offset``
+            (1.0), ``box_nms_thresh`` (0.7), ``min_area`` (100 px), ``max_proposals`` (200 per image; None:
+            all); and the run options ``overwrite``, ``mask_dir`` (instance masks as PNG files there, absolute
+            paths stored), ``batch_size``, ``fail_fast``, ``shard`` (see :func:`samtext.annotate_by_reference`).
 
     Returns:
         a :class:`samtext.driver.RunSummary`; ``instances`` counts the proposals written.

@@ -2,12 +2,13 @@
 
 At 100k images and ~50 proposals per image, embeddings are millions of vectors: too many for sample
 documents, which FiftyOne loads whole. They live beside the dataset instead, as pairs of ``.npy`` files per
-chunk under ``<root>``: ``part-<time>-<random>.vectors.npy`` (``(N, D)`` float16) and ``part-<time>-<random>.ids.npy`` (the
-label ids as 12-byte ObjectIds, sorted, rows in the same order). A chunk is written once, atomically (the
-vectors first, then the ids under a temporary name and a rename: a chunk without its ids file does not exist),
-by one writer, so workers running shards of one run side by side never touch the same file. Lookups go through
-one sorted index of every chunk's ids (12 bytes and two integers per vector), built once per store object, and
-memory-mapped vectors, so reading the vectors of one image's proposals costs a binary search, not a scan.
+chunk under ``<root>``: ``part-<time>-<random>.vectors.npy`` (``(N, D)`` float16) and
+``part-<time>-<random>.ids.npy`` (the label ids as 12-byte ObjectIds, sorted, rows in the same order). A chunk
+is written once, atomically (the vectors first, then the ids under a temporary name and a rename: a chunk
+without its ids file does not exist), by one writer, so workers running shards of one run side by side never
+touch the same file. Lookups go through one sorted index of every chunk's ids (12 bytes and two integers per
+vector), built once per store object, and memory-mapped vectors, so reading the vectors of one image's
+proposals costs a binary search, not a scan.
 A run records where its store is; :func:`default_root` is used when none is given.
 """
 

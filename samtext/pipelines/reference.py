@@ -7,9 +7,9 @@ Two methods, both ``image -> MaskResult`` callables built once per run:
   location prior. Every peak of that map above a gate becomes a positive point (with a negative one on the
   least similar location); the peaks are decoded best first in small batches, and a peak that falls on an
   object already found, or whose mask mostly repeats one or is not like the reference, is dropped, so each
-  instance is found once. Each instance is refined with its own box and logits. The gate is calibrated on the references themselves (their own
-  similarity inside versus outside their masks), so a target without the object comes out empty. One SAM
-  encoding per target.
+  instance is found once. Each instance is refined with its own box and logits. The gate is calibrated on the
+  references themselves (their own similarity inside versus outside their masks), so a target without the
+  object comes out empty. One SAM encoding per target.
 - :class:`StitchMatcher` ("stitch"): the seed project's method with its bugs fixed. Reference and target
   side by side on one canvas (the target at its own resolution), foreground/background points from the
   reference mask, positive points on the target from the CLIP windows that score close to the best (each
