@@ -186,25 +186,33 @@ def detections_label(result: MaskResult, default_label: str, mask_stem: Optional
     return fo.Detections(detections=dets)
 
 
-def detection_mask(det: fo.Detection, size: Tuple[int, int]) -> np.ndarray:
+def detection_box(det: fo.Detection, size: Tuple[int, int], mask_shape: Optional[Tuple[int, int]] = None):
+    """``(x0, y0, x1, y1)`` whole pixels (x1, y1 exclusive) of a ``fo.Detection``'s box in an image of
+    ``size = (H, W)``: the corner rounded to the nearest pixel, the extent that of its instance mask
+    (``mask_shape``) when given, else of the box; clipped to the image."""
+    h, w = size
+    bx, by, bw, bh = det.bounding_box
+    x0, y0 = min(max(int(round(bx * w)), 0), w), min(max(int(round(by * h)), 0), h)
+    mh, mw = mask_shape if mask_shape is not None else (int(round(bh * h)), int(round(bw * w)))
+    return x0, y0, min(w, x0 + mw), min(h, y0 + mh)
+
+
+def detection_mask(det: fo.Detection, size: Tuple[int, int], with_box: bool = False):
     """The ``(H, W)`` bool mask of a ``fo.Detection`` with an instance mask (in the database or a file), pasted at
-    its box in an image of ``size = (H, W)``. The box's corner is rounded to the nearest pixel, so a mask made
-    with ``fo.Detection.from_mask`` comes back pixel for pixel.
+    its box in an image of ``size = (H, W)`` (see :func:`detection_box`), so that a mask made with
+    ``fo.Detection.from_mask`` comes back pixel for pixel. With ``with_box``: ``(mask, (x0, y0, x1, y1))``.
 
     Raises:
         ValueError: the detection has no instance mask.
     """
-    h, w = size
     crop = det.get_mask() if det.has_mask else None
     if crop is None:
         raise ValueError("detection %s has no instance mask" % det.id)
     crop = np.asarray(crop) > 0
-    x0, y0 = int(round(det.bounding_box[0] * w)), int(round(det.bounding_box[1] * h))
-    x0, y0 = min(max(x0, 0), w), min(max(y0, 0), h)
-    y1, x1 = min(h, y0 + crop.shape[0]), min(w, x0 + crop.shape[1])
-    out = np.zeros((h, w), dtype=bool)
+    x0, y0, x1, y1 = detection_box(det, size, crop.shape[:2])
+    out = np.zeros(size, dtype=bool)
     out[y0:y1, x0:x1] = crop[: y1 - y0, : x1 - x0]
-    return out
+    return (out, (x0, y0, x1, y1)) if with_box else out
 
 
 def keypoints_label(points: np.ndarray, labels: np.ndarray, size: Tuple[int, int]) -> fo.Keypoints:

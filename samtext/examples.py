@@ -163,16 +163,18 @@ class ProposalReader:
         items = [d for d in dets.detections if d.has_mask]
         ids, vectors = self.store.load([d.id for d in items])
         by_id = dict(zip(ids, vectors))
-        masks, rows, scores = [], [], []
+        masks, boxes, rows, scores = [], [], [], []
         for det in items:
             if det.id not in by_id:
                 continue
-            masks.append(sds.detection_mask(det, (h, w)))
+            mask, box = sds.detection_mask(det, (h, w), with_box=True)
+            masks.append(mask)
+            boxes.append(box)
             rows.append(by_id[det.id])
             scores.append({k: float(getattr(det, k)) for k in ("predicted_iou", "stability_score")
                            if getattr(det, k, None) is not None})
         vectors = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-        return ImageProposals((int(h), int(w)), masks, vectors, scores)
+        return ImageProposals((int(h), int(w)), masks, vectors, scores, np.array(boxes, dtype=np.int64).reshape(-1, 4))
 
 
 def examples_action(

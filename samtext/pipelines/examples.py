@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..masks import mask_to_box
 from .result import Instance, MaskResult
 
 SCORINGS = ("max", "prototype")
@@ -64,12 +65,21 @@ class ImageProposals:
         masks: ``N`` ``(H, W)`` bool masks.
         vectors: ``(N, D)`` embeddings (rows in the order of ``masks``).
         scores: per proposal, diagnostics to carry over (``predicted_iou``, ...).
+        boxes: ``(N, 4)`` int ``XYXY`` pixel boxes (x1, y1 exclusive) that hold each mask, or None (computed
+            from the masks when needed).
     """
 
     shape: Tuple[int, int]
     masks: List[np.ndarray]
     vectors: np.ndarray
     scores: List[Dict[str, float]] = field(default_factory=list)
+    boxes: Optional[np.ndarray] = None
+
+    def box(self, i: int) -> Tuple[int, int, int, int]:
+        if self.boxes is not None:
+            return tuple(int(v) for v in self.boxes[i])
+        b = mask_to_box(self.masks[i])
+        return (0, 0, 0, 0) if b is None else tuple(int(v) for v in b)
 
     @classmethod
     def from_result(cls, result: MaskResult) -> "ImageProposals":
@@ -77,6 +87,16 @@ class ImageProposals:
         insts = [i for i in result.instances if i.embedding is not None]
         vectors = np.stack([i.embedding for i in insts]) if insts else np.zeros((0, 0), np.float32)
         return cls(tuple(result.shape), [i.mask for i in insts], vectors, [dict(i.scores) for i in insts])
+
+
+def _shares_more(mask_a: np.ndarray, box_a, mask_b: np.ndarray, box_b, pixels: float) -> bool:
+    """Whether two masks share more than ``pixels`` pixels, counted only where their boxes overlap (and not at
+    all when that overlap is too small to hold them)."""
+    x0, y0 = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    x1, y1 = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) <= pixels:
+        return False
+    return int((mask_a[y0:y1, x0:x1] & mask_b[y0:y1, x0:x1]).sum()) > pixels
 
 
 class ExampleMatcher:
@@ -140,24 +160,34 @@ class ExampleMatcher:
         best = table[np.arange(len(table)), best_class]
         order = [i for i in np.argsort(-best, kind="stable") if best[i] >= self.threshold]
         kept: List[Instance] = []
+        boxes: List[Tuple[int, int, int, int]] = []  # of the kept instances
+        areas: List[int] = []
+        covered = {c.name: np.zeros(shape, bool) for c in self.classes}  # pixels of each class's kept ones
         for i in order:
             name = self.classes[best_class[i]].name
-            mask = proposals.masks[i]
-            area = int(mask.sum())
-            mine = [k for k in kept if k.label == name]
+            mask, box = proposals.masks[i], proposals.box(i)
+            x0, y0, x1, y1 = box
+            area = int(mask[y0:y1, x0:x1].sum())
+            mine = [k for k, inst in enumerate(kept) if inst.label == name]
             if area == 0 or (self.top_k is not None and len(mine) >= self.top_k):
                 continue
-            covered = np.zeros(shape, bool)
-            for k in mine:
-                covered |= k.mask
-            if (mask & covered).sum() > self.overlap * area:
+            if (mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]).sum() > self.overlap * area:
                 continue  # a part of (or the same as) an object of this class already kept
-            parts = [k for k in mine if (k.mask & mask).sum() > self.overlap * k.area
-                     and best[i] >= k.scores["similarity"] - self.margin]
-            kept = [k for k in kept if not any(k is p for p in parts)]  # the whole replaces its parts
+            parts = [k for k in mine if best[i] >= kept[k].scores["similarity"] - self.margin
+                     and _shares_more(kept[k].mask, boxes[k], mask, box, self.overlap * areas[k])]
+            if parts:  # the whole replaces its parts
+                kept = [inst for k, inst in enumerate(kept) if k not in parts]
+                boxes = [b for k, b in enumerate(boxes) if k not in parts]
+                areas = [a for k, a in enumerate(areas) if k not in parts]
+                covered[name][:] = False
+                for inst in kept:
+                    if inst.label == name:
+                        covered[name] |= inst.mask
+            covered[name][y0:y1, x0:x1] |= mask[y0:y1, x0:x1]
             extra = proposals.scores[i] if i < len(proposals.scores) else {}
-            kept.append(Instance(mask, float(np.clip(best[i], 0, 1)), name,
-                                 dict(extra, similarity=float(best[i]))))
+            kept.append(Instance(mask, float(np.clip(best[i], 0, 1)), name, dict(extra, similarity=float(best[i]))))
+            boxes.append(box)
+            areas.append(area)
         if not kept:
             top = float(best.max()) if np.isfinite(best).any() else float("nan")
             return MaskResult.empty(shape, "no proposal is similar enough to the exemplars (best %.2f < %.2f)"

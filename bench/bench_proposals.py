@@ -1,0 +1,189 @@
+"""Times mask proposals, their embeddings and the exemplar matching per image, next to a bare SAM encoder pass
+and to FiftyOne's own zoo SAM in automatic-mask mode, on pets photos, in one run.
+
+Models: the real ViT-B SAM and ViT-B-32 CLIP architectures with random weights (a forward pass costs the same
+as with trained ones). Random weights make SAM's masks meaningless, so SAM's default filters keep almost none
+of them: the decoding of every grid prompt is timed in full, but the masks that survive are few. The costs that
+grow with the number of kept proposals are therefore timed apart, for a typical 64 proposals per image:
+
+- ``encoder``: ``SamSegmenter.embed`` (the floor for any SAM action);
+- ``proposals 16x16`` / ``proposals 32x32``: ``ProposalGenerator.from_embedding`` at its defaults (grid decoded
+  in batches at low resolution, SAM's filters, NMS, upscaling of the kept masks), the embedding given;
+- ``clip embeddings, 64 proposals``: CLIP on 64 masked crops (the default embedder);
+- ``sam embeddings, 64 proposals``: SAM features pooled under 64 masks;
+- ``matching, 64 proposals``: ``ExampleMatcher`` on 64 proposals against 3 exemplars of 2 classes;
+- ``zoo SAM, automatic masks``: ``dataset.apply_model(foz.load_zoo_model("segment-anything-vitb-torch"))``
+  without prompts (``SamAutomaticMaskGenerator`` at its defaults: 32x32 points, batches of 64), on a one-image
+  dataset, with a random-weights checkpoint put where the zoo looks for its download (a temporary zoo folder).
+
+Example (smoke test)::
+
+    .venv/bin/python bench/bench_proposals.py --sam tiny --clip tiny --images 1 --no-zoo --out /tmp/p.md
+"""
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, write_report
+
+N_PROPOSALS = 64
+
+
+def timed(fn, *args, **kwargs):
+    gc.collect()
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
+def typical_masks(shape, n=N_PROPOSALS, seed=0):
+    """``n`` ``(H, W)`` bool blobs of varied sizes (ellipses), standing in for kept proposals."""
+    h, w = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out = []
+    for _ in range(n):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(0.03, 0.3) * h, rng.uniform(0.03, 0.3) * w
+        out.append(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1)
+    return out
+
+
+def zoo_sam(sam_module, workdir):
+    """FiftyOne's zoo SAM ViT-B, its checkpoint replaced by ``sam_module``'s (random) weights in a temporary zoo
+    folder, so that nothing is downloaded."""
+    import fiftyone as fo
+    import fiftyone.zoo as foz
+    import fiftyone.zoo.models as fozm
+    import torch
+
+    fo.config.model_zoo_dir = workdir
+    _, path = fozm._get_model_in_dir("segment-anything-vitb-torch")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(sam_module.state_dict(), path)
+    return foz.load_zoo_model("segment-anything-vitb-torch", device="cpu")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--sam", default="vit_b")
+    p.add_argument("--clip", default="ViT-B-32")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--no-zoo", action="store_true", help="skip FiftyOne's zoo SAM")
+    p.add_argument("--out", default=os.path.join(RESULTS, "proposals.md"))
+    args = p.parse_args()
+
+    import torch
+
+    from bench_reference import adapters, build_models
+    from samtext.models.precision import resolve_precision
+    from samtext.pipelines.embeddings import clip_mask_embeddings, sam_mask_embeddings
+    from samtext.pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
+    from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings
+
+    t0 = time.perf_counter()
+    load_start = loadavg()
+
+    def log(msg):
+        print("%7.1fs %s" % (time.perf_counter() - t0, msg), flush=True)
+
+    precision = resolve_precision(args.precision, "cpu")
+    sam_raw, clip_raw, tokenizer, desc = build_models(args.sam, args.clip)
+    seg, clip = adapters(sam_raw, clip_raw, tokenizer, precision, args.sam, args.clip)
+    log("built models: " + desc + "; precision " + precision)
+    stems = pets_stems()[: args.images]
+    images = [(s, load_pet(s)[0]) for s in stems]
+    gen16 = ProposalGenerator(seg, ProposalSettings(points_per_side=16))
+    gen32 = ProposalGenerator(seg, ProposalSettings(points_per_side=32))
+    zoo = None
+    if not args.no_zoo and args.sam == "vit_b":
+        zoo = zoo_sam(sam_raw, tempfile.mkdtemp(prefix="samtext-zoo-"))
+        log("zoo SAM loaded with the same random weights")
+
+    # warm-up on the first image
+    first = images[0][1]
+    emb = seg.embed(first)
+    gen16.from_embedding(emb)
+    masks = typical_masks(first.shape[:2])
+    clip_mask_embeddings(clip, first, masks[:4])
+    log("warmed up")
+
+    rows = {}
+    for stem, image in images:
+        def add(mode, seconds, note=""):
+            rows.setdefault(mode, []).append((seconds, note))
+            log("%-8s %-34s %8.3f s %s" % (stem, mode, seconds, note))
+
+        seconds, emb = timed(seg.embed, image)
+        add("encoder", seconds)
+        seconds, r16 = timed(gen16.from_embedding, emb)
+        add("proposals 16x16 (embedding given)", seconds, "%d kept" % len(r16.instances))
+        seconds, r32 = timed(gen32.from_embedding, emb)
+        add("proposals 32x32 (embedding given)", seconds, "%d kept" % len(r32.instances))
+        masks = typical_masks(image.shape[:2])
+        seconds, clip_vecs = timed(clip_mask_embeddings, clip, image, masks)
+        add("clip embeddings, %d proposals" % N_PROPOSALS, seconds)
+        seconds, _ = timed(sam_mask_embeddings, seg, emb, masks)
+        add("sam embeddings, %d proposals" % N_PROPOSALS, seconds)
+        from samtext.masks import mask_to_box
+
+        boxes = np.array([mask_to_box(m) for m in masks], dtype=np.int64)  # the reader gives them with the masks
+        props = ImageProposals(image.shape[:2], masks, clip_vecs, [{} for _ in masks], boxes)
+        matcher = ExampleMatcher([ExampleClass("a", clip_vecs[:2]), ExampleClass("b", clip_vecs[2:3])], 0.3)
+        matcher(props)
+        seconds = min(timed(matcher, props)[0] for _ in range(5))
+        add("matching, %d proposals" % N_PROPOSALS, seconds, "2 classes, 3 exemplars")
+        if zoo is not None:
+            import fiftyone as fo
+
+            ds = fo.Dataset()
+            ds.add_sample(fo.Sample(filepath=os.path.join(os.path.dirname(os.path.dirname(__file__)), "..", "shared",
+                                                          "data", "pets", "images", stem + ".jpg")))
+            seconds, _ = timed(ds.apply_model, zoo, label_field="auto", progress=False)
+            add("zoo SAM, automatic masks (encoder included)", seconds,
+                "%d masks" % len(ds.first()["auto"].detections if ds.first()["auto"] else []))
+            ds.delete()
+
+    med = {m: statistics.median(s for s, _ in v) for m, v in rows.items()}
+    enc = med["encoder"]
+    ours16 = enc + med["proposals 16x16 (embedding given)"]
+    clip64 = med["clip embeddings, %d proposals" % N_PROPOSALS]
+    table = [[m, "**%.3f**" % med[m], "%.3f" % min(s for s, _ in v), "%.3f" % max(s for s, _ in v), len(v),
+              "; ".join(sorted({n for _, n in v if n}))] for m, v in rows.items()]
+    ratios = [
+        ["(encoder + proposals 16x16 + CLIP embeddings of %d) / encoder" % N_PROPOSALS,
+         "%.2f" % ((ours16 + clip64) / enc), "<= 2.0"],
+        ["(encoder + proposals 16x16 + SAM embeddings of %d) / encoder" % N_PROPOSALS,
+         "%.2f" % ((ours16 + med["sam embeddings, %d proposals" % N_PROPOSALS]) / enc), "<= 2.0"],
+        ["matching per image, ms", "%.2f" % (1000 * med["matching, %d proposals" % N_PROPOSALS]), "< 5"],
+    ]
+    zoo_mode = "zoo SAM, automatic masks (encoder included)"
+    if zoo_mode in med:
+        ratios.append(["zoo SAM automatic masks / (encoder + proposals 16x16)", "%.2f" % (med[zoo_mode] / ours16), ""])
+        ratios.append(["zoo SAM automatic masks / (encoder + proposals 32x32)",
+                       "%.2f" % (med[zoo_mode] / (enc + med["proposals 32x32 (embedding given)"])), "same grid"])
+    out = ["# Mask proposals, embeddings and matching: seconds per image", "",
+           "Command: `%s`" % command_line(), ""] + machine_lines() + [
+        "- Models: %s; precision %s" % (desc, precision),
+        "- Images: %s" % ", ".join("%s (%dx%d)" % (s, im.shape[1], im.shape[0]) for s, im in images),
+        "- Load average at start: %s, at end: %s; total wall time %.0f s" % (load_start, loadavg(),
+                                                                         time.perf_counter() - t0),
+        "- Random weights: SAM's filters keep few masks, so the per-proposal costs are timed on %d stand-in "
+        "masks; medians over images." % N_PROPOSALS, "",
+        md_table(["what", "median s", "min", "max", "images", "notes"], table), "",
+        md_table(["ratio", "value", "target"], ratios), ""]
+    text = "\n".join(out)
+    print("\n" + text)
+    write_report(args.out, text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
