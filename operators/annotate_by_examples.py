@@ -110,7 +110,8 @@ class AnnotateByExamples(foo.Operator):
         inputs.enum("scoring", list(SCORING_CHOICES), default="max", label="Score by",
                     view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
         inputs.int("top_k", label="Most objects per image (optional)")
-        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [])
+        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [],
+                           side_fields=("instances",))
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by few-shot examples"))
 
@@ -128,9 +129,11 @@ class AnnotateByExamples(foo.Operator):
             spec["clusters"] = _numbers(p.get("exemplar_clusters"))
         else:
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
-        kwargs = dict(forms.run_kwargs(p), proposals_field=field, threshold=p.get("threshold", 0.85),
+        threshold = p.get("threshold")
+        kwargs = dict(forms.run_kwargs(p), proposals_field=field, threshold=0.85 if threshold is None else threshold,
                       scoring=p.get("scoring", "max"), top_k=p.get("top_k") or None)
         kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
+        kwargs["save_prompts"] = False  # the matching prompts nothing
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs
 

@@ -29,7 +29,7 @@ class ComputeMaskProposals(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx, action_description="Propose masks for")
-        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, label_cls=fo.Detections, side_fields=False)
+        forms.output_field(inputs, ctx, default=DEFAULT_FIELD, label_cls=fo.Detections, side_fields=())
         inputs.int("points_per_side", label="Points per side",
                    description="The prompt grid is N x N points (empty: 16 on CPU, 32 on a GPU); the cost grows "
                                "with N squared")

@@ -68,10 +68,10 @@ def fields_of_types(ctx, *doc_types):
     return sorted(names)
 
 
-def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation, side_fields=True):
+def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation, side_fields=("instances", "prompts")):
     """The output field name (existing ``label_cls`` fields offered) and the output switches (``side_fields``:
-    also those of the instances and prompts fields). Marks the form invalid when the name exists with another
-    type or is a field the run reads, so the run cannot start."""
+    those of the side fields the action writes, "instances" and/or "prompts"). Marks the form invalid when the
+    name exists with another type or is a field the run reads, so the run cannot start."""
     view = types.AutocompleteView()
     for name in fields_of_types(ctx, label_cls):
         if name not in inputs_read:
@@ -88,12 +88,12 @@ def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation
         prop.error_message = "Field %r exists with another type" % name
     inputs.bool("overwrite", default=False, label="Overwrite existing labels",
                 description="Off: samples that already have the field are skipped (a rerun fills the gaps)")
-    if not side_fields:
-        return
-    inputs.bool("save_instances", default=True, label="Save instances",
-                description="Also write each object found as a Detection to <output field>_instances")
-    inputs.bool("save_prompts", default=True, label="Save prompt points",
-                description="Write the points SAM was given to <output field>_prompts")
+    if "instances" in side_fields:
+        inputs.bool("save_instances", default=True, label="Save instances",
+                    description="Also write each object found as a Detection to <output field>_instances")
+    if "prompts" in side_fields:
+        inputs.bool("save_prompts", default=True, label="Save prompt points",
+                    description="Write the points SAM was given to <output field>_prompts")
 
 
 def gate(inputs, ctx, description):

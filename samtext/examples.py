@@ -20,6 +20,8 @@ The run itself (targets, resume, errors, writes, records) is :func:`samtext.driv
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import logging
+
 import numpy as np
 
 import fiftyone as fo
@@ -31,6 +33,8 @@ from .pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImagePro
 from .proposals import ACTION as PROPOSALS_ACTION
 from .proposals import DEFAULT_FIELD
 from .store import EmbeddingStore
+
+logger = logging.getLogger(__name__)
 
 ACTION = "annotate_by_examples"
 
@@ -161,12 +165,18 @@ class ProposalReader:
         if not h or not w:
             raise InputError("the proposals in %r do not say the image's size; recompute them" % self.field)
         items = [d for d in dets.detections if d.has_mask]
-        ids, vectors = self.store.load([d.id for d in items])
+        wanted = [d.id for d in items]
+        ids, vectors = self.store.load(wanted)
+        if len(ids) < len(wanted):  # written since the store was indexed (another shard), or not at all
+            self.store.refresh()
+            ids, vectors = self.store.load(wanted)
+        if len(ids) < len(wanted):
+            raise InputError("%d of its %d proposals in %r have no stored embedding in %s (computed elsewhere, or "
+                             "the folder was moved); recompute them or point the run at their folder"
+                             % (len(wanted) - len(ids), len(wanted), self.field, self.store.root))
         by_id = dict(zip(ids, vectors))
         masks, boxes, rows, scores = [], [], [], []
         for det in items:
-            if det.id not in by_id:
-                continue
             mask, box = sds.detection_mask(det, (h, w), with_box=True)
             masks.append(mask)
             boxes.append(box)
@@ -180,18 +190,24 @@ class ProposalReader:
 def examples_action(
     dataset: fo.Dataset,
     examples: Dict[str, Union[Exemplars, dict, Sequence[str]]],
+    samples=None,
     proposals_field: str = DEFAULT_FIELD,
     threshold: float = 0.85,
     scoring: str = "max",
     top_k: Optional[int] = None,
 ) -> driver.Action:
-    """Checks every argument and reads the exemplars' embeddings; returns the :class:`samtext.driver.Action`.
-    Raises ValueError naming the problem; creates nothing."""
+    """Checks every argument and reads the exemplars' embeddings; returns the :class:`samtext.driver.Action` for
+    ``samples`` (default: the dataset). Raises ValueError naming the problem; creates nothing."""
+    samples = dataset if samples is None else samples
     if not isinstance(examples, dict) or not examples:
         raise ValueError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
     names = [n.strip() if isinstance(n, str) else "" for n in examples]
     if not all(names):
         raise ValueError("every class needs a non-empty name, got %r" % (list(examples),))
+    if len(set(names)) < len(names):
+        raise ValueError("class names repeat once spaces are trimmed: %r" % (list(examples),))
+    if threshold is None:
+        raise ValueError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")
     if scoring not in SCORINGS:
         raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(SCORINGS)))
     sds.check_label_field(dataset, proposals_field, fo.Detections)
@@ -210,13 +226,23 @@ def examples_action(
                                for c in classes})
 
     return driver.Action(ACTION, names, settings, lambda: matcher, info, input_fields=[proposals_field],
-                         loader=ProposalReader(dataset, proposals_field, store))
+                         loader=ProposalReader(dataset, proposals_field, store),
+                         exclude_ids=without_proposals(samples, proposals_field))
+
+
+def without_proposals(samples, field: str) -> List[str]:
+    """Ids of the samples of ``samples`` with nothing in ``field``: not targets (a proposals run on a view, then
+    few-shot labelling of the whole dataset, is the usual case), logged rather than counted as failures."""
+    ids = samples.exists(field, False).values("id")
+    if ids:
+        logger.info("samtext: %d samples have no proposals in %r and are not labelled", len(ids), field)
+    return ids
 
 
 def _action(samples, examples, kwargs):
     run, options = driver.split_run_options(kwargs, out_field="samtext_examples")
-    dataset, _ = driver.sample_collection(samples)
-    return examples_action(dataset, examples, **options), run
+    dataset, samples = driver.sample_collection(samples)
+    return examples_action(dataset, examples, samples=samples, **options), run
 
 
 def iter_annotate_by_examples(samples, examples, **kwargs) -> driver.Progress:

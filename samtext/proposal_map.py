@@ -15,10 +15,16 @@ images.
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from fiftyone import ViewField as F
+
 from . import dataset as sds
 from . import driver
 from .pipelines.clusters import DEFAULT_FIT_CAP, cluster_embeddings, map_2d
 from .proposals import DEFAULT_FIELD, proposal_embeddings
+
+
+RESERVED_ATTRIBUTES = {"id", "_id", "label", "bounding_box", "mask", "mask_path", "confidence", "index", "tags",
+                       "attributes", "predicted_iou", "stability_score", "area"}
 
 
 @dataclass
@@ -63,23 +69,34 @@ def compute_proposal_map(
     brain_key = brain_key or field + "_map"
     sds.check_field_name(brain_key)
     sds.check_field_name(cluster_attribute)
-    if brain_key in dataset.list_brain_runs():
-        if not overwrite:
-            raise ValueError("brain key %r is taken; pass overwrite=True to replace it, or choose another brain_key"
-                             % brain_key)
-        dataset.delete_brain_run(brain_key)
+    if cluster_attribute in RESERVED_ATTRIBUTES:
+        raise ValueError("cluster_attribute %r is a field the proposals already use; choose another name"
+                         % cluster_attribute)
+    if brain_key in dataset.list_brain_runs() and not overwrite:
+        raise ValueError("brain key %r is taken; pass overwrite=True to replace it, or choose another brain_key"
+                         % brain_key)
     ids, vectors = proposal_embeddings(samples, field)
     if not ids:
         raise ValueError("no proposal in field %r of these samples has an embedding" % field)
     clusters, k = cluster_embeddings(vectors, num_clusters, fit_cap, seed)
-    dataset.set_label_values("%s.detections.%s" % (field, cluster_attribute), dict(zip(ids, clusters.tolist())))
-    mapped = samples.select_labels(ids=ids, fields=field)
+    # the new map's cluster ids replace every earlier one in the dataset, so that no two fits mix
+    path = "%s.detections.%s" % (field, cluster_attribute)
+    stale = dataset.filter_labels(field, F(cluster_attribute).exists()).values(field + ".detections.id", unwind=True)
+    values = dict.fromkeys(stale)
+    values.update(zip(ids, clusters.tolist()))
+    dataset.set_label_values(path, values)
+    n_patches = samples.count(field + ".detections")
+    mapped = samples if n_patches == len(ids) else samples.select_labels(ids=ids, fields=field)
+    key = brain_key + "_new" if brain_key in dataset.list_brain_runs() else brain_key  # the old one stays until done
     if 16 <= len(ids) <= fit_cap:  # the Brain's own UMAP over every embedding
         fob.compute_visualization(mapped, patches_field=field, embeddings=dict(zip(ids, vectors)), method="umap",
-                                  brain_key=brain_key, seed=seed, metric="cosine", verbose=False)
+                                  brain_key=key, seed=seed, metric="cosine", verbose=False)
     else:  # fit on a sample, place the rest (or too few proposals for UMAP's neighbourhoods)
         points = map_2d(vectors, fit_cap, seed)
-        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, points)), brain_key=brain_key)
+        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, points)), brain_key=key)
+    if key != brain_key:
+        dataset.delete_brain_run(brain_key)
+        dataset.rename_brain_run(key, brain_key)
     result = ProposalMap(brain_key, int(k), len(ids), cluster_attribute)
     sds.update_run(dataset, sds.run_key_for(field), map=vars(result))
     return result

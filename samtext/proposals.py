@@ -59,7 +59,8 @@ def proposals_action(
         raise ValueError("crop_context must be between 0 and 1 (a fraction of the box), got %r" % (crop_context,))
     check_model_options(sam_model, clip_model if embedder == "clip" else None, device, precision)
     record = dict(vars(settings), sam_model=sam_model, embedder=embedder,
-                  sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None)
+                  sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None,
+                  embeddings_dir=os.path.abspath(os.path.expanduser(embeddings_dir)) if embeddings_dir else None)
     if embedder == "clip":
         record.update(clip_model=clip_model, clip_pretrained=clip_pretrained, crop_context=float(crop_context),
                       clip_checkpoint=os.path.basename(clip_checkpoint) if clip_checkpoint else None)
@@ -109,22 +110,26 @@ def proposal_embeddings(samples, field: str = DEFAULT_FIELD):
     return EmbeddingStore(root).load(ids)
 
 
-def _action(kwargs):
+def _action(samples, kwargs):
     run, options = driver.split_run_options(kwargs, out_field=DEFAULT_FIELD, save_instances=False)
+    if options.get("embedder", "clip") and not options.get("embeddings_dir"):
+        # resolved once, here, so that every shard of a run (and its record) names the same folder
+        dataset, _ = driver.sample_collection(samples)
+        options["embeddings_dir"] = default_root(dataset.name, run["out_field"])
     return proposals_action(**options), run
 
 
 def iter_compute_mask_proposals(samples, **kwargs) -> driver.Progress:
     """The work of :func:`compute_mask_proposals`, as a generator of ``(done, total)`` progress that returns
     the :class:`samtext.driver.RunSummary`."""
-    action, run = _action(kwargs)
+    action, run = _action(samples, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
 
 def prepare_compute_mask_proposals(samples, **kwargs) -> int:
     """Checks a run of :func:`compute_mask_proposals` and creates its field and run record without running
     SAM (before a run split into shards is queued). Returns the number of samples to process."""
-    action, run = _action(kwargs)
+    action, run = _action(samples, kwargs)
     return driver.prepare_outputs(samples, action, **run)
 
 

@@ -30,10 +30,18 @@ def default_root(dataset_name: str, field: str) -> str:
 
 def _keys(ids: Iterable[str]) -> np.ndarray:
     """Label ids (24-character hex ObjectIds) as a ``(N,)`` ``S12`` array."""
+    ids = list(ids)
+    if any(not isinstance(i, str) or len(i) != 24 for i in ids):
+        raise ValueError("label ids must be 24-character hex ObjectIds")
     try:
         return np.array([bytes.fromhex(i) for i in ids], dtype="S12")
-    except (TypeError, ValueError):
+    except ValueError:
         raise ValueError("label ids must be 24-character hex ObjectIds") from None
+
+
+def _hex(keys: np.ndarray) -> List[str]:
+    """``S12`` keys back to hex ids (numpy drops trailing NUL bytes of ``S`` values, so go through bytes)."""
+    return [row.tobytes().hex() for row in np.ascontiguousarray(keys).view(np.uint8).reshape(-1, 12)]
 
 
 def _save(path: str, array: np.ndarray) -> None:
@@ -77,6 +85,8 @@ class EmbeddingStore:
         return stem
 
     def _lookup(self):
+        """``(sorted keys, part number, row, part stems)``; the vectors files are opened only when read, so that a
+        store of thousands of chunks does not hold thousands of open files."""
         if self._index is None:
             parts = self.parts()
             keys, part_no, rows = [], [], []
@@ -94,8 +104,7 @@ class EmbeddingStore:
                 keys, part_no, rows = keys[last], part_no[last], rows[last]
             else:
                 keys, part_no, rows = np.zeros(0, "S12"), np.zeros(0, np.int32), np.zeros(0, np.int64)
-            vectors = [np.load(stem + ".vectors.npy", mmap_mode="r") for stem in parts]
-            self._index = (keys, part_no, rows, vectors)
+            self._index = (keys, part_no, rows, parts)
         return self._index
 
     def refresh(self) -> None:
@@ -105,10 +114,10 @@ class EmbeddingStore:
     def load(self, ids: Optional[Iterable[str]] = None) -> Tuple[List[str], np.ndarray]:
         """``(ids, (N, D) float32 vectors)``: all stored, or those of ``ids`` in that order (ids with no vector
         are left out)."""
-        keys, part_no, rows, vectors = self._lookup()
+        keys, part_no, rows, parts = self._lookup()
         if ids is None:
             found = np.arange(len(keys))
-            out_ids = [k.hex() for k in keys.tolist()]
+            out_ids = _hex(keys)
         else:
             ids = list(ids)
             want = _keys(ids)
@@ -118,8 +127,15 @@ class EmbeddingStore:
             out_ids = [i for i, h in zip(ids, hit.tolist()) if h]
         if not len(found):
             return [], np.zeros((0, 0), np.float32)
-        out = np.stack([vectors[part_no[j]][rows[j]] for j in found.tolist()])
-        return out_ids, out.astype(np.float32)
+        out = None
+        for n in np.unique(part_no[found]).tolist():  # one chunk file open at a time
+            sel = np.flatnonzero(part_no[found] == n)
+            vectors = np.load(parts[n] + ".vectors.npy", mmap_mode="r")
+            if out is None:
+                out = np.empty((len(found), vectors.shape[1]), np.float32)
+            out[sel] = vectors[rows[found[sel]]]
+            del vectors
+        return out_ids, out
 
     def count(self) -> int:
         return len(self._lookup()[0])

@@ -117,8 +117,8 @@ def test_negative_tag_and_two_classes(scenes):
     assert all(_labelled(ds, truth, "two", {RED: 1, BLUE: 2}))  # orange (a look-alike of red) stays 0
     loose = samtext.annotate_by_examples(ds, {"red": [red]}, proposals_field="props", out_field="loose",
                                          threshold=0.4)
-    assert not all(_labelled(ds, truth, "loose", {RED: 1})), "without the negative, orange passes at 0.4"
     assert loose.labelled == len(SCENES)
+    assert all(_labelled(ds, truth, "loose", {RED: 1, ORANGE: 1})), "without the negative, orange passes at 0.4"
 
 
 def test_whole_cluster_as_exemplars(scenes):
@@ -167,7 +167,7 @@ def test_bad_exemplars_are_refused_before_anything_is_written(scenes):
     assert "bad" not in ds.get_field_schema() and "samtext_bad" not in ds.list_runs()
 
 
-def test_a_sample_without_proposals_gets_its_own_error(scenes, tmp_path):
+def test_samples_without_proposals_are_not_targets_and_missing_vectors_are_errors(scenes, tmp_path):
     import fiftyone as fo
     import samtext
 
@@ -175,11 +175,18 @@ def test_a_sample_without_proposals_gets_its_own_error(scenes, tmp_path):
     path = os.path.join(str(tmp_path), "new.png")
     Image.fromarray(_draw([("disc", RED, 50, 50)])[0]).save(path)
     new = ds.add_sample(fo.Sample(filepath=path))
+    # a proposal added by hand to the last scene has no stored embedding
+    last = ds.skip(len(SCENES) - 1).first()
+    mask = np.zeros((160, 192), bool)
+    mask[5:20, 5:20] = True
+    last["props"].detections.append(fo.Detection.from_mask(mask, label="proposal"))
+    last.save()
     summary = samtext.annotate_by_examples(ds, {"red": [_proposal_id(ds, truth, 0, RED)]}, proposals_field="props",
                                            out_field="with_gap")
-    assert summary.labelled == len(SCENES) and summary.failed == 1
-    assert summary.errors[0].sample_id == new and "no proposals in field 'props'" in summary.errors[0].message
-
+    assert summary.targets == len(SCENES), "the sample without proposals is not a target"
+    assert summary.labelled == len(SCENES) - 1 and summary.failed == 1
+    assert summary.errors[0].sample_id == last.id and "no stored embedding" in summary.errors[0].message
+    assert ds[new]["with_gap"] is None
 
 
 URI = "@samtext/samtext/annotate_by_examples"

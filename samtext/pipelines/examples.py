@@ -169,12 +169,12 @@ class ExampleMatcher:
             x0, y0, x1, y1 = box
             area = int(mask[y0:y1, x0:x1].sum())
             mine = [k for k, inst in enumerate(kept) if inst.label == name]
-            if area == 0 or (self.top_k is not None and len(mine) >= self.top_k):
-                continue
-            if (mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]).sum() > self.overlap * area:
-                continue  # a part of (or the same as) an object of this class already kept
+            if area == 0 or (mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]).sum() > self.overlap * area:
+                continue  # empty, or a part of (or the same as) an object of this class already kept
             parts = [k for k in mine if best[i] >= kept[k].scores["similarity"] - self.margin
                      and _shares_more(kept[k].mask, boxes[k], mask, box, self.overlap * areas[k])]
+            if not parts and self.top_k is not None and len(mine) >= self.top_k:
+                continue
             if parts:  # the whole replaces its parts
                 kept = [inst for k, inst in enumerate(kept) if k not in parts]
                 boxes = [b for k, b in enumerate(boxes) if k not in parts]
