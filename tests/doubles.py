@@ -126,6 +126,19 @@ def _pool(mask: np.ndarray, cell: int, grid_hw) -> np.ndarray:
     return np.where(n > 0, sums / np.maximum(n, 1), 0.0).astype(np.float32)
 
 
+def draw_objects(objects, size=(160, 192)) -> tuple:
+    """An image of ``size`` with ``objects`` = [(kind, colour, y, x)], each a disc (radius 13) or a 30x24 rect
+    centred at (y, x); returns it and each object's true ``(H, W)`` bool mask (its connected region)."""
+    img = canvas(*size)
+    for kind, colour, y, x in objects:
+        if kind == "disc":
+            disc(img, y, x, 13, colour)
+        else:
+            rect(img, y - 12, x - 15, y + 12, x + 15, colour)
+    lab = regions(img)
+    return img, [lab == lab[y, x] for _, _, y, x in objects]
+
+
 # ------------------------------------------------------------------------------------------ segmenter
 
 

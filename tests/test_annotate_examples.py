@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from samtext.dataset import detection_mask
-from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, canvas, disc, rect, regions
+from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, draw_objects
 
 SCENES = [  # (kind, colour, y, x) per image
     [("disc", RED, 40, 40), ("rect", BLUE, 110, 130), ("disc", GREEN, 120, 40)],
@@ -18,17 +18,6 @@ SCENES = [  # (kind, colour, y, x) per image
     [("disc", BLUE, 40, 40), ("rect", ORANGE, 120, 140), ("disc", RED, 110, 50)],
     [("disc", GREEN, 60, 60), ("rect", BLUE, 120, 140)],
 ]
-
-
-def _draw(objects):
-    img = canvas(160, 192)
-    for kind, colour, y, x in objects:
-        if kind == "disc":
-            disc(img, y, x, 13, colour)
-        else:
-            rect(img, y - 12, x - 15, y + 12, x + 15, colour)
-    lab = regions(img)
-    return img, [lab == lab[y, x] for _, _, y, x in objects]
 
 
 @pytest.fixture
@@ -40,7 +29,7 @@ def scenes(db, tmp_path):
     ds = fo.Dataset()
     truth = []
     for k, objects in enumerate(SCENES):
-        img, masks = _draw(objects)
+        img, masks = draw_objects(objects)
         path = os.path.join(str(tmp_path), "scene_%d.png" % k)
         Image.fromarray(img).save(path)
         ds.add_sample(fo.Sample(filepath=path))
@@ -173,7 +162,7 @@ def test_samples_without_proposals_are_not_targets_and_missing_vectors_are_error
 
     ds, truth = scenes
     path = os.path.join(str(tmp_path), "new.png")
-    Image.fromarray(_draw([("disc", RED, 50, 50)])[0]).save(path)
+    Image.fromarray(draw_objects([("disc", RED, 50, 50)])[0]).save(path)
     new = ds.add_sample(fo.Sample(filepath=path))
     # a proposal added by hand to the last scene has no stored embedding
     last = ds.skip(len(SCENES) - 1).first()

@@ -5,7 +5,7 @@ with look-alike colours half-way to their originals, plus noise)."""
 import numpy as np
 import pytest
 
-from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, canvas, disc, rect, regions
+from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, draw_objects
 from samtext.masks import iou
 from samtext.pipelines.embeddings import EmbeddedProposals
 from samtext.pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
@@ -18,19 +18,6 @@ def _embedder(parts=False):
     settings = ProposalSettings(points_per_side=16, pred_iou_thresh=0.5 if parts else 0.88)
     return EmbeddedProposals(ProposalGenerator(FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1), settings),
                              "sam")
-
-
-def _scene(objects):
-    """A 160x192 image with ``objects`` = [(kind, colour, y, x)] (disc or rect); returns it and each object's
-    true mask."""
-    img = canvas(160, 192)
-    for kind, colour, y, x in objects:
-        if kind == "disc":
-            disc(img, y, x, 13, colour)
-        else:
-            rect(img, y - 12, x - 15, y + 12, x + 15, colour)
-    lab = regions(img)
-    return img, [lab == lab[y, x] for _, _, y, x in objects]
 
 
 def _props(img, parts=False):
@@ -53,13 +40,13 @@ def _found(result, masks, label=None):
 
 @pytest.fixture(scope="module")
 def red_exemplar():
-    img, (red, _) = _scene([("disc", RED, 50, 50), ("rect", BLUE, 110, 130)])
+    img, (red, _) = draw_objects([("disc", RED, 50, 50), ("rect", BLUE, 110, 130)])
     return _vector_of(_props(img), red)
 
 
 def test_exemplar_selects_exactly_its_kind_in_unseen_images(red_exemplar):
     matcher = ExampleMatcher([ExampleClass("red thing", red_exemplar[None])], threshold=0.85)
-    img, masks = _scene([("disc", RED, 40, 40), ("rect", RED, 40, 140), ("disc", RED, 120, 100),
+    img, masks = draw_objects([("disc", RED, 40, 40), ("rect", RED, 40, 140), ("disc", RED, 120, 100),
                          ("rect", BLUE, 120, 30), ("disc", GREEN, 110, 160)])
     result = matcher(_props(img))
     assert _found(result, masks[:3]) == (3, 0)
@@ -69,27 +56,27 @@ def test_exemplar_selects_exactly_its_kind_in_unseen_images(red_exemplar):
 
 def test_absent_kind_gives_an_empty_result_that_says_why(red_exemplar):
     matcher = ExampleMatcher([ExampleClass("red thing", red_exemplar[None])], threshold=0.85)
-    img, _ = _scene([("rect", BLUE, 60, 60), ("disc", GREEN, 100, 140)])
+    img, _ = draw_objects([("rect", BLUE, 60, 60), ("disc", GREEN, 100, 140)])
     result = matcher(_props(img))
     assert result.is_empty and "similar enough" in result.empty_reason
 
 
 def test_negative_exemplar_removes_its_lookalikes(red_exemplar):
-    img, masks = _scene([("disc", RED, 40, 40), ("disc", ORANGE, 40, 140), ("rect", ORANGE, 120, 60),
+    img, masks = draw_objects([("disc", RED, 40, 40), ("disc", ORANGE, 40, 140), ("rect", ORANGE, 120, 60),
                          ("rect", RED, 120, 150)])
     props = _props(img)
     loose = ExampleMatcher([ExampleClass("red", red_exemplar[None])], threshold=0.4)(props)
     assert _found(loose, [masks[1], masks[2]])[0] == 2, "without a negative, the look-alikes pass a low threshold"
-    ref_img, (orange,) = _scene([("rect", ORANGE, 80, 90)])
+    ref_img, (orange,) = draw_objects([("rect", ORANGE, 80, 90)])
     negative = _vector_of(_props(ref_img), orange)
     strict = ExampleMatcher([ExampleClass("red", red_exemplar[None], negative[None])], threshold=0.4)(props)
     assert _found(strict, [masks[0], masks[3]]) == (2, 0)
 
 
 def test_two_classes_do_not_steal_each_others_pixels(red_exemplar):
-    blue_img, (blue,) = _scene([("rect", BLUE, 80, 90)])
+    blue_img, (blue,) = draw_objects([("rect", BLUE, 80, 90)])
     classes = [ExampleClass("red", red_exemplar[None]), ExampleClass("blue", _vector_of(_props(blue_img), blue)[None])]
-    img, masks = _scene([("disc", RED, 40, 40), ("rect", BLUE, 40, 130), ("disc", BLUE, 120, 60),
+    img, masks = draw_objects([("disc", RED, 40, 40), ("rect", BLUE, 40, 130), ("disc", BLUE, 120, 60),
                          ("rect", RED, 120, 150), ("disc", GREEN, 80, 100)])
     result = ExampleMatcher(classes, threshold=0.85)(_props(img))
     assert _found(result, [masks[0], masks[3]], "red") == (2, 0)
@@ -100,7 +87,7 @@ def test_two_classes_do_not_steal_each_others_pixels(red_exemplar):
 
 
 def test_whole_wins_over_its_part_and_top_k(red_exemplar):
-    img, masks = _scene([("disc", RED, 40, 40), ("rect", RED, 110, 130), ("disc", RED, 120, 40)])
+    img, masks = draw_objects([("disc", RED, 40, 40), ("rect", RED, 110, 130), ("disc", RED, 120, 40)])
     props = _props(img, parts=True)
     assert len(props.masks) > 6  # parts are proposed too
     result = ExampleMatcher([ExampleClass("red", red_exemplar[None])], threshold=0.85)(props)
@@ -110,7 +97,7 @@ def test_whole_wins_over_its_part_and_top_k(red_exemplar):
 
 
 def test_prototype_scoring_and_several_positives(red_exemplar):
-    img, masks = _scene([("disc", RED, 40, 40), ("rect", BLUE, 110, 130)])
+    img, masks = draw_objects([("disc", RED, 40, 40), ("rect", BLUE, 110, 130)])
     props = _props(img)
     blue = _vector_of(props, masks[1])
     # a prototype of red and blue sits between them: neither reaches a high threshold; "max" finds both
