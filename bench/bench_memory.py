@@ -76,8 +76,7 @@ def child(args) -> dict:
     from common import PETS
 
     stems = pets_stems()
-    if args.n > len(stems):
-        raise SystemExit("only %d pets images besides the reference" % len(stems))
+    stems = [stems[i % len(stems)] for i in range(args.n)]  # past the pets images, they repeat
     kwargs = dict(sam_model=args.sam, device="cpu", precision=args.precision, method=args.method,
                   out_field="bench_mask", min_similarity=None if args.gate == "off" else "auto")
     if args.sam != "tiny":  # the real architecture with random weights, through the SDK's checkpoint path
@@ -91,6 +90,8 @@ def child(args) -> dict:
     if args.method == "stitch" or args.clip_threshold is not None:
         kwargs.update(clip_model=args.clip, clip_pretrained=None, clip_threshold=args.clip_threshold)
 
+    if args.action == "proposals":
+        return child_proposals(args, stems, kwargs)
     ds = fo.Dataset()
     mask = np.asarray(Image.open(os.path.join(PETS, "masks", REFERENCE_STEM + ".png")))
     ref = fo.Sample(filepath=image_path(REFERENCE_STEM), ground_truth=fo.Segmentation(mask=mask))
@@ -105,7 +106,38 @@ def child(args) -> dict:
     summary = samtext.annotate_by_reference(
         ds, "cat", reference=ref_id, reference_field="ground_truth",
         progress=lambda done, total: samples.append((done, rss_mib())), **kwargs)
-    seconds = time.perf_counter() - t
+    return _result(args, ds, summary, samples, time.perf_counter() - t, rss_before, peak_reset, kwargs)
+
+
+def child_proposals(args, stems, kwargs) -> dict:
+    """The proposals action (SAM embeddings into a temporary store) instead of the reference one."""
+    import gc
+
+    import fiftyone as fo
+
+    import samtext
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=image_path(s)) for s in stems])
+    gc.collect()
+    store = tempfile.mkdtemp(prefix="samtext-bench-store-")
+    options = dict(sam_model=kwargs["sam_model"], device="cpu", precision=args.precision, out_field="bench_mask",
+                   embedder="sam", points_per_side=args.points, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                   embeddings_dir=store)
+    if "sam_checkpoint" in kwargs:
+        options["sam_checkpoint"] = kwargs["sam_checkpoint"]
+    rss_before = rss_mib()
+    peak_reset = reset_peak()
+    samples = []
+    t = time.perf_counter()
+    summary = samtext.compute_mask_proposals(ds, progress=lambda done, total: samples.append((done, rss_mib())),
+                                             **options)
+    result = _result(args, ds, summary, samples, time.perf_counter() - t, rss_before, peak_reset, kwargs)
+    shutil.rmtree(store, ignore_errors=True)
+    return result
+
+
+def _result(args, ds, summary, samples, seconds, rss_before, peak_reset, kwargs) -> dict:
     written = ds.count("bench_mask")
     if "sam_checkpoint" in kwargs:
         shutil.rmtree(os.path.dirname(kwargs["sam_checkpoint"]), ignore_errors=True)
@@ -155,6 +187,10 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 300], help="images per run")
     p.add_argument("--sam", default="tiny", help="tiny (default) or vit_b (random weights; slow)")
     p.add_argument("--clip", default="tiny", help="CLIP for --method stitch or --clip-threshold (tiny)")
+    p.add_argument("--action", default="reference", choices=["reference", "proposals"],
+                   help="reference (default): annotate_by_reference; proposals: compute_mask_proposals with SAM "
+                        "embeddings (filters off, so every image gets proposals and vectors written)")
+    p.add_argument("--points", type=int, default=8, help="proposals: points per side (8)")
     p.add_argument("--method", default="prior", choices=["prior", "stitch"])
     p.add_argument("--clip-threshold", type=float, default=None)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
@@ -178,7 +214,8 @@ def main():
         # cleanup there would delete this benchmark's non-persistent datasets mid-run.
         mongod, db_dir, env["FIFTYONE_DATABASE_URI"] = start_mongod()
     passthrough = ["--sam", args.sam, "--clip", args.clip, "--method", args.method, "--precision",
-                   args.precision, "--first", str(args.first), "--gate", args.gate]
+                   args.precision, "--first", str(args.first), "--gate", args.gate, "--action", args.action,
+                   "--points", str(args.points)]
     if args.clip_threshold is not None:
         passthrough += ["--clip-threshold", str(args.clip_threshold)]
     t0, load_start = time.perf_counter(), loadavg()
@@ -209,16 +246,24 @@ def main():
         spread = max(peaks) - min(peaks)
         verdict = ("Run peak spread across N = %s: %.0f MiB (%.1f%% of the smallest peak)."
                    % (", ".join(str(r["n"]) for r in results), spread, 100.0 * spread / min(peaks)))
-    out = ["# Annotate by reference mask: memory as the number of images grows", "",
+    title = "Annotate by reference mask" if args.action == "reference" else "Mask proposals"
+    out = ["# %s: memory as the number of images grows" % title, "",
            "Command: `%s`" % command_line(), ""]
     out += machine_lines()
-    out += ["- SDK call: `samtext.annotate_by_reference(dataset, \"cat\", reference=cat_000, "
+    if args.action == "proposals":
+        out += ["- SDK call: `samtext.compute_mask_proposals(dataset, sam_model=%r, embedder=\"sam\", "
+                "points_per_side=%d, pred_iou_thresh=0, stability_score_thresh=0, precision=%r)` on a non-persistent "
+                "FiftyOne dataset of N pets images (repeated past 399), proposals written into the database and "
+                "their vectors into a temporary store; one fresh process per N" % (args.sam, args.points,
+                                                                                   args.precision)]
+    else:
+        out += ["- SDK call: `samtext.annotate_by_reference(dataset, \"cat\", reference=cat_000, "
             "reference_field=\"ground_truth\", sam_model=%r, method=%r, precision=%r, min_similarity=%s%s)` on a "
             "non-persistent FiftyOne dataset of cat_000 + N pets images (masks and instances written into the "
             "database); one fresh process per N"
             % (args.sam, args.method, args.precision, "None" if args.gate == "off" else "'auto'",
-               ", clip_threshold=%s" % args.clip_threshold if args.clip_threshold is not None else ""),
-            "- RSS of the Python process in MiB (mongod not counted). \"RSS before action\": after imports and "
+               ", clip_threshold=%s" % args.clip_threshold if args.clip_threshold is not None else "")]
+    out += ["- RSS of the Python process in MiB (mongod not counted). \"RSS before action\": after imports and "
             "dataset building; \"with models loaded\": when the action has built its models, before the "
             "first image. \"run peak\": VmHWM reset just before the action, so model loading is in it "
             "and dataset building is not. RSS sampled after every image through the `progress` callback.",
@@ -231,7 +276,8 @@ def main():
     out += ["- N=%d: %s" % (r["n"], ", ".join("%d: %.0f" % (d, v) for d, v in r["curve"])) for r in results]
     text = "\n".join(out) + "\n"
     print("\n" + text)
-    write_report(args.out or os.path.join(RESULTS, "memory.md"), text)
+    default = "memory.md" if args.action == "reference" else "memory_proposals.md"
+    write_report(args.out or os.path.join(RESULTS, default), text)
     return 0
 
 
