@@ -56,6 +56,45 @@ def typical_masks(shape, n=N_PROPOSALS, seed=0):
     return out
 
 
+def disk_per_image(n_images: int, dim: int = 512, n_props: int = N_PROPOSALS) -> dict:
+    """Bytes per image that proposals take: the ``fo.Detections`` in the database (measured with FiftyOne's
+    ``stats``) and the embeddings in the store (measured on disk), for ``n_props`` stand-in proposals per pets
+    image and ``dim``-dimensional vectors; and the extrapolation to 100k images."""
+    import shutil
+
+    import fiftyone as fo
+
+    from samtext.dataset import detections_label
+    from samtext.pipelines.result import Instance, MaskResult
+    from samtext.store import EmbeddingStore
+
+    from common import image_path
+
+    ds = fo.Dataset()
+    root = tempfile.mkdtemp(prefix="samtext-disk-")
+    store = EmbeddingStore(root)
+    rng = np.random.default_rng(0)
+    samples, ids = [], []
+    for stem in pets_stems()[:n_images]:
+        image = load_pet(stem)[0]
+        result = MaskResult(image.shape[:2], [Instance(m, 0.9, "proposal", dict(predicted_iou=0.9, stability_score=0.95,
+                                                                               area=float(m.sum())))
+                                              for m in typical_masks(image.shape[:2], n_props, seed=len(samples))],
+                            np.zeros((0, 2)), np.zeros(0))
+        dets = detections_label(result, "proposal")
+        ids += [d.id for d in dets.detections]
+        samples.append(fo.Sample(filepath=image_path(stem), proposals=dets))
+    ds.add_samples(samples)
+    store.write(ids, rng.normal(size=(len(ids), dim)))
+    db_bytes = ds.stats()["samples_bytes"]
+    store_bytes = sum(os.path.getsize(os.path.join(root, f)) for f in os.listdir(root))
+    ds.delete()
+    shutil.rmtree(root, ignore_errors=True)
+    per_db, per_store = db_bytes / n_images, store_bytes / n_images
+    return dict(images=n_images, proposals=n_props, dim=dim, db_per_image=per_db, store_per_image=per_store,
+                db_100k_gb=per_db * 1e5 / 1e9, store_100k_gb=per_store * 1e5 / 1e9)
+
+
 def zoo_sam(sam_module, workdir):
     """FiftyOne's zoo SAM ViT-B, its checkpoint replaced by ``sam_module``'s (random) weights in a temporary zoo
     folder, so that nothing is downloaded."""
@@ -78,6 +117,7 @@ def main():
     p.add_argument("--clip", default="ViT-B-32")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--no-zoo", action="store_true", help="skip FiftyOne's zoo SAM")
+    p.add_argument("--disk-images", type=int, default=50, help="images for the disk measurement (0: skip)")
     p.add_argument("--out", default=os.path.join(RESULTS, "proposals.md"))
     args = p.parse_args()
 
@@ -170,6 +210,10 @@ def main():
         ratios.append(["zoo SAM automatic masks / (encoder + proposals 16x16)", "%.2f" % (med[zoo_mode] / ours16), ""])
         ratios.append(["zoo SAM automatic masks / (encoder + proposals 32x32)",
                        "%.2f" % (med[zoo_mode] / (enc + med["proposals 32x32 (embedding given)"])), "same grid"])
+    disk = disk_per_image(args.disk_images) if args.disk_images else None
+    if disk:
+        log("disk: %.0f KB per image in the database, %.0f KB in the store"
+            % (disk["db_per_image"] / 1e3, disk["store_per_image"] / 1e3))
     out = ["# Mask proposals, embeddings and matching: seconds per image", "",
            "Command: `%s`" % command_line(), ""] + machine_lines() + [
         "- Models: %s; precision %s" % (desc, precision),
@@ -180,6 +224,20 @@ def main():
         "masks; medians over images." % N_PROPOSALS, "",
         md_table(["what", "median s", "min", "max", "images", "notes"], table), "",
         md_table(["ratio", "value", "target"], ratios), ""]
+    if disk:
+        enc_total = (ours16 + clip64) * 1e5 / 3600.0
+        out += ["## Disk and time at 100k images", "",
+                "Measured on %d pets images with %d stand-in proposals each (masks of 3-30%% of the image side "
+                "per axis) and %d-dimensional vectors (CLIP ViT-B-32):" % (disk["images"], disk["proposals"],
+                                                                            disk["dim"]), "",
+                md_table(["where", "per image", "100k images"], [
+                    ["database (fo.Detections with cropped masks)", "%.0f KB" % (disk["db_per_image"] / 1e3),
+                     "%.1f GB" % disk["db_100k_gb"]],
+                    ["embedding store (float16)", "%.0f KB" % (disk["store_per_image"] / 1e3),
+                     "%.1f GB" % disk["store_100k_gb"]],
+                    ["time on this machine: encoder + proposals 16x16 + CLIP embeddings", "%.1f s" % (ours16 + clip64),
+                     "%.0f h (%.1f days) on one 2-core machine" % (enc_total, enc_total / 24)],
+                ]), ""]
     text = "\n".join(out)
     print("\n" + text)
     write_report(args.out, text)
