@@ -9,7 +9,6 @@ view, ``MatchLabels`` of label ids on a samples view), the labels selected in th
 import re
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
@@ -21,6 +20,7 @@ SOURCE_CHOICES = {
     "tag": "Proposals with a label tag",
     "clusters": "Whole clusters of the map",
 }
+SIDE_FIELDS = ("instances",)  # the matching prompts nothing: no prompts field
 SCORING_CHOICES = {"max": "Closest exemplar", "prototype": "Mean of the exemplars"}
 
 
@@ -70,14 +70,11 @@ def _numbers(text):
     return [int(v) for v in re.split(r"[\s,;]+", str(text or "")) if v]
 
 
-class AnnotateByExamples(foo.Operator):
-    @property
-    def config(self):
-        return forms.action_config("annotate_by_examples", "Annotate by few-shot examples",
-                                   "Label every image with the mask proposals that look like a few you picked")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Annotate by few-shot examples", types.Places.EMBEDDINGS_ACTIONS)
+class AnnotateByExamples(forms.ActionOperator):
+    operator_name = action = "annotate_by_examples"
+    label = "Annotate by few-shot examples"
+    description = "Label every image with the mask proposals that look like a few you picked"
+    place = types.Places.EMBEDDINGS_ACTIONS
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -111,14 +108,11 @@ class AnnotateByExamples(foo.Operator):
                     view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
         inputs.int("top_k", label="Most objects per image (optional)")
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [],
-                           side_fields=("instances",))
+                           side_fields=SIDE_FIELDS)
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by few-shot examples"))
 
-    def resolve_delegation(self, ctx):
-        return None  # the user chooses in the form
-
-    def _args(self, ctx):
+    def sdk_args(self, ctx):
         p = ctx.params
         field = p.get("proposals_field") or "samtext_proposals"
         source = p.get("exemplar_source", "selection")
@@ -130,20 +124,11 @@ class AnnotateByExamples(foo.Operator):
         else:
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
         threshold = p.get("threshold")
-        kwargs = dict(forms.run_kwargs(p), proposals_field=field, threshold=0.85 if threshold is None else threshold,
+        kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), proposals_field=field, threshold=0.85 if threshold is None else threshold,
                       scoring=p.get("scoring", "max"), top_k=p.get("top_k") or None)
         kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
-        kwargs["save_prompts"] = False  # the matching prompts nothing
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs
-
-    def execute(self, ctx):
-        args, kwargs = self._args(ctx)
-        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_examples(*args, **kwargs),
-                                    lambda: samtext.prepare_annotate_by_examples(*args, **kwargs))
-
-    def resolve_output(self, ctx):
-        return forms.summary_output()
 
     def __call__(self, sample_collection, class_name, exemplar_ids=None, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).

@@ -4,11 +4,9 @@ import base64
 import re
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
-from ._sdk import samtext
 
 METHOD_CHOICES = {
     "prior": "Prior (PerSAM-style feature matching; one SAM pass per image)",
@@ -50,14 +48,11 @@ def _uploaded_bytes(upload):
     return base64.b64decode(content)
 
 
-class AnnotateByReferenceMask(foo.Operator):
-    @property
-    def config(self):
-        return forms.action_config("annotate_by_reference_mask", "Annotate by reference mask",
-                                   "Label every image from one image with its mask, using SAM (and CLIP)")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Annotate by reference mask")
+class AnnotateByReferenceMask(forms.ActionOperator):
+    operator_name = "annotate_by_reference_mask"
+    action = "annotate_by_reference"
+    label = "Annotate by reference mask"
+    description = "Label every image from one image with its mask, using SAM (and CLIP)"
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -114,9 +109,6 @@ class AnnotateByReferenceMask(foo.Operator):
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by reference mask"))
 
-    def resolve_delegation(self, ctx):
-        return None  # the user chooses in the form
-
     def _sdk_kwargs(self, ctx):
         p = ctx.params
         kwargs = dict(
@@ -137,18 +129,9 @@ class AnnotateByReferenceMask(foo.Operator):
             kwargs["reference_field"] = p.get("reference_field")
         return kwargs
 
-    def _args(self, ctx):
+    def sdk_args(self, ctx):
         return (ctx.target_view(), ctx.params.get("class_name")), dict(
             reference=_reference_ids(ctx.params.get("reference_sample")), **self._sdk_kwargs(ctx))
-
-    def execute(self, ctx):
-        args, kwargs = self._args(ctx)
-
-        return forms.execute_action(ctx, self, lambda: samtext.iter_annotate_by_reference(*args, **kwargs),
-                                    lambda: samtext.prepare_annotate_by_reference(*args, **kwargs))
-
-    def resolve_output(self, ctx):
-        return forms.summary_output()
 
     def __call__(self, sample_collection, class_name, reference, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).

@@ -1,11 +1,9 @@
 """Operator "Compute mask proposals": a thin form over :func:`samtext.compute_mask_proposals`."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
-from ._sdk import samtext
 
 DEFAULT_FIELD = "samtext_proposals"
 EMBEDDER_CHOICES = {
@@ -17,14 +15,10 @@ KNOBS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nm
          "max_proposals")
 
 
-class ComputeMaskProposals(foo.Operator):
-    @property
-    def config(self):
-        return forms.action_config("compute_mask_proposals", "Compute mask proposals",
-                                   "SAM's automatic masks for every image, as Detections (one patch per mask)")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Compute mask proposals")
+class ComputeMaskProposals(forms.ActionOperator):
+    operator_name = action = "compute_mask_proposals"
+    label = "Compute mask proposals"
+    description = "SAM's automatic masks for every image, as Detections (one patch per mask)"
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -48,27 +42,14 @@ class ComputeMaskProposals(foo.Operator):
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Compute mask proposals"))
 
-    def resolve_delegation(self, ctx):
-        return None  # the user chooses in the form
-
-    def _args(self, ctx):
+    def sdk_args(self, ctx):
         p = ctx.params
         model = forms.model_kwargs(p)
         embedder = p.get("embedder", "clip")
-        kwargs = dict(forms.run_kwargs(p), **model, **{k: p[k] for k in KNOBS if p.get(k) is not None},
+        kwargs = dict(forms.run_kwargs(p, side_fields=()), **model, **{k: p[k] for k in KNOBS if p.get(k) is not None},
                       embedder=None if embedder == "none" else embedder)
         kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
-        kwargs.pop("save_instances")
-        kwargs["save_prompts"] = bool(p.get("save_prompts", False))
         return (ctx.target_view(),), kwargs
-
-    def execute(self, ctx):
-        args, kwargs = self._args(ctx)
-        return forms.execute_action(ctx, self, lambda: samtext.iter_compute_mask_proposals(*args, **kwargs),
-                                    lambda: samtext.prepare_compute_mask_proposals(*args, **kwargs))
-
-    def resolve_output(self, ctx):
-        return forms.summary_output()
 
     def __call__(self, sample_collection, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).

@@ -51,6 +51,38 @@ def call_operator(operator, sample_collection, params, delegate=False, **request
                                 request_delegation=delegate)
 
 
+class ActionOperator(foo.Operator):
+    """What every samtext action operator shares: its configuration and button, a form whose run the user may
+    delegate, and an ``execute`` that runs the SDK's ``iter_<action>`` (or queues shards after
+    ``prepare_<action>``) on the arguments ``sdk_args(ctx)`` returns. A subclass sets the class attributes and
+    writes ``resolve_input`` and ``sdk_args``."""
+
+    operator_name = label = description = action = None  # e.g. "compute_mask_proposals"
+    place = types.Places.SAMPLES_GRID_SECONDARY_ACTIONS
+
+    @property
+    def config(self):
+        return action_config(self.operator_name, self.label, self.description)
+
+    def resolve_placement(self, ctx):
+        return action_button(self.label, self.place)
+
+    def resolve_delegation(self, ctx):
+        return None  # the user chooses in the form
+
+    def sdk_args(self, ctx):
+        """``(args, kwargs)`` of the SDK call, from the form."""
+        raise NotImplementedError
+
+    def execute(self, ctx):
+        args, kwargs = self.sdk_args(ctx)
+        iterate, prepare = getattr(samtext, "iter_" + self.action), getattr(samtext, "prepare_" + self.action)
+        return execute_action(ctx, self, lambda: iterate(*args, **kwargs), lambda: prepare(*args, **kwargs))
+
+    def resolve_output(self, ctx):
+        return summary_output()
+
+
 def choice_view(choices, view_cls=types.DropdownView):
     view = view_cls()
     for value, label in choices.items():
@@ -146,13 +178,14 @@ def sharding(inputs):
                            "several `fiftyone delegated launch` workers run side by side")
 
 
-def run_kwargs(params):
-    """The driver's options, from the form."""
+def run_kwargs(params, side_fields=("instances", "prompts")):
+    """The driver's options, from the form; a side field's switch defaults to on when the form shows it
+    (``side_fields``, as given to :func:`output_field`), else to off."""
     return dict(
         out_field=params.get("out_field"),
         overwrite=bool(params.get("overwrite", False)),
-        save_prompts=bool(params.get("save_prompts", True)),
-        save_instances=bool(params.get("save_instances", True)),
+        save_prompts=bool(params.get("save_prompts", "prompts" in side_fields)),
+        save_instances=bool(params.get("save_instances", "instances" in side_fields)),
         batch_size=int(params.get("batch_size") or 16),
         shard=params.get("shard"),
     )
