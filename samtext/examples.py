@@ -152,13 +152,29 @@ def _class_examples(dataset, field, name, spec: Exemplars, store) -> ExampleClas
 
 class ProposalReader:
     """The labeller's input for one sample: its stored proposals (masks pasted back at the image's size) and
-    their stored embeddings, as :class:`samtext.pipelines.examples.ImageProposals`."""
+    their stored embeddings, as :class:`samtext.pipelines.examples.ImageProposals`.
 
-    def __init__(self, dataset: fo.Dataset, field: str, store: EmbeddingStore):
+    The proposals are read from the database ``PREFETCH`` samples at a time, in the order of ``sample_ids`` (the
+    run's samples, in the order the driver labels them), not one query per sample."""
+
+    PREFETCH = 64
+
+    def __init__(self, dataset: fo.Dataset, field: str, store: EmbeddingStore, sample_ids: Sequence[str] = ()):
         self.dataset, self.field, self.store = dataset, field, store
+        self.order = list(sample_ids)
+        self.position = {sid: i for i, sid in enumerate(self.order)}
+        self.cache: Dict[str, object] = {}
+
+    def _proposals(self, sample_id: str):
+        if sample_id not in self.cache:
+            start = self.position.get(sample_id)
+            chunk = [sample_id] if start is None else self.order[start:start + self.PREFETCH]
+            ids, labels = self.dataset.select(chunk).values(["id", self.field])
+            self.cache = dict(zip(ids, labels))
+        return self.cache.pop(sample_id, None)
 
     def __call__(self, sample_id: str, filepath: str) -> ImageProposals:
-        dets = self.dataset.select(sample_id).values(self.field)[0]
+        dets = self._proposals(sample_id)
         if dets is None:
             raise InputError("no proposals in field %r: run compute_mask_proposals on this sample first" % self.field)
         h, w = getattr(dets, "image_height", None), getattr(dets, "image_width", None)
@@ -218,6 +234,7 @@ def examples_action(
     specs = {name: Exemplars.of(value) for name, value in zip(names, examples.values())}
     classes = [_class_examples(dataset, proposals_field, name, spec, store) for name, spec in specs.items()]
     matcher = ExampleMatcher(classes, threshold=threshold, scoring=scoring, top_k=top_k)
+    sample_ids = samples.values("id")
     settings = dict(proposals_field=proposals_field, threshold=float(threshold), scoring=scoring, top_k=top_k,
                     examples={name: spec.record() for name, spec in specs.items()})
 
@@ -226,14 +243,16 @@ def examples_action(
                                for c in classes})
 
     return driver.Action(ACTION, names, settings, lambda: matcher, info, input_fields=[proposals_field],
-                         loader=ProposalReader(dataset, proposals_field, store),
-                         exclude_ids=without_proposals(samples, proposals_field))
+                         loader=ProposalReader(dataset, proposals_field, store, sample_ids),
+                         exclude_ids=without_proposals(dataset, sample_ids, proposals_field))
 
 
-def without_proposals(samples, field: str) -> List[str]:
-    """Ids of the samples of ``samples`` with nothing in ``field``: not targets (a proposals run on a view, then
-    few-shot labelling of the whole dataset, is the usual case), logged rather than counted as failures."""
-    ids = samples.exists(field, False).values("id")
+def without_proposals(dataset: fo.Dataset, sample_ids: Sequence[str], field: str) -> List[str]:
+    """The ids among ``sample_ids`` whose sample has nothing in ``field``: not targets (a proposals run on a view,
+    then few-shot labelling of the whole dataset, is the usual case), logged rather than counted as failures.
+    Read from the dataset, since the caller's view may hide the field."""
+    have = set(dataset.exists(field).values("id"))
+    ids = [sid for sid in sample_ids if sid not in have]
     if ids:
         logger.info("samtext: %d samples have no proposals in %r and are not labelled", len(ids), field)
     return ids

@@ -259,3 +259,17 @@ def test_operator_placement_and_empty_selection(scenes):
     with pytest.raises(Exception, match="no exemplars"):
         foo.execute_operator(URI, {"dataset": ds, "params": dict(class_name="red", proposals_field="props",
                                                                  out_field="nothing_picked")})
+
+
+def test_a_view_that_hides_the_fields_labels_the_same_and_skips_what_is_done(scenes):
+    import samtext
+
+    ds, truth = scenes
+    red = _proposal_id(ds, truth, 0, RED)
+    hidden = ds.select_fields()  # neither the proposals nor the output field are in the view
+    first = samtext.annotate_by_examples(hidden, {"red": [red]}, proposals_field="props", out_field="hid")
+    assert first.labelled == len(SCENES) and first.failed == 0
+    assert all(_labelled(ds, truth, "hid", {RED: 1}))
+    again = samtext.annotate_by_examples(ds.exclude_fields("hid"), {"red": [red]}, proposals_field="props",
+                                         out_field="hid")
+    assert again.labelled == 0 and again.skipped_existing == len(SCENES)

@@ -366,3 +366,26 @@ def test_map_writes_clusters_and_a_brain_run(pets):
         samtext.compute_proposal_map(pets, field="props", brain_key="x_map", cluster_attribute="label")
     with pytest.raises(ValueError, match="compute_mask_proposals"):
         samtext.compute_proposal_map(pets, field="ground_truth")
+
+
+def test_interrupted_run_keeps_what_was_done_with_its_vectors_and_resumes(db):
+    import fiftyone as fo
+    import samtext
+    from conftest import make_pets_dataset, pets_stems
+
+    ds = make_pets_dataset(pets_stems(n=5))
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        samtext.compute_mask_proposals(ds, out_field="cut", progress=stop_after_two, batch_size=1, **TINY)
+    assert ds.count("cut") == 2
+    ids, _ = samtext.proposal_embeddings(ds, "cut")
+    assert ids == [i for s in ds.values("cut.detections.id") for i in (s or [])], "every written proposal has its vector"
+    (run,) = ds.get_run_info("samtext_cut").config.runs.values()
+    assert run["status"] == "canceled"
+    rest = samtext.compute_mask_proposals(ds, out_field="cut", **TINY)
+    assert rest.labelled == 3 and rest.skipped_existing == 2 and ds.count("cut") == 5
+    assert isinstance(ds.first()["cut"], fo.Detections)
