@@ -3,7 +3,8 @@
 Exemplars come from what the user picked in the App, in this order: the selection of the Embeddings panel's
 patches plot (``ctx.extended_selection``), the lasso's extended view stage (``Select`` of patch ids on a patches
 view, ``MatchLabels`` of label ids on a samples view), the labels selected in the grid or the modal
-(``ctx.selected_labels``); or, by choice, a label tag or cluster numbers.
+(``ctx.selected_labels``); or, by choice, a label tag, cluster numbers, or the masks of the class in another
+Segmentation or Detections field (of the selected samples, or of every sample where it is set).
 """
 
 import re
@@ -19,6 +20,7 @@ SOURCE_CHOICES = {
     "selection": "The proposals I selected or lassoed",
     "tag": "Proposals with a label tag",
     "clusters": "Whole clusters of the map",
+    "masks": "Masks in another field (drawn, ground truth, approved labels)",
 }
 SIDE_FIELDS = ("instances",)  # the matching prompts nothing: no prompts field
 SCORING_CHOICES = {"max": "Closest exemplar", "prototype": "Mean of the exemplars"}
@@ -51,9 +53,18 @@ def lasso_ids(ctx, field):
     return ids
 
 
+def _patches_of(view, field) -> bool:
+    """Whether ``view`` is a patches view of ``field`` (its samples' ids are the proposals' label ids)."""
+    return bool(getattr(view, "_is_patches", False)) and getattr(view, "patches_field", None) == field
+
+
 def exemplar_ids(ctx, field):
-    """The proposals of ``field`` the user picked: the lasso's (:func:`lasso_ids`), else the selected labels."""
-    return lasso_ids(ctx, field) or [s["label_id"] for s in (ctx.selected_labels or []) if s.get("field") == field]
+    """The proposals of ``field`` the user picked: the lasso's (:func:`lasso_ids`), else the selected labels,
+    else the patches selected in the grid of a patches view of ``field`` (a patch's id is its label's)."""
+    ids = lasso_ids(ctx, field) or [s["label_id"] for s in (ctx.selected_labels or []) if s.get("field") == field]
+    if not ids and ctx.selected and ctx.view is not None and _patches_of(ctx.view, field):
+        ids = [str(i) for i in ctx.selected]
+    return ids
 
 
 def target_samples(ctx):
@@ -98,8 +109,20 @@ class AnnotateByExamples(forms.ActionOperator):
                           "patches of the proposals field, then open this form again"))
         elif source == "tag":
             inputs.str("exemplar_tag", required=True, label="Label tag of the exemplars")
-        else:
+        elif source == "clusters":
             inputs.str("exemplar_clusters", required=True, label="Clusters", description="Numbers, e.g. '3, 7'")
+        else:
+            mask_fields = [f for f in forms.fields_of_types(ctx, fo.Segmentation, fo.Detections) if f != field]
+            if not mask_fields:
+                inputs.view("no_masks", types.Warning(label="This dataset has no other Segmentation or Detections "
+                                                            "field to take exemplar masks from"))
+            inputs.enum("mask_field", mask_fields, required=True, label="Field with the exemplar masks",
+                        view=forms.choice_view({f: f for f in mask_fields}))
+            inputs.str("mask_class", label="The class's name or pixel value there (optional)",
+                       description="When it differs from the class name, e.g. 'dog' or 255")
+            if ctx.selected:
+                inputs.bool("mask_selected_only", default=True, label="Only the %d selected samples' masks"
+                            % len(ctx.selected))
         inputs.str("negative_tag", label="Label tag of negative exemplars (optional)",
                    description="Proposals with this tag are look-alikes that must not be labelled")
         inputs.float("threshold", default=0.85, min=-1.0, max=1.0, label="Similarity threshold",
@@ -121,6 +144,9 @@ class AnnotateByExamples(forms.ActionOperator):
             spec["tag"] = p.get("exemplar_tag")
         elif source == "clusters":
             spec["clusters"] = _numbers(p.get("exemplar_clusters"))
+        elif source == "masks":
+            spec.update(mask_field=p.get("mask_field"), mask_class=p.get("mask_class") or None,
+                        mask_samples=list(ctx.selected or ()) if p.get("mask_selected_only", True) else ())
         else:
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
         threshold = p.get("threshold")
@@ -133,8 +159,9 @@ class AnnotateByExamples(forms.ActionOperator):
     def __call__(self, sample_collection, class_name, exemplar_ids=None, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).
 
-        Parameters are the form's (``proposals_field``, ``exemplar_source`` with ``exemplar_tag`` or
-        ``exemplar_clusters``, ``negative_tag``, ``threshold``, ``out_field``, ``num_shards``, ...).
+        Parameters are the form's (``proposals_field``, ``exemplar_source`` with ``exemplar_tag``,
+        ``exemplar_clusters`` or ``mask_field`` and ``mask_class``, ``negative_tag``, ``threshold``,
+        ``out_field``, ``num_shards``, ...).
 
         Example usage::
 

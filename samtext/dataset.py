@@ -58,6 +58,16 @@ def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
         dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
 
 
+def declare_attributes(dataset: fo.Dataset, names: Iterable[str]) -> None:
+    """Adds the attributes written on the labels of ``names`` (``confidence`` is declared already; a proposal's
+    ``predicted_iou``, ``cluster``, ...) to the dataset's schema, so that the App's sidebar filters them and the
+    Embeddings panel colours by them. Bookkeeping: a failure is logged, not raised."""
+    try:
+        dataset.add_dynamic_sample_fields(fields=list(names))
+    except Exception:
+        logger.exception("samtext: could not declare the label attributes of %s", list(names))
+
+
 def has_labels(dataset: fo.Dataset, name: str) -> bool:
     """Whether any sample of the *dataset* (not of some view) has ``name`` set."""
     return dataset.has_field(name) and len(dataset.exists(name).limit(1)) > 0

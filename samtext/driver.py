@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
 
 import fiftyone as fo
 
@@ -369,6 +369,8 @@ def iter_run(
         raise
     finally:
         summary.seconds = time.time() - start
+        if summary.labelled:
+            sds.declare_attributes(dataset, fields.names())
         try:
             entry = "runs." + run_id
             sds.update_run(dataset, key, **{entry + ".finished": _now(), entry + ".status": summary.status,

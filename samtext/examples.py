@@ -4,7 +4,7 @@ Example::
 
     samtext.compute_mask_proposals(dataset, out_field="proposals")
     samtext.compute_proposal_map(dataset, field="proposals")          # clusters + the Embeddings panel map
-    # pick exemplars: label ids (a lasso or a selection in the App), a label tag, or whole clusters
+    # pick exemplars: label ids (a lasso or a selection in the App), a label tag, whole clusters, or masks
     summary = samtext.annotate_by_examples(
         dataset,
         {"car": samtext.Exemplars(label_ids=[...], negative_ids=[...]), "wheel": samtext.Exemplars(clusters=[3])},
@@ -13,7 +13,8 @@ Example::
 
 Each target's stored proposals (and their stored embeddings) are scored against each class's exemplars; the
 matched ones are written as a multi-class ``fo.Segmentation`` (``mask_targets`` ``{1: "car", 2: "wheel"}``) and
-as ``fo.Detections`` instances. No model runs and no image is read: the work was done by the proposals run.
+as ``fo.Detections`` instances. No model runs on the targets and no target image is read: the work was done by
+the proposals run (exemplars given as masks are embedded once, as the proposals were).
 The run itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
 """
 
@@ -32,6 +33,7 @@ from .images import InputError
 from .pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImageProposals
 from .proposals import ACTION as PROPOSALS_ACTION
 from .proposals import DEFAULT_FIELD
+from .exemplar_masks import mask_exemplar_vectors, proposals_embedder
 from .store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
@@ -42,21 +44,34 @@ ACTION = "annotate_by_examples"
 @dataclass
 class Exemplars:
     """The exemplars of one class: proposals (labels of the proposals field) given by id, by label tag or by
-    cluster, and negatives (look-alikes not to label) the same ways.
+    cluster, or masks in another field; and negatives (look-alikes not to label) the same ways.
 
     Attributes:
         label_ids: ids of proposals that show the class (e.g. ``ctx.selected_labels`` or a lasso's ids).
         tag: proposals carrying this label tag show the class.
         clusters: every proposal of these clusters (from :func:`samtext.compute_proposal_map`) shows it.
-        negative_ids, negative_tag, negative_clusters: the same, for look-alikes not to label.
+        mask_field: a ``fo.Segmentation`` or ``fo.Detections`` field whose masks of the class (its pixels in a
+            segmentation, split into connected instances; its detections so labelled) are exemplars, embedded
+            as the proposals were (see :mod:`samtext.exemplar_masks`).
+        mask_samples: the ids of the samples whose ``mask_field`` to use (default: every sample where it is set).
+        mask_class: the class's name in ``mask_field`` (a label, a mask-targets name, or a pixel value), when it
+            is not the class's own name.
+        negative_ids, negative_tag, negative_clusters, negative_mask_field, negative_mask_samples,
+        negative_mask_class: the same, for look-alikes not to label.
     """
 
     label_ids: Sequence[str] = ()
     tag: Optional[str] = None
     clusters: Sequence[int] = ()
+    mask_field: Optional[str] = None
+    mask_samples: Sequence[str] = ()
+    mask_class: Optional[Union[str, int]] = None
     negative_ids: Sequence[str] = ()
     negative_tag: Optional[str] = None
     negative_clusters: Sequence[int] = field(default_factory=tuple)
+    negative_mask_field: Optional[str] = None
+    negative_mask_samples: Sequence[str] = ()
+    negative_mask_class: Optional[Union[str, int]] = None
 
     @classmethod
     def of(cls, value) -> "Exemplars":
@@ -121,15 +136,14 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
     return list(dict.fromkeys(out))
 
 
-def _proposals_store(dataset: fo.Dataset, field: str) -> EmbeddingStore:
+def _proposals_record(dataset: fo.Dataset, field: str) -> dict:
     record = sds.read_run(dataset, sds.run_key_for(field))
     if not record or record.get("action") != PROPOSALS_ACTION:
         raise ValueError("field %r holds no proposals of samtext.compute_mask_proposals; run it first" % field)
-    root = (record.get("learnt") or {}).get("embeddings_dir")
-    if not root:
+    if not (record.get("learnt") or {}).get("embeddings_dir"):
         raise ValueError("the proposals in %r were computed without embeddings (embedder=None); recompute them "
                          "with an embedder" % field)
-    return EmbeddingStore(root)
+    return record
 
 
 def _vectors(store: EmbeddingStore, ids: List[str], field: str, what: str) -> np.ndarray:
@@ -140,14 +154,34 @@ def _vectors(store: EmbeddingStore, ids: List[str], field: str, what: str) -> np
     return vectors
 
 
-def _class_examples(dataset, field, name, spec: Exemplars, store) -> ExampleClass:
-    pos = _proposal_ids(dataset, field, spec.label_ids, spec.tag, spec.clusters, what="exemplar of %r" % name)
-    if not pos:
-        raise ValueError("class %r has no exemplars: give label ids, a label tag or clusters" % name)
-    neg = _proposal_ids(dataset, field, spec.negative_ids, spec.negative_tag, spec.negative_clusters,
-                        what="negative exemplar of %r" % name)
-    negatives = _vectors(store, neg, field, "negative exemplar") if neg else None
-    return ExampleClass(name, _vectors(store, pos, field, "exemplar"), negatives)
+def _exemplar_vectors(dataset, field, name, store, ids, tag, clusters, mask_field, mask_samples, mask_class,
+                      masks_embedder, what) -> Optional[np.ndarray]:
+    """The vectors of one class's exemplars (or negatives) given every way, or None when none is given."""
+    parts = []
+    chosen = _proposal_ids(dataset, field, ids, tag, clusters, what="%s of %r" % (what, name))
+    if chosen:
+        parts.append(_vectors(store, chosen, field, what))
+    if mask_field:
+        if mask_field == field:
+            raise ValueError("mask_field %r is the proposals field: give its proposals as label ids, a tag or "
+                             "clusters" % mask_field)
+        embed, min_area = masks_embedder()
+        parts.append(mask_exemplar_vectors(dataset, mask_field, name, embed, mask_samples, mask_class, min_area,
+                                           what=what))
+    elif mask_samples:
+        raise ValueError("%s mask samples of %r are given without a mask field" % (what, name))
+    return np.concatenate(parts) if parts else None
+
+
+def _class_examples(dataset, field, name, spec: Exemplars, store, masks_embedder) -> ExampleClass:
+    pos = _exemplar_vectors(dataset, field, name, store, spec.label_ids, spec.tag, spec.clusters, spec.mask_field,
+                            spec.mask_samples, spec.mask_class, masks_embedder, "exemplar")
+    if pos is None:
+        raise ValueError("class %r has no exemplars: give label ids, a label tag, clusters or a mask field" % name)
+    neg = _exemplar_vectors(dataset, field, name, store, spec.negative_ids, spec.negative_tag,
+                            spec.negative_clusters, spec.negative_mask_field, spec.negative_mask_samples,
+                            spec.negative_mask_class, masks_embedder, "negative exemplar")
+    return ExampleClass(name, pos, neg)
 
 
 class ProposalReader:
@@ -211,9 +245,15 @@ def examples_action(
     threshold: float = 0.85,
     scoring: str = "max",
     top_k: Optional[int] = None,
+    sam_checkpoint: Optional[str] = None,
+    clip_checkpoint: Optional[str] = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> driver.Action:
-    """Checks every argument and reads the exemplars' embeddings; returns the :class:`samtext.driver.Action` for
-    ``samples`` (default: the dataset). Raises ValueError naming the problem; creates nothing."""
+    """Checks every argument and reads (or, for mask exemplars, computes) the exemplars' embeddings; returns the
+    :class:`samtext.driver.Action` for ``samples`` (default: the dataset). Raises ValueError naming the
+    problem; creates nothing. The model options serve mask exemplars only, which are embedded as the proposals
+    were."""
     samples = dataset if samples is None else samples
     if not isinstance(examples, dict) or not examples:
         raise ValueError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
@@ -230,9 +270,20 @@ def examples_action(
     if not dataset.has_field(proposals_field):
         raise ValueError("dataset %r has no field %r: run samtext.compute_mask_proposals first"
                          % (dataset.name, proposals_field))
-    store = _proposals_store(dataset, proposals_field)
+    record = _proposals_record(dataset, proposals_field)
+    store = EmbeddingStore(record["learnt"]["embeddings_dir"])
     specs = {name: Exemplars.of(value) for name, value in zip(names, examples.values())}
-    classes = [_class_examples(dataset, proposals_field, name, spec, store) for name, spec in specs.items()]
+    built = {}
+
+    def masks_embedder():
+        if "embed" not in built:
+            proposal_settings = record.get("settings") or {}
+            built["embed"] = (proposals_embedder(proposal_settings, sam_checkpoint, clip_checkpoint, device,
+                                                 precision), int(proposal_settings.get("min_area", 100)))
+        return built["embed"]
+
+    classes = [_class_examples(dataset, proposals_field, name, spec, store, masks_embedder)
+               for name, spec in specs.items()]
     matcher = ExampleMatcher(classes, threshold=threshold, scoring=scoring, top_k=top_k)
     sample_ids = samples.values("id")
     settings = dict(proposals_field=proposals_field, threshold=float(threshold), scoring=scoring, top_k=top_k,
@@ -288,12 +339,15 @@ def annotate_by_examples(
 
     Arguments:
         samples: a dataset or view whose samples have proposals (:func:`samtext.compute_mask_proposals`).
-        examples: ``{class name: exemplars}``; the exemplars an :class:`Exemplars`, a dict of its fields, or a
-            list of proposal label ids. Several classes give a multi-class mask.
+        examples: ``{class name: exemplars}``; the exemplars an :class:`Exemplars` (proposals by id, tag or
+            cluster, or masks in another field), a dict of its fields, or a list of proposal label ids. Several
+            classes give a multi-class mask.
         progress: True for a progress bar, or a callable ``(done, total)``.
         **kwargs: ``proposals_field`` ("samtext_proposals"), ``threshold`` (0.85: the least cosine similarity
             to the exemplars), ``scoring`` ("max": the best exemplar; "prototype": their mean), ``top_k`` (the
-            most objects per class and image), ``out_field`` ("samtext_examples"), and the run options
+            most objects per class and image), ``out_field`` ("samtext_examples"), for mask exemplars the
+            proposals' weights files if they were given as files (``sam_checkpoint``, ``clip_checkpoint``) and
+            ``device``, ``precision``; and the run options
             ``overwrite``, ``save_instances``, ``mask_dir``, ``batch_size``, ``fail_fast``, ``shard`` (see
             :func:`samtext.annotate_by_reference`).
 

@@ -85,6 +85,7 @@ def compute_proposal_map(
     values = dict.fromkeys(stale)
     values.update(zip(ids, clusters.tolist()))
     dataset.set_label_values(path, values)
+    sds.declare_attributes(dataset, [field])  # the Embeddings panel colours only by declared attributes
     n_patches = samples.count(field + ".detections")
     mapped = samples if n_patches == len(ids) else samples.select_labels(ids=ids, fields=field)
     key = brain_key + "_new" if brain_key in dataset.list_brain_runs() else brain_key  # the old one stays until done

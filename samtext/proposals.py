@@ -58,7 +58,8 @@ def proposals_action(
     if not 0.0 <= float(crop_context) <= 1.0:
         raise ValueError("crop_context must be between 0 and 1 (a fraction of the box), got %r" % (crop_context,))
     check_model_options(sam_model, clip_model if embedder == "clip" else None, device, precision)
-    record = dict(vars(settings), sam_model=sam_model, embedder=embedder,
+    record = dict({k: v for k, v in vars(settings).items() if k != "points_per_batch"},  # speed, not results
+                  sam_model=sam_model, embedder=embedder,
                   sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None,
                   embeddings_dir=os.path.abspath(os.path.expanduser(embeddings_dir)) if embeddings_dir else None)
     if embedder == "clip":
@@ -151,7 +152,7 @@ def compute_mask_proposals(
             "sam": SAM's features under the mask, free; None: no embeddings), ``clip_model``,
             ``clip_pretrained``, ``clip_checkpoint``, ``crop_context`` (0.1 of the box around each crop),
             ``embeddings_dir`` (default ``~/.samtext/embeddings/<dataset>/<field>``); the proposal knobs
-            ``points_per_side`` (None: 16 on CPU, 32 on CUDA), ``points_per_batch`` (None: 4 on CPU, 64 on
+            ``points_per_side`` (None: 16 on CPU, 32 on CUDA), ``points_per_batch`` (None: 2 on CPU, 64 on
             CUDA), ``pred_iou_thresh`` (0.88), ``stability_score_thresh`` (0.95), ``stability_score_offset``
             (1.0), ``box_nms_thresh`` (0.7), ``min_area`` (100 px), ``max_proposals`` (200 per image; None:
             all); and the run options ``overwrite``, ``mask_dir`` (instance masks as PNG files there, absolute

@@ -131,6 +131,30 @@ def chromium_page(width=1400, height=900):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def app_session(ds, log_dir):
+    """The App server and a headless Chromium page for the persistent dataset ``ds`` (the server is another
+    process, so the dataset must be persistent); ``ds`` is deleted at the end. Yields ``(server, page)``."""
+    import fiftyone as fo
+
+    server = AppServer(log_dir)
+    try:
+        server.start()
+        with chromium_page() as page:
+            yield server, page
+    finally:
+        server.stop()
+        if fo.dataset_exists(ds.name):
+            fo.delete_dataset(ds.name)
+
+
+def expect():
+    """Playwright's ``expect`` (imported late: the package is only needed by the browser tests)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
 def _xpath_literal(text):
     assert '"' not in text, text
     return '"%s"' % text

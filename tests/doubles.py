@@ -258,7 +258,9 @@ class FakeSegmenter:
         mask_logits: Optional[torch.Tensor] = None,
         multimask: bool = False,
         full_size: bool = True,
+        min_score: Optional[float] = None,
     ) -> Prediction:
+        """``min_score`` is recorded and otherwise ignored: drawing every mask is a valid answer."""
         call = dict(
             point_coords=None if point_coords is None else np.array(point_coords, dtype=np.float32),
             point_labels=None if point_labels is None else np.array(point_labels),
@@ -266,6 +268,7 @@ class FakeSegmenter:
             mask_logits=None if mask_logits is None else mask_logits.clone(),
             multimask=multimask,
             full_size=full_size,
+            min_score=min_score,
         )
         self.predict_calls.append(call)
         h, w = embedding.original_size
@@ -314,9 +317,10 @@ class FakeSegmenter:
     def low_res_masks(self, embedding, low_res_logits: torch.Tensor) -> torch.Tensor:
         return low_res_logits > 0
 
-    def input_frame_logits(self, embedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+    def input_frame_areas(self, embedding, low_res_logits: torch.Tensor, thresholds) -> torch.Tensor:
         h, w = embedding.input_size
-        return low_res_logits[:, :h, :w]  # LOW_RES = 1: the low-res frame is the image
+        frame = low_res_logits[:, :h, :w]  # LOW_RES = 1: the low-res frame is the image
+        return torch.stack([(frame > t).flatten(1).sum(1) for t in thresholds], dim=1)
 
     def low_res_to_grid(self, embedding, masks: torch.Tensor) -> torch.Tensor:
         gh, gw = self.valid_grid(embedding)
@@ -339,7 +343,7 @@ class ScriptedSegmenter(FakeSegmenter):
         self.script = script
 
     def predict(self, embedding, point_coords=None, point_labels=None, boxes=None, mask_logits=None,
-                multimask=False, full_size=True):
+                multimask=False, full_size=True, min_score=None):
         self.predict_calls.append(dict(point_coords=np.array(point_coords, dtype=np.float32),
                                        point_labels=np.array(point_labels), multimask=multimask))
         n = len(point_coords)

@@ -192,7 +192,8 @@ def _red_ids(ds, truth):
     return sorted([_proposal_id(ds, truth, 0, RED), _proposal_id(ds, truth, 1, RED, 1)])
 
 
-@pytest.mark.parametrize("how", ["patches view lasso", "samples view lasso", "extended selection", "selected labels"])
+@pytest.mark.parametrize("how", ["patches view lasso", "samples view lasso", "extended selection", "selected labels",
+                                 "patches selected in the grid"])
 def test_operator_takes_the_app_selection_as_exemplars(scenes, how):
     import fiftyone.core.stages as fos
     import fiftyone.operators as foo
@@ -208,6 +209,8 @@ def test_operator_takes_the_app_selection_as_exemplars(scenes, how):
         ctx.update(dataset=ds, extended=_extended(fos.MatchLabels(fields=["props"], ids=picked)))
     elif how == "extended selection":
         ctx.update(dataset=ds, extended_selection=picked)
+    elif how == "patches selected in the grid":  # a patch's id is its label's id
+        ctx.update(view=ds.to_patches("props"), selected=picked)
     else:
         sample_ids = ds.select_labels(ids=picked, fields="props").values("id")
         ctx.update(dataset=ds, selected_labels=[
@@ -273,3 +276,162 @@ def test_a_view_that_hides_the_fields_labels_the_same_and_skips_what_is_done(sce
     again = samtext.annotate_by_examples(ds.exclude_fields("hid"), {"red": [red]}, proposals_field="props",
                                          out_field="hid")
     assert again.labelled == 0 and again.skipped_existing == len(SCENES)
+
+
+# ------------------------------------------------------------------------------ exemplars given as masks
+
+
+@pytest.fixture
+def double_embedder(monkeypatch):
+    """Mask exemplars embedded by the proposals' own double: ``samtext.models.load_sam("tiny")``, which the
+    proposals record names, gives the region double (the embedder itself is rebuilt by samtext's code)."""
+    import samtext.models
+
+    double = FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1)
+    monkeypatch.setattr(samtext.models, "load_sam", lambda name, *a, **k: double if name == "tiny" else None)
+    return double
+
+
+def _add_drawn_sample(ds, tmp_path, objects, field, values, targets):
+    """A new sample (no proposals) whose ``field`` is a Segmentation of its objects with the given values."""
+    import fiftyone as fo
+
+    img, masks = draw_objects(objects)
+    path = os.path.join(str(tmp_path), "drawn_%s.png" % field)
+    Image.fromarray(img).save(path)
+    drawn = np.zeros(img.shape[:2], np.uint8)
+    for m, v in zip(masks, values):
+        drawn[m] = v
+    sample = ds[ds.add_sample(fo.Sample(filepath=path, **{field: fo.Segmentation(mask=drawn)}))]
+    ds.mask_targets = dict(ds.mask_targets, **{field: targets})
+    ds.save()
+    return sample
+
+
+def test_masks_drawn_in_another_field_are_exemplars(scenes, tmp_path, double_embedder):
+    """An unseen image with a hand-drawn segmentation labels every red and blue object of the scenes; the
+    drawn image has no proposals and is not a target."""
+    import samtext
+
+    ds, truth = scenes
+    _add_drawn_sample(ds, tmp_path, [("disc", RED, 50, 60), ("rect", BLUE, 110, 130)], "drawn", [1, 2],
+                      {1: "red", 2: "blue"})
+    summary = samtext.annotate_by_examples(
+        ds, {"red": samtext.Exemplars(mask_field="drawn"), "blue": samtext.Exemplars(mask_field="drawn")},
+        proposals_field="props", out_field="from_drawn")
+    assert summary.targets == len(SCENES) and summary.failed == 0
+    assert ds.mask_targets["from_drawn"] == {1: "red", 2: "blue"}
+    assert all(_labelled(ds, truth, "from_drawn", {RED: 1, BLUE: 2}))
+    assert double_embedder.embed_calls == 2  # the drawn image, once per class
+    learnt = ds.get_run_info("samtext_from_drawn").config.learnt["exemplars"]
+    assert learnt == {"red": {"positives": 1, "negatives": 0}, "blue": {"positives": 1, "negatives": 0}}
+
+
+def test_approved_detections_feed_the_next_run(scenes, double_embedder):
+    """The review loop: labels approved into a Detections field (here: one red object of scene 1, as a
+    reviewer keeps it) are the exemplars of the next run; a pixel value names a class of an unnamed mask."""
+    import fiftyone as fo
+    import samtext
+
+    ds, truth = scenes
+    sample = ds.skip(1).first()
+    red_mask = [m for c, m in truth[1] if c == RED][1]
+    sample["approved"] = fo.Detections(detections=[fo.Detection.from_mask(red_mask, label="red")])
+    sample.save()
+    samtext.annotate_by_examples(ds, {"red": samtext.Exemplars(mask_field="approved", mask_samples=[sample.id])},
+                                 proposals_field="props", out_field="next_run")
+    assert all(_labelled(ds, truth, "next_run", {RED: 1}))
+    # a segmentation without mask targets: the class is a pixel value
+    unnamed = ds.skip(2).first()
+    blue = [m for c, m in truth[2] if c == BLUE][0]
+    unnamed["painted"] = fo.Segmentation(mask=(blue * 255).astype(np.uint8))
+    unnamed.save()
+    samtext.annotate_by_examples(ds, {"blue": samtext.Exemplars(mask_field="painted", mask_class=255)},
+                                 proposals_field="props", out_field="painted_run")
+    assert all(_labelled(ds, truth, "painted_run", {BLUE: 1}))
+
+
+def test_bad_mask_exemplars_are_refused(scenes, tmp_path, double_embedder):
+    import fiftyone as fo
+    import samtext
+
+    ds, truth = scenes
+    first = ds.first()
+    first["kind"] = fo.Classification(label="red")
+    first["approved"] = fo.Detections(detections=[fo.Detection(label="red", bounding_box=[0.1, 0.1, 0.2, 0.2])])
+    first["unnamed"] = fo.Segmentation(mask=np.zeros((160, 192), np.uint8))
+    first.save()
+    cases = [
+        (dict(mask_field="nowhere"), "not a field"),
+        (dict(mask_field="kind"), "holds Classification"),
+        (dict(mask_field="props"), "is the proposals field"),
+        (dict(mask_field="approved"), "no detection labelled 'red' with a mask"),
+        (dict(mask_field="unnamed"), "not in the mask targets"),
+        (dict(mask_field="unnamed", mask_class=3), "no exemplar of 3 found"),
+        (dict(mask_samples=[first.id]), "without a mask field"),
+        (dict(mask_field="approved", mask_samples=["0123456789ab0123456789ab"]), "no sample with this ID"),
+    ]
+    for spec, match in cases:
+        with pytest.raises(ValueError, match=match):
+            samtext.annotate_by_examples(ds, {"red": samtext.Exemplars(**spec)}, proposals_field="props",
+                                         out_field="bad")
+    assert "bad" not in ds.get_field_schema()
+
+
+def test_mask_exemplars_use_the_weights_the_proposals_used():
+    from samtext.exemplar_masks import proposals_embedder
+
+    with pytest.raises(ValueError, match="pass its path as clip_checkpoint"):
+        proposals_embedder(dict(embedder="clip", clip_model="tiny", clip_checkpoint="mine.pt"))
+    with pytest.raises(ValueError, match="not the weights file"):
+        proposals_embedder(dict(embedder="sam", sam_model="tiny", sam_checkpoint="a.pth"), sam_checkpoint="/x/b.pth")
+    with pytest.raises(ValueError, match="without embeddings"):
+        proposals_embedder(dict(embedder=None))
+
+
+def test_a_proposal_copied_into_a_mask_field_matches_as_its_label_id_does(db, tmp_path):
+    """With the real tiny SAM and CLIP: the embedder rebuilt from the proposals record (CLIP model, crop
+    context) gives a copied proposal's mask its stored vector, so both ways of giving it label the same."""
+    import fiftyone as fo
+    import samtext
+
+    from conftest import pets_stems, PETS
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=os.path.join(PETS, "images", s + ".jpg")) for s in pets_stems(n=3)])
+    samtext.compute_mask_proposals(ds, out_field="props", sam_model="tiny", embedder="clip", clip_model="tiny",
+                                   crop_context=0.2, points_per_side=4, pred_iou_thresh=0.0,
+                                   stability_score_thresh=0.0, min_area=50)
+    sample = ds.first()
+    det = sample["props"].detections[0]
+    size = (sample["props"].image_height, sample["props"].image_width)
+    sample["approved"] = fo.Detections(detections=[fo.Detection.from_mask(detection_mask(det, size),
+                                                                          label="thing")])
+    sample.save()
+    by_id = samtext.annotate_by_examples(ds, {"thing": [det.id]}, proposals_field="props", out_field="by_id",
+                                         threshold=0.99)
+    by_mask = samtext.annotate_by_examples(ds, {"thing": samtext.Exemplars(mask_field="approved")},
+                                           proposals_field="props", out_field="by_mask", threshold=0.99)
+    assert by_id.instances >= 1 and by_mask.instances == by_id.instances
+    for s in ds:
+        a, b = s["by_id"].get_mask(), s["by_mask"].get_mask()
+        assert (a == b).all()
+
+
+def test_operator_takes_masks_of_another_field(scenes, tmp_path, double_embedder):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    ds, truth = scenes
+    drawn = _add_drawn_sample(ds, tmp_path, [("disc", RED, 50, 60)], "drawn", [7], {7: "crimson"})
+    op = foo.get_operator(URI)
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[drawn.id],
+                                               params=dict(exemplar_source="masks", proposals_field="props")))
+    form = op.resolve_input(ctx).type
+    assert form.properties["mask_field"].type.values == ["drawn"]  # the proposals field is not offered
+    assert form.properties["mask_selected_only"].default is True
+    op(ds, "red", proposals_field="props", exemplar_source="masks", mask_field="drawn", mask_class="crimson",
+       out_field="op_drawn")
+    ds.reload()
+    assert all(_labelled(ds, truth, "op_drawn", {RED: 1}))
+    assert ds.get_run_info("samtext_op_drawn").config.settings["examples"]["red"]["mask_field"] == "drawn"

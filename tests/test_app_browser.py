@@ -49,35 +49,20 @@ def app(tmp_path_factory):
     """A persistent pets dataset (the App server is another process), the App server, and a browser page."""
     _app.require_chromium()
     _require_db()
-    import fiftyone as fo
-
     ds = make_pets_dataset(pets_stems(animal="cat", n=N_SAMPLES))
     ds.name = "samtext-browser-%s" % uuid.uuid4().hex[:8]
     ds.persistent = True
-    server = _app.AppServer(str(tmp_path_factory.mktemp("app")))
-    try:
-        server.start()
-        with _app.chromium_page() as page:
-            yield types.SimpleNamespace(
-                ds=ds, ids=ds.values("id"), stems=ds.values("stem"), server=server, page=page,
-                dataset_url="%s/datasets/%s" % (server.url, ds.name),
-            )
-    finally:
-        server.stop()
-        if fo.dataset_exists(ds.name):
-            fo.delete_dataset(ds.name)
-
-
-def _expect():
-    from playwright.sync_api import expect
-
-    return expect
+    with _app.app_session(ds, str(tmp_path_factory.mktemp("app"))) as (server, page):
+        yield types.SimpleNamespace(
+            ds=ds, ids=ds.values("id"), stems=ds.values("stem"), server=server, page=page,
+            dataset_url="%s/datasets/%s" % (server.url, ds.name),
+        )
 
 
 def open_dataset(app):
     page = app.page
     page.goto(app.dataset_url)
-    _expect()(page.locator('[data-cy="looker"]')).to_have_count(N_SAMPLES, timeout=60_000)
+    _app.expect()(page.locator('[data-cy="looker"]')).to_have_count(N_SAMPLES, timeout=60_000)
     return page
 
 
@@ -91,7 +76,7 @@ def set_field_shown(page, field, shown):
     box = page.locator('[data-cy="checkbox-%s"]' % field)
     if box.locator("input").is_checked() != shown:
         box.click()
-    _expect()(box.locator("input")).to_be_checked(checked=shown)
+    _app.expect()(box.locator("input")).to_be_checked(checked=shown)
 
 
 def fill_common(form, reference_id, out_field):
@@ -104,7 +89,7 @@ def fill_common(form, reference_id, out_field):
 
 def execute(page, form):
     """Clicks Execute and returns the params the App sent to the server."""
-    _expect()(form.execute_button).to_be_enabled()
+    _app.expect()(form.execute_button).to_be_enabled()
     with page.expect_request(lambda r: "/operators/execute" in r.url) as request:
         form.execute_button.click()
     return json.loads(request.value.post_data)["params"]
@@ -125,7 +110,7 @@ def check_masks(app, out_field, reference_id):
 
 def test_app_lists_the_operator_and_renders_its_form(app):
     page = open_dataset(app)
-    expect = _expect()
+    expect = _app.expect()
     expect(grid_button(page)).to_be_visible()
     expect(grid_button(page, "compute_mask_proposals")).to_have_count(1)
 
@@ -170,7 +155,7 @@ def test_app_lists_the_operator_and_renders_its_form(app):
 
 def test_run_from_the_app_writes_masks_that_the_app_shows(app, screenshots):
     page = open_dataset(app)
-    expect = _expect()
+    expect = _app.expect()
     reference_id, out_field = app.ids[0], "samtext_browser"
 
     grid_button(page).click()
@@ -229,7 +214,7 @@ def test_run_from_the_app_writes_masks_that_the_app_shows(app, screenshots):
 
 def test_run_from_the_app_with_an_uploaded_mask(app):
     page = open_dataset(app)
-    expect = _expect()
+    expect = _app.expect()
     reference_id, stem, out_field = app.ids[1], app.stems[1], "samtext_browser_upload"
     mask_path = os.path.join(PETS, "masks", stem + ".png")
 
@@ -256,7 +241,7 @@ def test_run_from_the_app_with_an_uploaded_mask(app):
 
 def test_a_failed_run_shows_its_error_in_the_app(app):
     page = open_dataset(app)
-    expect = _expect()
+    expect = _app.expect()
     out_field = "samtext_browser_broken"
 
     form = _app.open_operator_from_browser(page, OPERATOR_LABEL, "reference mask")

@@ -97,7 +97,7 @@ def test_bad_knobs_are_refused(knob, value):
 def test_grid_default_depends_on_the_device():
     assert ProposalSettings().grid_side("cpu") == 16 and ProposalSettings().grid_side("cuda") == 32
     assert ProposalSettings(points_per_side=8).grid_side("cuda") == 8
-    assert ProposalSettings().batch_size("cpu") == 4 and ProposalSettings().batch_size("cuda") == 64
+    assert ProposalSettings().batch_size("cpu") == 2 and ProposalSettings().batch_size("cuda") == 64
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,16 @@ the original image, masks are ``(H, W)`` arrays of the original image. The adapt
 conversion to SAM's resized-and-padded input frame, so pipelines never see SAM's 1024-px frame.
 """
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .precision import autocast
+from .sam_decoder import PromptBatchDecoder, SharedImageTokens
+from .upsampled_area import upsampled_areas
 
 
 @dataclass
@@ -24,11 +26,13 @@ class ImageEmbedding:
         original_size: ``(H, W)`` of the image that was encoded.
         input_size: ``(h_in, w_in)`` of the image after resizing its longest side to the encoder's input
             size, before padding to a square.
+        shared_tokens: the decoder's prompt-independent image side, filled by the first ``predict``.
     """
 
     features: torch.Tensor
     original_size: Tuple[int, int]
     input_size: Tuple[int, int]
+    shared_tokens: Optional[SharedImageTokens] = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class SamSegmenter:
         self.name = name
         self.image_size = sam.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
+        self.decoder = PromptBatchDecoder.for_model(sam)  # None: SAM's own decoder module for every prompt
 
     @property
     def feature_stride(self) -> int:
@@ -105,6 +110,7 @@ class SamSegmenter:
         mask_logits: Optional[torch.Tensor] = None,
         multimask: bool = False,
         full_size: bool = True,
+        min_score: Optional[float] = None,
     ) -> Prediction:
         """Decodes masks for N prompts on one embedded image, in one batch.
 
@@ -116,6 +122,12 @@ class SamSegmenter:
             multimask: return SAM's 3 masks per prompt (use for single ambiguous points only).
             full_size: also build the ``(N, M, H, W)`` masks and logits at the original size. Turn it off
                 when decoding many prompts and upscale only the masks that are kept (:meth:`upscale`).
+            min_score: when given, the masks of a prompt none of whose masks scores above it are not drawn
+                (their logits are all very negative: empty masks); their scores are still returned. For
+                callers that drop such masks anyway: it skips about half of the decoder's work for them.
+
+        Prompts without ``mask_logits`` share the image-side work of the decoder across prompts and images'
+        calls (:mod:`samtext.models.sam_decoder`); results equal SAM's decoder module up to rounding.
         """
         sam = self.sam
         points = None
@@ -131,13 +143,18 @@ class SamSegmenter:
         if mask_logits is not None:
             mask_logits = mask_logits.to(self.device)
         sparse, dense = sam.prompt_encoder(points=points, boxes=box_t, masks=mask_logits)
-        low_res, iou = sam.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+        if self.decoder is not None and mask_logits is None:
+            if embedding.shared_tokens is None:
+                embedding.shared_tokens = self.decoder.share(embedding.features, sam.prompt_encoder.get_dense_pe())
+            low_res, iou = self.decoder(embedding.shared_tokens, sparse, multimask, min_iou=min_score)
+        else:
+            low_res, iou = sam.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
         pred = Prediction(scores=iou.float().cpu().numpy(), low_res_logits=low_res.float())
         if full_size:
             logits = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size).float()
@@ -158,14 +175,13 @@ class SamSegmenter:
         return out
 
     @torch.no_grad()
-    def input_frame_logits(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
-        """``(N, h_m, w_m)`` low-res logits -> ``(N, h_in, w_in)`` logits in SAM's input frame (the image resized
-        to the encoder's size, padding cut off): the first half of SAM's ``postprocess_masks``, without the
-        resize to the original size."""
-        up = F.interpolate(low_res_logits[:, None].to(self.device), (self.image_size, self.image_size),
-                           mode="bilinear", align_corners=False)
-        h_in, w_in = embedding.input_size
-        return up[:, 0, :h_in, :w_in]
+    def input_frame_areas(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor,
+                          thresholds: Sequence[float]) -> torch.Tensor:
+        """``(N, h_m, w_m)`` low-res logits -> ``(N, T)`` pixel counts, in SAM's input frame (the image resized to
+        the encoder's size, padding cut off), of the upsampled logits above each of the T ``thresholds``: what
+        ``postprocess_masks`` would give before its last resize, without building the upsampled logits."""
+        factor = self.image_size // self.mask_input_size[0]
+        return upsampled_areas(low_res_logits.to(self.device), factor, embedding.input_size, thresholds)
 
     def low_res_masks(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
         """``(N, h_m, w_m)`` low-res logits -> ``(N, h_v, w_v)`` bool masks of the part of the low-res frame

@@ -96,7 +96,7 @@ def _shares_more(mask_a: np.ndarray, box_a, mask_b: np.ndarray, box_b, pixels: f
     x1, y1 = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
     if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) <= pixels:
         return False
-    return int((mask_a[y0:y1, x0:x1] & mask_b[y0:y1, x0:x1]).sum()) > pixels
+    return np.count_nonzero(mask_a[y0:y1, x0:x1] & mask_b[y0:y1, x0:x1]) > pixels  # (count_nonzero: 10x sum)
 
 
 class ExampleMatcher:
@@ -167,9 +167,9 @@ class ExampleMatcher:
             name = self.classes[best_class[i]].name
             mask, box = proposals.masks[i], proposals.box(i)
             x0, y0, x1, y1 = box
-            area = int(mask[y0:y1, x0:x1].sum())
+            area = np.count_nonzero(mask[y0:y1, x0:x1])
             mine = [k for k, inst in enumerate(kept) if inst.label == name]
-            if area == 0 or (mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]).sum() > self.overlap * area:
+            if area == 0 or np.count_nonzero(mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]) > self.overlap * area:
                 continue  # empty, or a part of (or the same as) an object of this class already kept
             parts = [k for k in mine if best[i] >= kept[k].scores["similarity"] - self.margin
                      and _shares_more(kept[k].mask, boxes[k], mask, box, self.overlap * areas[k])]

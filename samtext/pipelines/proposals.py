@@ -1,16 +1,18 @@
 """SAM's automatic mask proposals from one image embedding, decoded at low resolution.
 
 What ``segment_anything.SamAutomaticMaskGenerator`` does without crops (a grid of single-point prompts, SAM's
-three masks for each, filters on SAM's predicted IoU and on stability, box NMS), with two differences that
+three masks for each, filters on SAM's predicted IoU and on stability, box NMS), with differences that
 matter when hundreds of prompts are decoded per image:
 
 - the image is encoded once, by the caller's :class:`samtext.models.SamSegmenter` (``set_image`` would encode
   it again);
+- the decoder shares its image-side work across prompts (:mod:`samtext.models.sam_decoder`) and draws no mask
+  for a prompt none of whose masks passes the predicted-IoU filter;
 - every prompt stays in SAM's low-resolution mask frame (256x256 for real SAM) through the filters and the NMS;
   only the proposals that survive are upscaled to the image's size. The stability score is computed as the
-  generator does, on the logits upsampled to SAM's input frame, but a chunk of masks at a time and without the
-  last resize to the image; the NMS compares boxes in the low-resolution frame (resizing keeps the aspect
-  ratio, so box IoU is unchanged up to rounding).
+  generator does, on the logits upsampled to SAM's input frame (without the last resize to the image), but
+  counted without building the upsampled logits (:mod:`samtext.models.upsampled_area`); the NMS compares boxes
+  in the low-resolution frame (resizing keeps the aspect ratio, so box IoU is unchanged up to rounding).
 
 Nothing here imports FiftyOne.
 """
@@ -34,9 +36,9 @@ class ProposalSettings:
     Attributes:
         points_per_side: the prompt grid is ``points_per_side x points_per_side`` points over the image
             (None: 32 on CUDA, 16 on CPU).
-        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA, 4 on CPU,
-            where SAM's decoder costs less per prompt in small batches: 0.07 s at 4, 0.10 s at 32, 0.17 s at 64
-            for ViT-B's decoder on this project's 2-core machine).
+        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA, 2 on CPU,
+            where the decoder costs less per prompt in small batches that stay in the cache: about 18 ms at 2,
+            23 ms at 4 and 33 ms at 16 for ViT-B's decoder on this project's 2-core machine).
         pred_iou_thresh: keep masks whose predicted IoU is above this (0: no filter, not even of negative ones).
         stability_score_thresh: keep masks whose stability score is at least this (0: no filter).
         stability_score_offset: the logit offset of the stability score.
@@ -79,7 +81,7 @@ class ProposalSettings:
     def batch_size(self, device) -> int:
         if self.points_per_batch is not None:
             return int(self.points_per_batch)
-        return 64 if torch.device(device).type == "cuda" else 4
+        return 64 if torch.device(device).type == "cuda" else 2
 
 
 def point_grid(side: int, size) -> np.ndarray:
@@ -116,8 +118,9 @@ class ProposalGenerator:
         """Low-res logits ``(K, h_m, w_m)``, predicted IoU ``(K,)`` and stability ``(K,)`` of the masks of
         ``points`` ``(B, 2)`` that pass the score filters (3 masks per point before filtering)."""
         seg, s = self.segmenter, self.settings
+        min_score = float(s.pred_iou_thresh) if s.pred_iou_thresh > 0 else None  # masks below are dropped here
         pred = seg.predict(embedding, points[:, None, :], np.ones((len(points), 1), dtype=np.int64),
-                           multimask=True, full_size=False)
+                           multimask=True, full_size=False, min_score=min_score)
         logits = pred.low_res_logits.flatten(0, 1)  # (B * 3, h_m, w_m)
         iou = torch.as_tensor(pred.scores, dtype=torch.float32).flatten()
         if s.pred_iou_thresh > 0:  # as SAM's generator: 0 keeps every mask, even one predicted below 0
@@ -129,19 +132,19 @@ class ProposalGenerator:
             logits, iou, stability = logits[keep], iou[keep], stability[keep]
         return logits, iou, stability
 
-    STABILITY_CHUNK = 32  # masks whose input-frame logits (up to 1024x1024 floats each) are held at once
+    STABILITY_CHUNK = 64  # masks whose low-res logits are scored at once
 
     def _stability(self, embedding, logits: torch.Tensor) -> torch.Tensor:
-        """``(K,)`` SAM's stability score of each low-res mask, computed as SAM's generator does it, on the
-        logits in SAM's input frame (upsampled from low resolution, chunk by chunk): the area above
-        ``+offset`` over the area above ``-offset`` (0 for an empty mask)."""
+        """``(K,)`` SAM's stability score of each low-res mask, as SAM's generator computes it on the logits
+        upsampled to SAM's input frame: the area above ``+offset`` over the area above ``-offset`` (0 for an
+        empty mask). The areas are counted without upsampling (``SamSegmenter.input_frame_areas``)."""
         offset = float(self.settings.stability_score_offset)
         out = []
         for start in range(0, len(logits), self.STABILITY_CHUNK):
-            frame = self.segmenter.input_frame_logits(embedding, logits[start:start + self.STABILITY_CHUNK])
-            inner = (frame > offset).flatten(1).sum(1).float()
-            outer = (frame > -offset).flatten(1).sum(1).float()
-            out.append(torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(outer)).cpu())
+            areas = self.segmenter.input_frame_areas(embedding, logits[start:start + self.STABILITY_CHUNK],
+                                                     (offset, -offset)).float().cpu()
+            inner, outer = areas[:, 0], areas[:, 1]
+            out.append(torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(outer)))
         return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
