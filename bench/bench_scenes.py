@@ -27,7 +27,7 @@ from common import RESULTS, ROOT, command_line, md_table, write_report
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from doubles import BLUE, CYAN, LOOKALIKE_FEATURES, ORANGE, RED, FakeClip, FakeSegmenter  # noqa: E402
-from scenes import evaluate, reference_scene  # noqa: E402
+from scenes import QUALITY_HEADER, quality_rows, reference_scene  # noqa: E402
 
 from samtext.pipelines.reference import ClipCheck, PriorMatcher, Reference, StitchMatcher  # noqa: E402
 
@@ -56,19 +56,12 @@ def main():
     lines = ["# One-shot on synthetic scenes (test doubles)", "", "Command: `%s`" % command_line(), "",
              " ".join(__doc__.split("\n\n")[1].split()), ""] + [
                  "- " + " ".join(item.split()).lstrip("- ") for item in __doc__.split("\n\n")[2].strip().split("\n- ")] + [""]
-    header = ["configuration", "instance recall", "precision", "absent -> empty", "present kept",
-              "points on object", "instances", "images"]
     for name, (target, lookalike, seed) in TARGETS.items():
         ref = Reference(*reference_scene(seed, target=target, lookalike=lookalike))
         seg = FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.35)
         clip = FakeClip({"cat": target})
-        rows = []
-        for label, build in configs(seg, clip, ref):
-            t = evaluate(build(), range(args.scenes), target, lookalike).row()
-            rows.append([label] + ["%.3f" % t[k] for k in ("recall", "precision", "absent_empty", "present_kept",
-                                                              "points_on_object")] + [t["instances"], t["images"]])
-            print(name, label, t, flush=True)
-        lines += ["## Target %s" % name, "", md_table(header, rows), ""]
+        rows = quality_rows(configs(seg, clip, ref), args.scenes, target, lookalike, name)
+        lines += ["## Target %s" % name, "", md_table(QUALITY_HEADER, rows), ""]
     lines += ["Wall time %.0f s." % (time.time() - start), ""]
     write_report(args.out, "\n".join(lines))
 

@@ -2,9 +2,10 @@
 
 from .annotate_by_examples import AnnotateByExamples
 from .annotate_by_reference import AnnotateByReferenceMask
+from .annotate_by_text import AnnotateByText
 from .compute_mask_proposals import ComputeMaskProposals
 
-OPERATORS = (AnnotateByReferenceMask, ComputeMaskProposals, AnnotateByExamples)
+OPERATORS = (AnnotateByReferenceMask, AnnotateByText, ComputeMaskProposals, AnnotateByExamples)
 
 
 def register(p):

@@ -5,6 +5,7 @@ The public SDK::
     import samtext
     summary = samtext.annotate_by_reference(view, "cat", reference=sample, reference_field="mask")
     summary = samtext.compute_mask_proposals(view, out_field="proposals")
+    summary = samtext.annotate_by_text(view, "car; pedestrian", out_field="street")
 
 FiftyOne is imported only when an SDK function that needs it is first used, so the model and pipeline
 layers (``samtext.models``, ``samtext.pipelines``) stay quick to import.
@@ -26,6 +27,10 @@ _LAZY = {
     "iter_annotate_by_examples": ("examples", "iter_annotate_by_examples"),
     "prepare_annotate_by_examples": ("examples", "prepare_annotate_by_examples"),
     "Exemplars": ("examples", "Exemplars"),
+    "annotate_by_text": ("text", "annotate_by_text"),
+    "iter_annotate_by_text": ("text", "iter_annotate_by_text"),
+    "prepare_annotate_by_text": ("text", "prepare_annotate_by_text"),
+    "parse_prompts": ("pipelines.text", "parse_prompts"),
     "RunSummary": ("driver", "RunSummary"),
     "RunStopped": ("driver", "RunStopped"),
     "run_with_progress": ("driver", "run_with_progress"),

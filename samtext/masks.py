@@ -50,12 +50,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
-    """The object alone, for CLIP: the mask's box grown by ``context`` of its size on each side, pixels
-    outside the mask set to ``fill``, padded with ``fill`` to a square (so that CLIP's centre crop keeps the
-    whole object). ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool and not empty."""
-    x1, y1, x2, y2 = grow_box(mask_to_box(mask), image.shape[:2], context)
-    crop = np.where(mask[y1:y2, x1:x2, None], image[y1:y2, x1:x2], np.asarray(fill, dtype=np.uint8))
+def pad_to_square(crop: np.ndarray, fill=NEUTRAL_FILL) -> np.ndarray:
+    """An ``(h, w, 3)`` uint8 crop centred on a ``fill`` square of side ``max(h, w)`` (so that CLIP's centre crop
+    keeps all of it)."""
     ch, cw = crop.shape[:2]
     side = max(ch, cw)
     out = np.empty((side, side, 3), dtype=np.uint8)
@@ -63,6 +60,21 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=
     top, left = (side - ch) // 2, (side - cw) // 2
     out[top : top + ch, left : left + cw] = crop
     return out
+
+
+def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
+    """The object alone, for CLIP: the mask's box grown by ``context`` of its size on each side, pixels
+    outside the mask set to ``fill``, padded with ``fill`` to a square (so that CLIP's centre crop keeps the
+    whole object). ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool and not empty."""
+    x1, y1, x2, y2 = grow_box(mask_to_box(mask), image.shape[:2], context)
+    crop = np.where(mask[y1:y2, x1:x2, None], image[y1:y2, x1:x2], np.asarray(fill, dtype=np.uint8))
+    return pad_to_square(crop, fill)
+
+
+def box_crop(image: np.ndarray, box, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
+    """A box region for CLIP: the ``XYXY`` box grown by ``context`` of its size on each side (clipped to the
+    image), padded with ``fill`` to a square."""
+    return pad_to_square(crop_with_context(image, np.asarray(box, dtype=np.float32), context), fill)
 
 
 def components(mask: np.ndarray, min_area: int = 1) -> List[np.ndarray]:

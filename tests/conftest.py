@@ -89,3 +89,23 @@ def make_pets_dataset(stems, gt_field="ground_truth"):
         samples.append(s)
     ds.add_samples(samples)
     return ds
+
+
+def make_scenes_dataset(scenes, folder):
+    """A non-persistent dataset of synthetic scenes (``[(kind, colour, y, x), ...]`` per image, drawn by
+    ``doubles.draw_objects`` and saved as PNGs in ``folder``), each sample with its index as ``scene``; returns it
+    and, per scene, ``[(colour, true mask), ...]``."""
+    import fiftyone as fo
+    from PIL import Image
+
+    from doubles import draw_objects
+
+    ds = fo.Dataset()
+    truth = []
+    for k, objects in enumerate(scenes):
+        img, masks = draw_objects(objects)
+        path = os.path.join(str(folder), "scene_%d.png" % k)
+        Image.fromarray(img).save(path)
+        ds.add_sample(fo.Sample(filepath=path, scene=k))
+        truth.append([(colour, m) for (_, colour, _, _), m in zip(objects, masks)])
+    return ds, truth

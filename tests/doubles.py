@@ -174,13 +174,19 @@ class FakeSegmenter:
     Refinement (``mask_logits`` given): the region is also cut to ``mask_logits > 0`` (grown by one pixel),
     so feeding back the wrong candidate's logits gives the wrong mask.
 
+    Boxes: the region is cut to the box grown by ``box_margin`` pixels; with ``box_regions``, a box also takes every
+    region of a colour other than the background that lies at least 80% inside it (SAM's answer to a box around
+    an object).
+
     Spies: ``embed_calls``, ``predict_calls`` (a dict of the arguments of each call).
     """
 
     feature_stride = STRIDE
 
-    def __init__(self, refine_empty: bool = False, features: Optional[np.ndarray] = None, noise: float = 0.0):
+    def __init__(self, refine_empty: bool = False, features: Optional[np.ndarray] = None, noise: float = 0.0,
+                 box_regions: bool = False, box_margin: int = 0):
         self.refine_empty = refine_empty
+        self.box_regions, self.box_margin = box_regions, box_margin
         self.features = np.eye(len(COLOURS), dtype=np.float32) if features is None else features
         self.noise = noise
         self.embed_calls = 0
@@ -226,19 +232,24 @@ class FakeSegmenter:
     def low_res_size(self, h: int, w: int):
         return -(-h // LOW_RES), -(-w // LOW_RES)
 
-    def _region(self, labels, coords, point_labels, box):
+    def _region(self, labels, coords, point_labels, box, image=None):
         h, w = labels.shape
         hit = lambda p: labels[min(int(p[1]), h - 1), min(int(p[0]), w - 1)]  # noqa: E731
         inside = [0 <= p[0] < w and 0 <= p[1] < h for p in coords]
         pos = {hit(p) for p, l, ok in zip(coords, point_labels, inside) if l == 1 and ok}
         neg = {hit(p) for p, l, ok in zip(coords, point_labels, inside) if l == 0 and ok}
-        mask = np.isin(labels, sorted(pos - neg))
         if box is not None:
-            x0, y0, x1, y1 = [int(round(float(v))) for v in box]
-            keep = np.zeros_like(mask)
+            m = self.box_margin
+            x0, y0, x1, y1 = [int(round(float(v))) + d for v, d in zip(box, (-m, -m, m, m))]
+            keep = np.zeros(labels.shape, bool)
             keep[max(0, y0) : y1, max(0, x0) : x1] = True
-            mask &= keep
-        return mask
+            if self.box_regions:
+                ids, total = np.unique(labels, return_counts=True)
+                inside = dict(zip(*np.unique(labels[keep], return_counts=True)))
+                bg = set(np.unique(labels[colour_ids(image) == COLOUR_INDEX[BACKGROUND]]))
+                pos |= {i for i, n in zip(ids, total) if i not in bg and inside.get(i, 0) >= 0.8 * n}
+            return np.isin(labels, sorted(pos - neg)) & keep
+        return np.isin(labels, sorted(pos - neg))
 
     def _upsample_low_res(self, logits: torch.Tensor, h: int, w: int) -> np.ndarray:
         m = (logits > 0).cpu().numpy().astype(bool)
@@ -284,7 +295,7 @@ class FakeSegmenter:
             coords = [] if point_coords is None else np.asarray(point_coords[i], dtype=np.float32)
             plabels = [] if point_labels is None else np.asarray(point_labels[i])
             box = None if boxes is None else boxes[i]
-            region = self._region(labels, coords, plabels, box)
+            region = self._region(labels, coords, plabels, box, embedding.image)
             if mask_logits is not None:
                 region &= self._upsample_low_res(mask_logits[i, 0], h, w)
                 if self.refine_empty:
@@ -389,3 +400,50 @@ class FakeClip:
             if original == colour:
                 p += self.lookalike * image_embeddings[:, COLOUR_INDEX[twin]]
         return p
+
+
+class TextClip(FakeClip):
+    """A CLIP double for text prompts. A text's embedding is the unit sum of the palette colours its words
+    name (``words``: word -> colours; "background" names the background colour; a text naming nothing points
+    at the neutral fill, which no crop counts); an image's embedding is its unit palette histogram (neutral fill
+    left out); ``logit_scale`` is softer than CLIP's 100. ``saliency_maps`` (Grad-CAM's stand-in) is, per pixel
+    of a crop, the cosine of its colour with the text, scaled to [0, 1] per crop as Grad-CAM is.
+
+    Spies (besides FakeClip's): ``texts`` (every text encoded), ``saliency_calls`` (crops per call).
+    """
+
+    def __init__(self, words: Dict[str, Sequence[tuple]], logit_scale: float = 20.0):
+        super().__init__()
+        # word -> {colour: weight}; a list of colours weighs each 1 (a dict gives look-alikes a part)
+        self.words = {k.lower(): dict(v) if isinstance(v, dict) else {tuple(c): 1.0 for c in v}
+                      for k, v in words.items()}
+        self.words.setdefault("background", {BACKGROUND: 1.0})
+        self.logit_scale = logit_scale
+        self.texts: List[str] = []
+        self.saliency_calls: List[int] = []
+
+    def encode_images(self, images, batch_size: int = 64) -> torch.Tensor:
+        return torch.nn.functional.normalize(super().encode_images(images, batch_size), dim=-1)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        self.texts += list(texts)
+        rows = []
+        for text in texts:
+            row = np.zeros(len(COLOURS), np.float32)
+            for word, colours in self.words.items():
+                if word in text.lower():
+                    for colour, weight in colours.items():
+                        row[COLOUR_INDEX[tuple(colour)]] = max(row[COLOUR_INDEX[tuple(colour)]], weight)
+            if not row.any():
+                row[COLOUR_INDEX[NEUTRAL]] = 1.0
+            rows.append(row / np.linalg.norm(row))
+        return torch.tensor(np.stack(rows))
+
+    def saliency_maps(self, crops, text_embeddings: torch.Tensor, targets) -> list:
+        self.saliency_calls.append(len(crops))
+        out = []
+        for crop, t in zip(crops, targets):
+            m = text_embeddings[t].numpy()[colour_ids(crop)].astype(np.float32)
+            m = np.maximum(m, 0)
+            out.append(m / m.max() if m.max() > 0 else m)
+        return out

@@ -189,3 +189,19 @@ def evaluate(matcher, seeds, target=RED, lookalike=ORANGE) -> Tally:
         scene = random_scene(seed, target, lookalike)
         tally.add(matcher(scene.image), scene.of(target))
     return tally
+
+
+QUALITY_HEADER = ["configuration", "instance recall", "precision", "absent -> empty", "present kept",
+                  "points on object", "instances", "images"]
+
+
+def quality_rows(configs, n_scenes: int, target=RED, lookalike=ORANGE, name: str = "") -> List[list]:
+    """One row of :data:`QUALITY_HEADER` per ``(label, build)`` of ``configs`` (``build()`` gives an
+    ``image -> MaskResult``), each evaluated on the same ``n_scenes`` random scenes; printed as it goes."""
+    rows = []
+    for label, build in configs:
+        t = evaluate(build(), range(n_scenes), target, lookalike).row()
+        rows.append([label] + ["%.3f" % t[k] for k in ("recall", "precision", "absent_empty", "present_kept",
+                                                          "points_on_object")] + [t["instances"], t["images"]])
+        print(name, label, t, flush=True)
+    return rows

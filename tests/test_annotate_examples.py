@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_scenes_dataset
 from samtext.dataset import detection_mask
 from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, draw_objects
 
@@ -24,16 +25,7 @@ SCENES = [  # (kind, colour, y, x) per image
 def scenes(db, tmp_path):
     """A dataset of the scenes with proposals in "props" (SAM-pooled embeddings of the double's features);
     returns it and, per sample, the true masks of its objects with their colours."""
-    import fiftyone as fo
-
-    ds = fo.Dataset()
-    truth = []
-    for k, objects in enumerate(SCENES):
-        img, masks = draw_objects(objects)
-        path = os.path.join(str(tmp_path), "scene_%d.png" % k)
-        Image.fromarray(img).save(path)
-        ds.add_sample(fo.Sample(filepath=path))
-        truth.append([(colour, m) for (_, colour, _, _), m in zip(objects, masks)])
+    ds, truth = make_scenes_dataset(SCENES, tmp_path)
     summary = _propose(ds)
     assert summary.labelled == len(SCENES) and summary.failed == 0
     return ds, truth

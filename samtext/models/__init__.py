@@ -18,6 +18,8 @@ from .weights import SAM_CHECKPOINTS, WeightsUnavailableError, resolve_sam_check
 logger = logging.getLogger(__name__)
 
 TINY = "tiny"
+TINY_RN = "tiny-rn"  # a tiny ResNet CLIP (Grad-CAM on a CNN tower)
+TINY_CLIPS = (TINY, TINY_RN)
 SAM_MODELS = ("vit_b", "vit_l", "vit_h", TINY)
 DEFAULT_SAM = "vit_b"
 DEFAULT_CLIP = "ViT-B-32"
@@ -89,7 +91,8 @@ def load_clip(
     """Builds (once per process) the open_clip model ``name`` as its weights expect.
 
     Arguments:
-        name: an open_clip model name ("ViT-B-32", "RN50", ...) or "tiny" (random-init, for tests).
+        name: an open_clip model name ("ViT-B-32", "RN50", ...), or "tiny" / "tiny-rn" (random-init ViT / ResNet
+            towers, for tests).
         pretrained: an open_clip weights tag such as "openai" (found in samtext's cache folder or downloaded
             by open_clip), a path to a weights file (its tag is recognised when its location or SHA-256
             tells it), or None for random weights (timing).
@@ -106,11 +109,11 @@ def load_clip(
 
 @functools.lru_cache(maxsize=4)
 def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
-    if name == TINY:
+    if name in TINY_CLIPS:
         from .tiny import build_tiny_clip
 
-        model, tokenizer = build_tiny_clip()
-        return ClipModel(model, tokenizer, device=device, precision=precision, name=TINY)
+        model, tokenizer = build_tiny_clip(tower="rn" if name == TINY_RN else "vit")
+        return ClipModel(model, tokenizer, device=device, precision=precision, name=name)
 
     import open_clip
 
@@ -144,7 +147,7 @@ def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] 
     """
     if sam_model not in SAM_MODELS:
         raise ValueError("unknown sam_model %r; choose one of %s" % (sam_model, ", ".join(SAM_MODELS)))
-    if clip_model is not None and clip_model != TINY:
+    if clip_model is not None and clip_model not in TINY_CLIPS:
         import open_clip
 
         if clip_model not in open_clip.list_models():

@@ -90,3 +90,10 @@ class ClipModel:
         text_emb = self._text_cache[texts]
         logits = self.logit_scale * image_embeddings @ text_emb.T
         return logits.softmax(dim=-1)[:, 0]
+
+    def saliency_maps(self, crops, text_embeddings: torch.Tensor, targets) -> list:
+        """Grad-CAM maps (``(s, s)`` float32 in [0, 1]) of square uint8 crops, each for the text
+        ``targets[i]`` among ``text_embeddings`` ``(T, D)``; see :func:`samtext.models.gradcam.clip_gradcam`."""
+        from .gradcam import clip_gradcam
+
+        return clip_gradcam(self, crops, text_embeddings, targets)

@@ -53,17 +53,24 @@ def build_tiny_sam(seed: int = TINY_SEED):
     return sam.eval()
 
 
-def build_tiny_clip(seed: int = TINY_SEED):
-    """open_clip CLIP with a 2-layer ViT (64 px input, patch 16) and a 2-layer text transformer, both
-    width 64, sharing the real BPE tokenizer (vocabulary 49408, context 77)."""
+def build_tiny_clip(seed: int = TINY_SEED, tower: str = "vit"):
+    """open_clip CLIP with a 2-layer text transformer (width 64, the real BPE tokenizer: vocabulary 49408,
+    context 77) and, as ``tower`` says, a 2-layer ViT (64 px input, patch 16, width 64) or a ModifiedResNet
+    (RN50's layout with one bottleneck per stage, width 16, 64 px input)."""
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
+    if tower == "vit":
+        vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64)
+    elif tower == "rn":
+        vision = CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, head_width=32, image_size=64)
+    else:
+        raise ValueError("tower must be 'vit' or 'rn', got %r" % (tower,))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = open_clip.CLIP(
             embed_dim=32,
-            vision_cfg=CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64),
+            vision_cfg=vision,
             text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
         )
     tokenizer = open_clip.get_tokenizer("ViT-B-32")

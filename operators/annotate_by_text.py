@@ -1,0 +1,102 @@
+"""Operator "Annotate by text": a thin form over :func:`samtext.annotate_by_text`."""
+
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+DEFAULT_FIELD = "samtext_text"
+LOCALIZER_CHOICES = {
+    "boxes": "Region proposals (selective search) ranked by CLIP: objects of any size",
+    "patches": "Sliding patches + Grad-CAM: small objects (a car blinker)",
+}
+SEARCH_CHOICES = {"fast": "Fast", "quality": "Quality (slower, more regions)"}
+
+
+def _prompt_check(prop, value, what, allow_none=False):
+    """Marks ``prop`` invalid with the SDK's own message when ``value`` cannot be parsed; returns the prompts."""
+    try:
+        return samtext.parse_prompts(value, what=what, allow_none=allow_none)
+    except ValueError as e:
+        prop.invalid, prop.error_message = True, str(e)
+        return []
+
+
+class AnnotateByText(forms.ActionOperator):
+    operator_name = "annotate_by_text"
+    action = "annotate_by_text"
+    label = "Annotate by text"
+    description = "Label what a text prompt names in every image: CLIP finds it, SAM draws it"
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Annotate")
+        prop = inputs.str("prompts", required=True, label="Prompts",
+                          description="What to segment; several classes separated by ';', e.g. 'car; pedestrian; "
+                                      "traffic sign'")
+        classes = _prompt_check(prop, ctx.params.get("prompts"), "prompts") if ctx.params.get("prompts") else []
+        if classes:
+            inputs.view("classes_note", types.Notice(label="%d class%s: %s" % (
+                len(classes), "" if len(classes) == 1 else "es", ", ".join(classes[:12])
+                + (", ..." if len(classes) > 12 else ""))))
+        neg = inputs.str("negative_prompts", label="Negative prompts (optional)",
+                         description="What not to label, e.g. 'window; reflection' (it pushes masks off it)")
+        _prompt_check(neg, ctx.params.get("negative_prompts"), "negative prompts", allow_none=True)
+        inputs.enum("localizer", list(LOCALIZER_CHOICES), default="boxes", label="How CLIP finds it",
+                    view=forms.choice_view(LOCALIZER_CHOICES, types.RadioGroup))
+        forms.output_field(inputs, ctx, default=DEFAULT_FIELD)
+        inputs.float("threshold", default=0.5, min=0.0, max=1.0, label="Threshold",
+                     description="The least CLIP probability of the class (against the other prompts and "
+                                 "background prompts) on each object's masked crop; images where no object reaches "
+                                 "it come out empty")
+        inputs.float("region_threshold", min=0.0, max=1.0, label="Region threshold (optional)",
+                     description="Only let SAM look where a region's crop reaches this probability (empty: at the "
+                                 "best regions of each class)")
+        inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per class and image")
+        if ctx.params.get("localizer", "boxes") == "boxes":
+            inputs.enum("search_mode", list(SEARCH_CHOICES), default="fast", label="Selective search",
+                        view=forms.choice_view(SEARCH_CHOICES, types.RadioGroup))
+            inputs.int("max_proposals", default=48, min=1, max=1000, label="Regions CLIP scores per image")
+        else:
+            inputs.int("patch_size", label="Patch size in pixels (optional)",
+                       description="Default: a third of the image's short side")
+            inputs.int("top_k_patches", default=4, min=1, max=64, label="Patches explained by Grad-CAM per class")
+        forms.models(inputs, ctx, needs_clip=True)
+        forms.sharding(inputs)
+        return types.Property(inputs, view=types.View(label="Annotate by text"))
+
+    def sdk_args(self, ctx):
+        p = ctx.params
+
+        def value(name, default):  # the App sends a cleared field as null: the default then
+            return default if p.get(name) is None else p[name]
+
+        kwargs = dict(
+            forms.run_kwargs(p),
+            **forms.model_kwargs(p),
+            negative_prompts=p.get("negative_prompts") or None,
+            localizer=value("localizer", "boxes"),
+            threshold=value("threshold", 0.5),
+            region_threshold=p.get("region_threshold"),
+            max_instances=value("max_instances", 10),
+            search_mode=value("search_mode", "fast"),
+            max_proposals=value("max_proposals", 48),
+            patch_sizes=[p["patch_size"]] if p.get("patch_size") else None,
+            top_k_patches=value("top_k_patches", 4),
+        )
+        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
+        return (ctx.target_view(), p.get("prompts")), kwargs
+
+    def __call__(self, sample_collection, prompts, delegate=False, **params):
+        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
+
+        Parameters are the form's (``negative_prompts``, ``localizer``, ``out_field``, ``threshold``,
+        ``max_instances``, ``sam_model``, ``clip_model``, ``num_shards``, ...).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/annotate_by_text")
+            op(dataset, "car; pedestrian", out_field="street")
+            op(dataset, "car blinker", localizer="patches", num_shards=8)  # 8 delegated runs
+        """
+        return forms.call_operator(self, sample_collection, dict(params, prompts=prompts), delegate)

@@ -1,0 +1,326 @@
+"""Annotate by text: CLIP finds where each prompt is, SAM draws it.
+
+One image at a time (:class:`TextLabeller`):
+
+1. SAM encodes the image, once, however many prompts, boxes or classes there are.
+2. A localizer (:mod:`samtext.pipelines.text_boxes`: selective search + CLIP; or
+   :mod:`samtext.pipelines.text_patches`: sliding patches + Grad-CAM) ranks regions by CLIP and turns the best of
+   each class (up to ``max_instances`` places, optionally only those at ``region_threshold`` or above) into SAM
+   prompts: :class:`Candidate` objects, a class with a box and/or points.
+3. SAM decodes every candidate (3 masks each); of its two best masks, the one kept has the best product of SAM's
+   predicted IoU and CLIP's probability of the class on the masked crop (the object alone on a neutral fill).
+4. The decision: an object is kept when that masked-crop probability reaches ``threshold``, and it does not
+   repeat a better mask of its class (mask IoU above ``mask_iou``), nor is a part of one or a whole around one. An image where no object reaches it comes out empty, with each class's best
+   probability in the reason. The decision is taken on the object alone because a region's crop also holds its
+   background, which a thin, hollow or small object does not outweigh.
+
+Scores are probabilities, not raw cosines: a softmax over every class prompt, every negative prompt and generic
+background prompts (:class:`PromptScorer`). A negative prompt ("window" while labelling "car") thus takes
+probability from the regions and masks it describes, and gives SAM negative points where it wins.
+
+Coordinates: boxes ``XYXY`` and points ``(x, y)`` in pixels of the original image. Nothing here imports FiftyOne.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..masks import iou, masked_crop
+from .result import Instance, MaskResult
+
+MAX_CLASSES = 255  # one uint8 mask value each
+NEGATIVE_MAJORITY = 0.5  # a region is a negative prompt's where it holds this much probability and beats every class
+PROMPT_SEPARATORS = r"[;\n]"
+_NEGATION = re.compile(r"^(not|without)\s+(the\s+|a\s+|an\s+)?", re.IGNORECASE)
+
+
+def parse_prompts(prompts: Union[str, Sequence[str], None], what: str = "prompts",
+                  allow_none: bool = False) -> List[str]:
+    """The prompts of a run: a string split at ``;`` and line breaks, or a list of strings; each trimmed, with
+    inner runs of spaces collapsed; empty entries dropped; repeats (ignoring case) kept once.
+
+    Raises:
+        ValueError: no prompt at all (unless ``allow_none``), a non-string entry, more than 255 prompts.
+    """
+    if prompts is None or (isinstance(prompts, str) and not prompts.strip() and allow_none):
+        if allow_none:
+            return []
+        raise ValueError("no %s given: name what to segment, e.g. 'car' or 'car; pedestrian; traffic sign'" % what)
+    items = re.split(PROMPT_SEPARATORS, prompts) if isinstance(prompts, str) else list(prompts)
+    out, seen = [], set()
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("%s must be strings, got %r" % (what, item))
+        for part in re.split(PROMPT_SEPARATORS, item):
+            text = " ".join(part.split())
+            if text and text.lower() not in seen:
+                seen.add(text.lower())
+                out.append(text)
+    if not out and not allow_none:
+        raise ValueError("no %s in %r: only separators or spaces; name what to segment, e.g. 'car; pedestrian'"
+                         % (what, prompts))
+    if len(out) > MAX_CLASSES:
+        raise ValueError("%d %s given; a segmentation mask holds at most %d classes" % (len(out), what, MAX_CLASSES))
+    return out
+
+
+def negative_subject(prompt: str) -> str:
+    """What a negative prompt names: "not the window" -> "window", "without a hat" -> "hat" (it is scored as a thing
+    to avoid). "no" is left alone: "no entry sign" names a thing."""
+    return _NEGATION.sub("", prompt).strip() or prompt
+
+
+def as_whole_numbers(settings, names: Sequence[str]) -> None:
+    """Turns the attributes ``names`` of ``settings`` into ints in place. Raises ValueError naming one that is not
+    a number."""
+    for name in names:
+        try:
+            setattr(settings, name, int(getattr(settings, name)))
+        except (TypeError, ValueError):
+            raise ValueError("%s must be a whole number, got %r" % (name, getattr(settings, name))) from None
+
+
+@dataclass
+class TextSettings:
+    """The knobs shared by both localizers.
+
+    Attributes:
+        threshold: the least probability of its class (softmax against the other prompts, the negatives and the
+            background prompts) that CLIP gives an object's masked crop for the object to be kept.
+        region_threshold: the least probability a region (a box's crop, a patch) needs for SAM to look there
+            (None: no gate; the best ``max_instances`` regions of each class are looked at).
+        max_instances: the most objects per class and image.
+        nms_iou: regions of one class overlapping a better one by more than this box IoU are the same object.
+        mask_iou: masks of one class overlapping a better one by more than this mask IoU are dropped.
+        context: the margin of CLIP's crops, a fraction of the box's size.
+    """
+
+    threshold: float = 0.5
+    region_threshold: Optional[float] = None
+    max_instances: int = 10
+    nms_iou: float = 0.3
+    mask_iou: float = 0.6
+    context: float = 0.1
+
+    def check(self) -> "TextSettings":
+        """Raises ValueError naming the first bad knob (not a number, out of range); returns self with the numbers
+        as float and int."""
+        names = ["threshold", "nms_iou", "mask_iou", "context", "max_instances"]
+        names += ["region_threshold"] if self.region_threshold is not None else []
+        for name in names:
+            try:
+                value = float(getattr(self, name))
+            except (TypeError, ValueError):
+                raise ValueError("%s must be a number, got %r" % (name, getattr(self, name))) from None
+            setattr(self, name, int(value) if name == "max_instances" else value)
+            if name != "max_instances" and not 0.0 <= value <= 1.0:
+                raise ValueError("%s must be between 0 and 1, got %r" % (name, value))
+        if self.max_instances < 1:
+            raise ValueError("max_instances must be at least 1, got %r" % (self.max_instances,))
+        return self
+
+    @staticmethod
+    def negative_hits(probs: np.ndarray, c: int, g: int) -> np.ndarray:
+        """The rows of ``probs`` ``(N, C + G)`` where negative ``g`` wins (see NEGATIVE_MAJORITY)."""
+        column = probs[:, c + g]
+        best_class = probs[:, :c].max(axis=1) if c else np.zeros(len(probs))
+        return np.flatnonzero((column >= NEGATIVE_MAJORITY) & (column > best_class))
+
+    def gate(self, probabilities: np.ndarray) -> np.ndarray:
+        """The indices of ``probabilities`` ``(N,)`` at the region threshold (all without one)."""
+        if self.region_threshold is None:
+            return np.arange(len(probabilities))
+        return np.flatnonzero(probabilities >= self.region_threshold)
+
+
+class PromptScorer:
+    """CLIP probabilities of the classes and the negatives for image embeddings.
+
+    The texts are ``template`` applied to each class and negative, then the background prompts; their embeddings
+    are computed once. A row's probabilities are the softmax of ``logit_scale * cosine`` over all the texts.
+
+    Arguments:
+        clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_texts`` and ``logit_scale``).
+        classes: C class prompts.
+        negatives: G negative prompts (their subjects, see :func:`negative_subject`).
+    """
+
+    def __init__(self, clip, classes: Sequence[str], negatives: Sequence[str] = (), template: Optional[str] = None,
+                 background: Optional[Sequence[str]] = None):
+        from ..models.clip import BACKGROUND_PROMPTS, PROMPT_TEMPLATE
+
+        template = template or PROMPT_TEMPLATE
+        self.classes, self.negatives = list(classes), list(negatives)
+        background = BACKGROUND_PROMPTS if background is None else background
+        texts = [template.format(t) for t in self.classes + self.negatives] + list(background)
+        self.text_embeddings = clip.encode_texts(texts)  # (T, D)
+        self.scale = float(clip.logit_scale)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def probabilities(self, image_embeddings: torch.Tensor) -> np.ndarray:
+        """``(N, D)`` unit image embeddings -> ``(N, C + G)`` probabilities of each class, then each negative."""
+        logits = self.scale * image_embeddings.float() @ self.text_embeddings.T.to(image_embeddings.device)
+        probs = logits.softmax(dim=-1)[:, : self.num_classes + len(self.negatives)]
+        return probs.cpu().numpy().astype(np.float64)
+
+
+@dataclass
+class Candidate:
+    """A SAM prompt for one object of class ``class_index``.
+
+    Attributes:
+        box: ``(4,)`` XYXY pixels, or None.
+        points: ``(K, 2)`` ``(x, y)`` pixels; ``labels`` ``(K,)`` 1 foreground, 0 background.
+        score: the localizer's probability of the class there.
+    """
+
+    class_index: int
+    box: Optional[np.ndarray]
+    points: np.ndarray
+    labels: np.ndarray
+    score: float
+
+
+@dataclass
+class Localized:
+    """What a localizer found in one image: the candidates, and each class's best probability anywhere."""
+
+    candidates: List[Candidate]
+    best: np.ndarray  # (C,)
+    diagnostics: Dict[str, float] = field(default_factory=dict)
+
+
+def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept by NMS, best first (``boxes`` ``(N, 4)`` XYXY, ``scores`` ``(N,)``)."""
+    from torchvision.ops import nms
+
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    keep = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32),
+               float(iou_threshold))
+    return keep.numpy()
+
+
+def _repeats(mask: np.ndarray, kept: np.ndarray, max_iou: float, max_inside: float = 0.8) -> bool:
+    """Whether ``mask`` repeats a better object ``kept`` of its class: the same object (IoU above ``max_iou``), a
+    part of it, or a whole around it (more than ``max_inside`` of the smaller of the two inside the other)."""
+    inter = np.logical_and(mask, kept).sum()
+    smaller = min(mask.sum(), kept.sum())
+    return iou(mask, kept) > max_iou or (smaller > 0 and inter > max_inside * smaller)
+
+
+def _stack_prompts(candidates: Sequence[Candidate]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(N, K, 2)`` points and ``(N, K)`` labels, shorter prompts padded with SAM's "no point" label -1."""
+    k = max(1, max(len(c.points) for c in candidates))
+    coords = np.zeros((len(candidates), k, 2), np.float32)
+    labels = -np.ones((len(candidates), k), np.int64)
+    for i, c in enumerate(candidates):
+        coords[i, : len(c.points)] = c.points
+        labels[i, : len(c.points)] = c.labels
+    return coords, labels
+
+
+class TextLabeller:
+    """``image -> MaskResult`` for text prompts (see the module docstring).
+
+    Arguments:
+        segmenter: a :class:`samtext.models.SamSegmenter` (or a double).
+        clip: a :class:`samtext.models.ClipModel` (or a double).
+        classes: the class prompts; each instance's label is its prompt.
+        localizer: a :class:`samtext.pipelines.text_boxes.BoxLocalizer` or
+            :class:`samtext.pipelines.text_patches.PatchLocalizer`.
+        negatives: prompts naming what not to label.
+        settings: :class:`TextSettings` (the localizer holds the same object).
+    """
+
+    def __init__(self, segmenter, clip, classes: Sequence[str], localizer, negatives: Sequence[str] = (),
+                 settings: Optional[TextSettings] = None):
+        self.segmenter, self.clip, self.localizer = segmenter, clip, localizer
+        self.settings = (settings or TextSettings()).check()
+        subjects = list(dict.fromkeys(negative_subject(n) for n in negatives))  # "window; not the window": once
+        self.scorer = PromptScorer(clip, classes, subjects)
+        self.classes = list(classes)
+
+    def __call__(self, image: np.ndarray) -> MaskResult:
+        return self.from_embedding(image, self.segmenter.embed(image))  # one encoder pass per image
+
+    def from_embedding(self, image: np.ndarray, embedding) -> MaskResult:
+        """The labels of ``image`` (``(H, W, 3)`` uint8 RGB) given its SAM ``embedding``."""
+        found = self.localizer(image, self.scorer)
+        scores = dict(found.diagnostics, best_region_score=float(found.best.max()) if len(found.best) else 0.0)
+        if not found.candidates:
+            where = ("no region scored above %.2f" % self.settings.region_threshold
+                     if self.settings.region_threshold is not None else "CLIP pointed at no place")
+            return MaskResult.empty(image.shape[:2], "%s (best region: %s)" % (where, self._by_class(found.best)),
+                                    confidence=1.0 - scores["best_region_score"], **scores)
+        instances, best = self._draw(image, embedding, found.candidates)
+        scores["best_score"] = float(best.max())
+        points = np.concatenate([c.points for c in found.candidates]).astype(np.float32)
+        labels = np.concatenate([c.labels for c in found.candidates]).astype(int)
+        if not instances:
+            return MaskResult.empty(image.shape[:2], "no object's masked crop scored above %.2f (best: %s; %d "
+                                    "places looked at)" % (self.settings.threshold, self._by_class(best),
+                                                           len(found.candidates)),
+                                    points, labels, confidence=1.0 - scores["best_score"], **scores)
+        return MaskResult(tuple(image.shape[:2]), instances, points, labels, scores=scores)
+
+    def _by_class(self, best: np.ndarray) -> str:
+        return ", ".join("%r %.2f" % (name, p) for name, p in zip(self.classes, best))
+
+    def _draw(self, image: np.ndarray, embedding, candidates: List[Candidate]) -> Tuple[List[Instance], np.ndarray]:
+        """The objects kept, best first, and each class's best masked-crop probability ``(C,)``."""
+        s = self.settings
+        best_by_class = np.zeros(len(self.classes))
+        coords, labels = _stack_prompts(candidates)
+        boxes = None
+        if all(c.box is not None for c in candidates):
+            boxes = np.stack([c.box for c in candidates]).astype(np.float32)
+        pred = self.segmenter.predict(embedding, coords, labels, boxes=boxes, multimask=True, full_size=False)
+        low = pred.low_res_logits  # (N, 3, h_m, w_m)
+        drawn = self.segmenter.low_res_masks(embedding, low.flatten(0, 1)).flatten(1).any(1).view(low.shape[:2])
+        # the masks worth asking CLIP about: each prompt's two best by SAM's score, if drawn
+        options = [(i, int(j)) for i in range(len(candidates)) for j in np.argsort(-pred.scores[i])[:2]
+                   if bool(drawn[i, j])]
+        if not options:
+            return [], best_by_class
+        # one full-size mask at a time: a large image never holds every option's mask at once
+        crops, empty = [], []
+        for i, j in options:
+            mask = self._full_mask(embedding, low[i, j])
+            empty.append(not mask.any())  # drawn at low resolution, gone at full size (a sliver)
+            crops.append(image if empty[-1] else masked_crop(image, mask, s.context))
+        probs = self.scorer.probabilities(self.clip.encode_images(crops))
+        chosen: Dict[int, Tuple[float, int, float]] = {}  # candidate -> (value, option, CLIP probability)
+        for k, ((i, j), row) in enumerate(zip(options, probs)):
+            clip_p = 0.0 if empty[k] else float(row[candidates[i].class_index])
+            value = max(float(pred.scores[i, j]), 0.0) * clip_p
+            if i not in chosen or value > chosen[i][0]:
+                chosen[i] = (value, k, clip_p)
+        instances: List[Instance] = []
+        kept_by_class: Dict[int, List[np.ndarray]] = {}
+        for i in sorted(chosen, key=lambda i: -chosen[i][0]):
+            value, k, clip_p = chosen[i]
+            cand, (_, j) = candidates[i], options[k]
+            best_by_class[cand.class_index] = max(best_by_class[cand.class_index], clip_p)
+            if clip_p < s.threshold:
+                continue
+            mask = self._full_mask(embedding, low[i, j])
+            kept = kept_by_class.setdefault(cand.class_index, [])
+            if len(kept) >= s.max_instances or any(_repeats(mask, other, s.mask_iou) for other in kept):
+                continue
+            kept.append(mask)
+            sam_score = float(np.clip(pred.scores[i, j], 0, 1))
+            instances.append(Instance(
+                mask, float(np.sqrt(sam_score * clip_p)), label=self.classes[cand.class_index],
+                scores={"sam_score": sam_score, "clip_score": clip_p, "region_score": float(cand.score)}))
+        return instances, best_by_class
+
+    def _full_mask(self, embedding, low_res_logits: torch.Tensor) -> np.ndarray:
+        """``(h_m, w_m)`` low-res logits -> ``(H, W)`` bool mask at the image's size."""
+        return self.segmenter.upscale(embedding, low_res_logits[None])[0]

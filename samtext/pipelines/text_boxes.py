@@ -1,0 +1,164 @@
+"""The selective-search localizer: region proposals, ranked by CLIP, become SAM box prompts.
+
+1. OpenCV's selective search (``cv2.ximgproc.segmentation``, "fast" or "quality" strategies) on the image scaled
+   to at most ``max_side`` pixels; boxes scaled back to the image.
+2. Boxes with a side under ``min_box`` (4) pixels are dropped; near-duplicates (box IoU above ``dedupe_iou``) are
+   removed, keeping OpenCV's better-ranked one; then at most ``max_proposals`` are kept, taken in turn from four
+   size bands (log-spaced box areas) in OpenCV's rank order, so that whole objects reach CLIP as well as parts.
+3. CLIP scores every kept box in batches: the crop with a ``context`` margin, padded to a square (CLIP's centre
+   crop would cut an elongated box), as probabilities against the other prompts and background prompts.
+4. Per class: the boxes by probability (at ``region_threshold`` or above, when set), NMS at ``nms_iou``, at most
+   ``max_instances``: each is a SAM prompt, the box with its centre point. Boxes where a negative prompt wins give
+   negative points (their centres) to the class boxes that contain them, away from the box's own centre.
+
+Boxes are ``XYXY`` pixels of the original image. Nothing here imports FiftyOne.
+"""
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from ..masks import box_crop
+from .text import Candidate, Localized, TextSettings, as_whole_numbers, box_nms
+
+SS_MODES = ("fast", "quality")
+
+
+@dataclass
+class BoxSettings:
+    """Selective search's knobs (see the module docstring)."""
+
+    mode: str = "fast"
+    max_side: int = 384
+    min_box: int = 4
+    dedupe_iou: float = 0.8
+    max_proposals: int = 48
+
+    def check(self) -> "BoxSettings":
+        as_whole_numbers(self, ("max_side", "min_box", "max_proposals"))
+        if self.mode not in SS_MODES:
+            raise ValueError("unknown selective search mode %r; choose one of %s" % (self.mode, ", ".join(SS_MODES)))
+        if int(self.max_side) < 32:
+            raise ValueError("max_side must be at least 32 pixels, got %r" % (self.max_side,))
+        if int(self.max_proposals) < 1:
+            raise ValueError("max_proposals must be at least 1, got %r" % (self.max_proposals,))
+        if not 0.0 < float(self.dedupe_iou) <= 1.0:
+            raise ValueError("dedupe_iou must be in (0, 1], got %r" % (self.dedupe_iou,))
+        return self
+
+
+def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384, seed: int = 0) -> np.ndarray:
+    """``(N, 4)`` int64 XYXY boxes of OpenCV's selective search, in its rank order, in pixels of ``image``
+    (``(H, W, 3)`` uint8 RGB), which is searched at most ``max_side`` pixels on its longest side.
+
+    OpenCV ranks the regions by their grouping level times a random number (the paper's diversified ranking),
+    drawn from the C library's ``rand()``; that is seeded with ``seed`` first (where the C library can be found),
+    so that the same image gives the same boxes in the same order."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, float(max_side) / max(h, w))
+    small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                  interpolation=cv2.INTER_AREA)
+    _seed_c_rand(seed)
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(np.ascontiguousarray(small[..., ::-1]))  # OpenCV wants BGR
+    search.switchToSelectiveSearchFast() if mode == "fast" else search.switchToSelectiveSearchQuality()
+    rects = search.process()  # (N, 4) x, y, w, h
+    if rects is None or len(rects) == 0:
+        return np.zeros((0, 4), np.int64)
+    rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+    boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]], axis=1)
+    boxes = np.round(boxes / scale)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return boxes.astype(np.int64)
+
+
+def _seed_c_rand(seed: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").srand(int(seed))
+    except (OSError, AttributeError):  # no C library to seed: the ranking varies from run to run
+        pass
+
+
+def shortlist(boxes: np.ndarray, size, settings: BoxSettings) -> np.ndarray:
+    """The boxes CLIP will score (see the module docstring, step 2), as indices into ``boxes`` (in rank order)."""
+    h, w = size
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ok = np.flatnonzero(sides >= min(settings.min_box, h, w))
+    if len(ok) == 0:
+        return ok
+    rank = np.arange(len(ok), 0, -1, dtype=np.float32)  # OpenCV's first box scores highest
+    ok = ok[np.sort(box_nms(boxes[ok], rank, settings.dedupe_iou))]
+    if len(ok) <= settings.max_proposals:
+        return ok
+    area = np.log(np.maximum(1.0, (boxes[ok, 2] - boxes[ok, 0]) * (boxes[ok, 3] - boxes[ok, 1])))
+    edges = np.linspace(area.min(), area.max() + 1e-6, 5)
+    bands = [list(ok[(area >= lo) & (area < hi)]) for lo, hi in zip(edges[:-1], edges[1:])]
+    picked: List[int] = []
+    while len(picked) < settings.max_proposals:
+        for band in bands:
+            if band and len(picked) < settings.max_proposals:
+                picked.append(band.pop(0))
+    return np.sort(np.array(picked, dtype=np.int64))
+
+
+class BoxLocalizer:
+    """``(image, PromptScorer) -> Localized``: selective search + CLIP (see the module docstring).
+
+    Arguments:
+        clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_images``).
+        settings: :class:`samtext.pipelines.text.TextSettings`.
+        boxes: :class:`BoxSettings`.
+        proposals: ``image -> (N, 4) boxes``, in rank order (default: :func:`selective_search`).
+    """
+
+    def __init__(self, clip, settings: TextSettings, boxes: BoxSettings = None, proposals=None):
+        self.clip, self.settings = clip, settings
+        self.boxes = (boxes or BoxSettings()).check()
+        self.proposals = proposals or (lambda image: selective_search(image, self.boxes.mode, self.boxes.max_side))
+
+    def __call__(self, image: np.ndarray, scorer) -> Localized:
+        s = self.settings
+        all_boxes = self.proposals(image)
+        keep = shortlist(all_boxes, image.shape[:2], self.boxes)
+        if len(keep) == 0:
+            return Localized([], np.zeros(scorer.num_classes), {"num_regions": 0.0})
+        boxes = all_boxes[keep].astype(np.float32)
+        crops = [box_crop(image, b, s.context) for b in boxes]
+        probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
+        c = scorer.num_classes
+        negatives = self._negative_points(boxes, probs, c)
+        candidates = []
+        for k in range(c):
+            hits = s.gate(probs[:, k])
+            order = hits[box_nms(boxes[hits], probs[hits, k], s.nms_iou)][: s.max_instances]
+            for i in order:
+                candidates.append(self._candidate(k, boxes[i], float(probs[i, k]), negatives))
+        return Localized(candidates, probs[:, :c].max(axis=0), {"num_regions": float(len(boxes))})
+
+    def _negative_points(self, boxes: np.ndarray, probs: np.ndarray, c: int) -> np.ndarray:
+        """``(M, 2)`` centres of the boxes where a negative prompt wins (after NMS)."""
+        out = []
+        for g in range(probs.shape[1] - c):
+            hits = TextSettings.negative_hits(probs, c, g)
+            for i in hits[box_nms(boxes[hits], probs[hits, c + g], self.settings.nms_iou)]:
+                x1, y1, x2, y2 = boxes[i]
+                out.append(((x1 + x2) / 2, (y1 + y2) / 2))
+        return np.array(out, np.float32).reshape(-1, 2)
+
+    @staticmethod
+    def _candidate(k: int, box: np.ndarray, score: float, negatives: np.ndarray) -> Candidate:
+        x1, y1, x2, y2 = box
+        centre = np.array([[(x1 + x2) / 2, (y1 + y2) / 2]], np.float32)
+        near_centre = np.hypot(*(negatives - centre[0]).T) < 0.1 * np.hypot(x2 - x1, y2 - y1)
+        inside = negatives[(negatives[:, 0] >= x1) & (negatives[:, 0] < x2) & (negatives[:, 1] >= y1)
+                           & (negatives[:, 1] < y2) & ~near_centre]
+        points = np.concatenate([centre, inside]).astype(np.float32)
+        labels = np.array([1] + [0] * len(inside))
+        return Candidate(k, box.astype(np.float32), points, labels, score)

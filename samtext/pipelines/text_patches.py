@@ -1,0 +1,205 @@
+"""The patch + Grad-CAM localizer, for small objects ("car blinker"): where in the matching patches CLIP looks.
+
+1. Overlapping square patches at one or more sizes (default: a third of the image's short side, at least
+   ``min_patch`` pixels), stride half a patch, cut from the full-resolution image; an image smaller than a patch
+   is one patch.
+2. CLIP scores every patch in batches (probabilities against the other prompts and the background prompts); per
+   class, the ``top_k`` best patches (at ``region_threshold`` or above, when set) are kept; per negative prompt,
+   the ``top_k`` best of those where it wins.
+3. Grad-CAM (:func:`samtext.models.gradcam.clip_gradcam`, through ``clip.saliency_maps``) of each kept patch
+   against its class's text; each map, weighted by its patch's probability, is pasted back into the image frame
+   (the maximum where patches overlap), on a map of at most ``map_side`` pixels, then smoothed.
+4. Positive points: local maxima of a class's map above ``peak_threshold`` of its maximum, at least
+   ``min_distance`` apart, at most ``max_instances``; each is one SAM prompt with, as negatives, the two
+   lowest-saliency points (under a tenth of the maximum) of the patches kept for the class, and the peaks of the
+   negative prompts' maps near it.
+
+Points are ``(x, y)`` pixels of the original image. Nothing here imports FiftyOne.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..masks import pad_to_square
+from .reference import window_grid
+from .text import Candidate, Localized, TextSettings, as_whole_numbers
+
+LOW_SALIENCY = 0.1  # negatives come from where the map is below this fraction of its maximum
+
+
+@dataclass
+class PatchSettings:
+    """The patch localizer's knobs (see the module docstring).
+
+    Attributes:
+        sizes: patch sides in pixels (None: a third of the short side, at least ``min_patch``).
+        overlap: the fraction of a patch its neighbour overlaps (0.5: stride half a patch).
+        top_k: the most patches per class that Grad-CAM explains.
+        peak_threshold: a peak must reach this fraction of its class map's maximum.
+        min_distance: pixels between two peaks (None: a twentieth of the long side, at least 8).
+        map_side: the long side of the saliency maps.
+    """
+
+    sizes: Optional[Sequence[int]] = None
+    overlap: float = 0.5
+    min_patch: int = 64
+    top_k: int = 4
+    peak_threshold: float = 0.5
+    min_distance: Optional[int] = None
+    map_side: int = 512
+
+    def check(self) -> "PatchSettings":
+        as_whole_numbers(self, ("top_k", "min_patch", "map_side"))
+        if self.sizes is not None:
+            try:
+                self.sizes = [int(v) for v in self.sizes]
+            except (TypeError, ValueError):
+                raise ValueError("patch sizes must be whole pixels, got %r" % (self.sizes,)) from None
+            if not self.sizes or min(self.sizes) < 8:
+                raise ValueError("patch sizes must be whole pixels of at least 8, got %r" % (self.sizes,))
+        try:
+            self.peak_threshold, self.overlap = float(self.peak_threshold), float(self.overlap)
+        except (TypeError, ValueError):
+            raise ValueError("peak_threshold and overlap must be numbers, got %r and %r"
+                             % (self.peak_threshold, self.overlap)) from None
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError("overlap must be in [0, 1), got %r" % (self.overlap,))
+        if int(self.top_k) < 1:
+            raise ValueError("top_k must be at least 1, got %r" % (self.top_k,))
+        if not 0.0 < float(self.peak_threshold) <= 1.0:
+            raise ValueError("peak_threshold must be in (0, 1], got %r" % (self.peak_threshold,))
+        return self
+
+    def patch_sizes(self, h: int, w: int) -> List[int]:
+        sizes = self.sizes or [max(int(self.min_patch), min(h, w) // 3)]
+        return sorted({int(v) for v in sizes})
+
+
+def patch_boxes(h: int, w: int, sizes: Sequence[int], overlap: float = 0.5) -> np.ndarray:
+    """``(N, 4)`` XYXY square patches (clipped to the image) of each size in ``sizes``, at stride
+    ``size * (1 - overlap)``, covering an ``h x w`` image."""
+    grids = [window_grid(h, w, s, max(1, int(round(s * (1 - overlap))))) for s in sizes]
+    return np.unique(np.concatenate(grids), axis=0)
+
+
+def find_peaks(saliency: np.ndarray, threshold: float, min_distance: int, limit: int) -> np.ndarray:
+    """``(K, 2)`` ``(row, col)`` local maxima of a 2-D map at least ``threshold``, best first, each at least
+    ``min_distance`` cells from a better one, at most ``limit``."""
+    from scipy import ndimage
+
+    size = 2 * max(1, int(min_distance)) + 1
+    is_peak = (saliency == ndimage.maximum_filter(saliency, size=size, mode="nearest")) & (saliency >= threshold)
+    rows, cols = np.nonzero(is_peak)
+    order = np.argsort(-saliency[rows, cols], kind="stable")
+    picked: List[Tuple[int, int]] = []
+    for r, c in zip(rows[order], cols[order]):
+        if all((r - pr) ** 2 + (c - pc) ** 2 >= min_distance**2 for pr, pc in picked):
+            picked.append((r, c))
+            if len(picked) >= limit:
+                break
+    return np.array(picked, np.int64).reshape(-1, 2)
+
+
+class PatchLocalizer:
+    """``(image, PromptScorer) -> Localized``: patches + Grad-CAM (see the module docstring).
+
+    Arguments:
+        clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_images`` and ``saliency_maps``).
+        settings: :class:`samtext.pipelines.text.TextSettings`.
+        patches: :class:`PatchSettings`.
+    """
+
+    def __init__(self, clip, settings: TextSettings, patches: PatchSettings = None):
+        self.clip, self.settings = clip, settings
+        self.patches = (patches or PatchSettings()).check()
+        self.last_maps = None  # the maps of the last image ((T, h, w), map pixels per image pixel): for inspection
+
+    def __call__(self, image: np.ndarray, scorer) -> Localized:
+        s, p = self.settings, self.patches
+        h, w = image.shape[:2]
+        boxes = patch_boxes(h, w, p.patch_sizes(h, w), p.overlap)
+        crops = [pad_to_square(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in boxes]
+        probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
+        c, texts = scorer.num_classes, probs.shape[1]
+        kept = [self._kept(probs[:, t], s.gate(probs[:, t]) if t < c else TextSettings.negative_hits(probs, c, t - c))
+                for t in range(texts)]
+        scale = min(1.0, p.map_side / max(h, w))
+        maps = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
+        self.last_maps = (maps, scale)
+        distance = max(1, int(round((p.min_distance or max(8, max(h, w) // 20)) * scale)))
+        neg_peaks = [find_peaks(maps[t], p.peak_threshold * maps[t].max(), distance, s.max_instances)
+                     for t in range(c, texts) if maps[t].max() > 0]
+        neg_points = (np.concatenate(neg_peaks)[:, ::-1] + 0.5) / scale if neg_peaks else np.zeros((0, 2))
+        candidates = []
+        for k in range(c):
+            if not len(kept[k]) or maps[k].max() <= 0:  # no patch at the threshold, or Grad-CAM saw nothing
+                continue
+            peaks = find_peaks(maps[k], p.peak_threshold * maps[k].max(), distance, s.max_instances)
+            low = self._low_points(maps[k], boxes[kept[k]], scale, distance)
+            for r, col in peaks:
+                point = (np.array([[col, r]], np.float64) + 0.5) / scale
+                gap = np.hypot(*(neg_points - point[0]).T) * scale if len(neg_points) else np.zeros(0)
+                near = neg_points[(gap < 4 * distance) & (gap >= distance)]  # near it, but not on it
+                pts = np.concatenate([point, low, near]).astype(np.float32)
+                labels = np.array([1] + [0] * (len(low) + len(near)))
+                candidates.append(Candidate(k, None, pts, labels, self._region_score(point[0], boxes, kept[k],
+                                                                                       probs[:, k])))
+        return Localized(candidates, probs[:, :c].max(axis=0), {"num_regions": float(len(boxes))})
+
+    def _kept(self, column: np.ndarray, hits: np.ndarray) -> np.ndarray:
+        """The ``top_k`` best of the patches ``hits`` by ``column``, best first."""
+        return hits[np.argsort(-column[hits], kind="stable")][: self.patches.top_k]
+
+    @staticmethod
+    def _region_score(point: np.ndarray, boxes: np.ndarray, kept: np.ndarray, column: np.ndarray) -> float:
+        """The best probability among the kept patches that contain ``point`` ``(x, y)``."""
+        x, y = point
+        inside = [i for i in kept if boxes[i, 0] <= x < boxes[i, 2] and boxes[i, 1] <= y < boxes[i, 3]]
+        return float(column[inside or kept].max())
+
+    def _maps(self, crops, boxes, probs, kept, scorer, size, scale) -> np.ndarray:
+        """``(T, h, w)`` saliency of each class and negative, in the map frame (image pixels times ``scale``)."""
+        import cv2
+
+        h, w = size
+        mh, mw = max(1, round(h * scale)), max(1, round(w * scale))
+        maps = np.zeros((probs.shape[1], mh, mw), np.float32)
+        jobs = [(t, i) for t in range(probs.shape[1]) for i in kept[t]]
+        if not jobs:
+            return maps
+        cams = self.clip.saliency_maps([crops[i] for _, i in jobs], scorer.text_embeddings, [t for t, _ in jobs])
+        for (t, i), cam in zip(jobs, cams):
+            x1, y1, x2, y2 = boxes[i]
+            side = cam.shape[0]
+            top, left = (side - (y2 - y1)) // 2, (side - (x2 - x1)) // 2  # the padding pad_to_square added
+            cam = cam[top : top + y2 - y1, left : left + x2 - x1] * float(probs[i, t])
+            mx1, my1 = int(x1 * scale), int(y1 * scale)
+            mx2, my2 = max(mx1 + 1, min(mw, int(round(x2 * scale)))), max(my1 + 1, min(mh, int(round(y2 * scale))))
+            small = cv2.resize(np.ascontiguousarray(cam), (mx2 - mx1, my2 - my1), interpolation=cv2.INTER_AREA)
+            np.maximum(maps[t, my1:my2, mx1:mx2], small.reshape(my2 - my1, mx2 - mx1), out=maps[t, my1:my2, mx1:mx2])
+        sigma = max(1.0, 0.01 * max(mh, mw))
+        for t in range(len(maps)):
+            if maps[t].max() > 0:
+                maps[t] = cv2.GaussianBlur(maps[t], (0, 0), sigma)
+        return maps
+
+    def _low_points(self, saliency: np.ndarray, boxes: np.ndarray, scale: float, distance: int) -> np.ndarray:
+        """``(<=2, 2)`` ``(x, y)`` image pixels where the class map is lowest (under LOW_SALIENCY of its maximum)
+        inside the class's kept patches, at least ``distance`` map cells apart."""
+        region = np.zeros(saliency.shape, bool)
+        for x1, y1, x2, y2 in boxes:
+            region[int(y1 * scale) : int(np.ceil(y2 * scale)), int(x1 * scale) : int(np.ceil(x2 * scale))] = True
+        low = region & (saliency < LOW_SALIENCY * saliency.max())
+        if not low.any():
+            return np.zeros((0, 2), np.float64)
+        rows, cols = np.nonzero(low)
+        order = np.argsort(saliency[rows, cols], kind="stable")
+        picked: List[Tuple[int, int]] = []
+        for r, c in zip(rows[order], cols[order]):
+            if all((r - pr) ** 2 + (c - pc) ** 2 >= distance**2 for pr, pc in picked):
+                picked.append((r, c))
+                if len(picked) == 2:
+                    break
+        return (np.array(picked, np.float64)[:, ::-1] + 0.5) / scale

@@ -1,0 +1,283 @@
+"""Annotate by text, the pipelines: known answers from the SAM and CLIP doubles, and the real Grad-CAM on tiny
+ResNet and ViT CLIPs (no FiftyOne)."""
+
+import numpy as np
+import pytest
+
+from doubles import BLUE, GREEN, RED, YELLOW, FakeSegmenter, TextClip, canvas, disc, rect
+from samtext.masks import iou
+from samtext.pipelines.text import MAX_CLASSES, TextLabeller, TextSettings, negative_subject, parse_prompts
+from samtext.pipelines.text_boxes import BoxLocalizer, BoxSettings, selective_search, shortlist
+from samtext.pipelines.text_patches import PatchLocalizer, PatchSettings, find_peaks, patch_boxes
+
+WORDS = {"red": [RED], "blue": [BLUE], "green": [GREEN], "yellow": [YELLOW]}
+
+
+def labeller(image_words=WORDS, localizer="boxes", negatives=(), classes=("red thing",), box_regions=False,
+             proposals=None, **settings):
+    clip = TextClip(image_words)
+    sam = FakeSegmenter(box_regions=box_regions, box_margin=3)  # SAM's masks may pass a box's edge a little
+    s = TextSettings(**settings)
+    where = BoxLocalizer(clip, s, proposals=proposals) if localizer == "boxes" else PatchLocalizer(clip, s)
+    return TextLabeller(sam, clip, list(classes), where, list(negatives), s), sam, clip
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def test_prompts_split_trim_and_dedupe():
+    assert parse_prompts("car; pedestrian;traffic  sign") == ["car", "pedestrian", "traffic sign"]
+    assert parse_prompts(["car", " Car ", "bus\ntruck"]) == ["car", "bus", "truck"]
+    assert parse_prompts("chat noir; 猫; café") == ["chat noir", "猫", "café"]
+    assert parse_prompts(None, allow_none=True) == [] and parse_prompts(" ; ", allow_none=True) == []
+    assert negative_subject("not the window") == "window" and negative_subject("Without wheels") == "wheels"
+    assert negative_subject("no entry sign") == "no entry sign"  # a thing, not a negation
+    assert negative_subject("window") == "window"
+
+
+@pytest.mark.parametrize("bad, message", [("", "no prompts"), (" ;; \n ", "only separators"), (None, "no prompts"),
+                                          ([], "only separators"), (["car", 3], "must be strings"),
+                                          (";".join("c%d" % i for i in range(MAX_CLASSES + 1)), "at most 255")])
+def test_bad_prompts_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_prompts(bad)
+
+
+# ----------------------------------------------------------------------------------------- box localizer
+
+
+def test_selective_search_boxes_each_shape():
+    img = canvas(160, 192)
+    a = disc(img, 50, 50, 20, RED)
+    b = rect(img, 90, 110, 140, 180, BLUE)
+    boxes = selective_search(img, "fast")
+    assert boxes.shape[1] == 4 and len(boxes) > 2
+    assert np.array_equal(selective_search(img, "fast"), boxes)  # the same boxes in the same rank order
+    for mask in (a, b):
+        ys, xs = np.nonzero(mask)
+        truth = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        assert np.abs(boxes - truth).max(axis=1).min() <= 3  # a proposal fits the shape within 3 px
+
+
+def test_shortlist_dedupes_and_keeps_every_size():
+    small = [(i, 0, i + 20, 20) for i in range(0, 400, 4)]  # 100 small boxes first in rank order, many repeats
+    boxes = np.array(small + [(0, 0, 400, 300), (0, 0, 401, 300)], np.int64)  # a big box last, and its twin
+    keep = shortlist(boxes, (300, 400), BoxSettings(max_proposals=8))
+    assert len(keep) == 8
+    assert 100 in keep and 101 not in keep  # the whole-image box reaches CLIP; its near-duplicate does not
+    kept_small = boxes[[k for k in keep if k < 100]]
+    xs = kept_small[:, 0]
+    assert np.diff(np.sort(xs)).min() >= 4 and len(set(xs)) == len(xs)
+
+
+def test_the_right_proposal_wins_not_the_first_emitted():
+    img = canvas(160, 192)
+    target = disc(img, 100, 140, 18, RED)
+    disc(img, 40, 40, 18, BLUE)
+    junk = [(x, y, x + 30, y + 30) for x in range(0, 160, 12) for y in range(0, 60, 12)]  # 70 boxes, no red
+    boxes = np.array(junk + [(122, 82, 158, 118)], np.int64)  # the red disc's box, emitted last
+    lab, sam, clip = labeller(proposals=lambda image: boxes)
+    result = lab(img)
+    assert len(result.instances) == 1 and result.instances[0].label == "red thing"
+    assert iou(result.instances[0].mask, target) > 0.95
+    assert 0 < result.instances[0].confidence <= 1 and result.instances[0].scores["clip_score"] > 0.5
+    assert sum(clip.encode_calls[:1]) <= BoxSettings().max_proposals  # capped before CLIP, in one batch
+
+
+def test_two_instances_are_both_found_and_embedded_once():
+    img = canvas(160, 192)
+    a = disc(img, 45, 50, 18, RED)
+    b = disc(img, 110, 140, 18, RED)
+    rect(img, 100, 20, 140, 70, BLUE)
+    lab, sam, _ = labeller()
+    result = lab(img)
+    masks = [i.mask for i in result.instances]
+    assert len(masks) == 2
+    assert max(iou(m, a) for m in masks) > 0.95 and max(iou(m, b) for m in masks) > 0.95
+    assert sam.embed_calls == 1 and len(sam.predict_calls) == 1  # one encoder pass, one batched decode
+
+
+def test_several_classes_in_one_run():
+    img = canvas(160, 192)
+    r = disc(img, 45, 50, 18, RED)
+    b = rect(img, 90, 110, 140, 170, BLUE)
+    lab, sam, _ = labeller(classes=("red thing", "blue box", "green leaf"))
+    result = lab(img)
+    by_label = {i.label: i.mask for i in result.instances}
+    assert set(by_label) == {"red thing", "blue box"}
+    assert iou(by_label["red thing"], r) > 0.95 and iou(by_label["blue box"], b) > 0.95
+    assert sam.embed_calls == 1
+
+
+def test_an_absent_class_gives_an_empty_result_with_its_reason():
+    img = canvas(160, 192)
+    disc(img, 45, 50, 18, BLUE)
+    lab, _, _ = labeller(classes=("green leaf",))
+    result = lab(img)
+    assert result.is_empty and not result.instances
+    assert "green leaf" in result.empty_reason and "masked crop scored above 0.50" in result.empty_reason
+    assert result.absent_confidence > 0.5
+
+
+def test_a_negative_prompt_pushes_the_mask_off_the_part_it_names():
+    words = dict(WORDS, car=[RED, YELLOW], window=[YELLOW])
+    img = canvas(160, 192)
+    body = rect(img, 60, 40, 100, 80, RED)
+    window = rect(img, 60, 80, 100, 120, YELLOW)
+    plain, _, _ = labeller(words, classes=("car",), box_regions=True)
+    without = plain(img)
+    covered = lambda m, part: (m & part).sum() / part.sum()  # noqa: E731
+    assert covered(without.mask, window) > 0.8 and covered(without.mask, body) > 0.8  # the window is "car" too
+    lab, sam, _ = labeller(words, classes=("car",), negatives=("not the window",), box_regions=True)
+    result = lab(img)
+    assert len(result.instances) == 1
+    assert covered(result.mask, body) > 0.8 and not (result.mask & window).any()
+    # where the only box around the body is the whole car, the window's box gives SAM a negative point
+    boxes = np.array([(40, 60, 120, 100), (80, 60, 120, 100)], np.int64)
+    lab, sam, _ = labeller(words, classes=("car",), negatives=("window", "not the window"), box_regions=True,
+                           proposals=lambda image: boxes)
+    assert lab.scorer.negatives == ["window"]  # one text, not two competing for the same mass
+    result = lab(img)
+    assert covered(result.mask, body) > 0.95 and not (result.mask & window).any()
+    neg = result.points[result.point_labels == 0]
+    assert len(neg) == 1 and window[int(neg[0, 1]), int(neg[0, 0])]
+    assert sam.predict_calls[0]["boxes"].tolist() == [[40, 60, 120, 100]]
+
+
+def test_at_threshold_zero_a_box_is_not_its_own_negative():
+    words = dict(WORDS, car=[RED, YELLOW], window=[YELLOW])
+    img = canvas(160, 192)
+    body = rect(img, 60, 40, 100, 80, RED)
+    rect(img, 60, 80, 100, 120, YELLOW)
+    lab, sam, _ = labeller(words, classes=("car",), negatives=("window",), box_regions=True, threshold=0.0)
+    result = lab(img)
+    assert (result.mask & body).sum() > 0.8 * body.sum()
+    for call in sam.predict_calls:
+        for coords, labels in zip(call["point_coords"], call["point_labels"]):
+            pos, neg = coords[labels == 1], coords[labels == 0]
+            assert not any(np.hypot(*(neg - p).T).min() < 2 for p in pos if len(neg))
+
+
+# --------------------------------------------------------------------------------------- patch localizer
+
+
+def test_patch_grid_covers_the_image_and_small_images_are_one_patch():
+    boxes = patch_boxes(300, 400, [100], 0.5)
+    assert boxes[:, 2].max() == 400 and boxes[:, 3].max() == 300 and boxes[:, :2].min() == 0
+    assert set((boxes[:, 2] - boxes[:, 0]).tolist()) == {100}
+    assert patch_boxes(20, 30, [64]).tolist() == [[0, 0, 30, 20]]
+
+
+def test_find_peaks_keeps_separated_maxima_best_first():
+    m = np.zeros((50, 60), np.float32)
+    m[10, 10], m[12, 12], m[40, 50] = 1.0, 0.9, 0.7
+    assert find_peaks(m, 0.5, 5, 10).tolist() == [[10, 10], [40, 50]]
+    assert find_peaks(m, 0.8, 5, 10).tolist() == [[10, 10]]
+
+
+def test_cam_peaks_become_points_inside_small_objects():
+    img = canvas(192, 256)
+    a = disc(img, 40, 60, 12, RED)
+    b = disc(img, 150, 200, 12, RED)
+    disc(img, 150, 60, 12, BLUE)
+    lab, sam, clip = labeller({"red": [RED], "background": []}, localizer="patches")
+    result = lab(img)
+    positives = result.points[result.point_labels == 1]
+    inside = [bool(a[int(y), int(x)] or b[int(y), int(x)]) for x, y in positives]
+    assert len(positives) >= 2 and all(inside)
+    masks = [i.mask for i in result.instances]
+    assert len(masks) == 2 and max(iou(m, a) for m in masks) > 0.95 and max(iou(m, b) for m in masks) > 0.95
+    negatives = result.points[result.point_labels == 0]
+    assert not any(a[int(y), int(x)] or b[int(y), int(x)] for x, y in negatives)
+    maps, scale = lab.localizer.last_maps
+    assert maps.shape[1:] == img.shape[:2] and scale == 1.0
+    peak = np.unravel_index(maps[0].argmax(), maps[0].shape)
+    assert a[peak] or b[peak]
+    assert sum(clip.saliency_calls) <= PatchSettings().top_k and len(clip.saliency_calls) == 1  # one batch
+
+
+def test_cam_is_unpadded_and_scaled_back_on_wide_images():
+    img = canvas(80, 700)  # patches of 100 px are 80 px tall here: padded to a square for CLIP; map at 512 px
+    a = disc(img, 40, 500, 14, RED)
+    clip = TextClip({"red": [RED], "background": []})
+    s = TextSettings()
+    localizer = PatchLocalizer(clip, s, PatchSettings(sizes=[100]))
+    result = TextLabeller(FakeSegmenter(), clip, ["red thing"], localizer, [], s)(img)
+    maps, scale = localizer.last_maps
+    assert scale == 512 / 700 and maps.shape[1:] == (round(80 * scale), 512)
+    r, c = np.unravel_index(maps[0].argmax(), maps[0].shape)
+    x, y = (c + 0.5) / scale, (r + 0.5) / scale
+    assert np.hypot(x - 500, y - 40) < 6  # the map's peak is the disc's centre in image pixels
+    (inst,) = result.instances
+    assert iou(inst.mask, a) > 0.95
+    positives = result.points[result.point_labels == 1]
+    assert all(a[int(py), int(px)] for px, py in positives)
+
+
+def test_patches_absent_class_is_empty():
+    img = canvas(120, 160)
+    disc(img, 60, 80, 10, BLUE)
+    lab, _, clip = labeller({"red": [RED], "background": []}, localizer="patches")
+    result = lab(img)
+    assert result.is_empty and "red thing" in result.empty_reason
+
+
+# ------------------------------------------------------------------------------- real Grad-CAM, tiny CLIPs
+
+
+@pytest.mark.parametrize("clip_name", ["tiny", "tiny-rn"])
+def test_gradcam_runs_on_real_clip_towers_and_pastes_image_sized_maps(clip_name):
+    from samtext.models import load_clip, load_sam
+
+    clip = load_clip(clip_name, None, "cpu", "fp32")
+    img = np.random.default_rng(0).integers(0, 255, (150, 210, 3), dtype=np.uint8)
+    texts = clip.encode_texts(["a photo of a cat.", "a photo of a dog."])
+    crops = [img[:64, :64], img[:100, :100]]
+    maps = clip.saliency_maps(crops, texts, [0, 1])
+    assert [m.shape for m in maps] == [(64, 64), (100, 100)]
+    assert all(m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in maps)
+    assert all(p.grad is None and p.requires_grad for p in clip.model.parameters())  # weights left untouched
+    frozen = next(clip.model.parameters())
+    frozen.requires_grad_(False)
+    try:
+        clip.saliency_maps(crops[:1], texts, [0])
+        assert not frozen.requires_grad  # a weight frozen before stays frozen
+    finally:
+        frozen.requires_grad_(True)
+    s = TextSettings(threshold=0.0)
+    localizer = PatchLocalizer(clip, s, PatchSettings(top_k=2))
+    result = TextLabeller(load_sam("tiny", None, "cpu", "fp32"), clip, ["cat", "dog"], localizer, [], s)(img)
+    cams, scale = localizer.last_maps
+    assert cams.shape[1:] == img.shape[:2] and scale == 1.0 and cams.max() > 0
+    assert result.shape == img.shape[:2] and len(result.instances) >= 1
+    assert all(i.mask.shape == img.shape[:2] and i.label in ("cat", "dog") for i in result.instances)
+
+
+def test_images_smaller_than_a_patch_or_a_box_work_with_real_models():
+    from samtext.models import load_clip, load_sam
+
+    clip, sam = load_clip("tiny", None, "cpu", "fp32"), load_sam("tiny", None, "cpu", "fp32")
+    s = TextSettings(threshold=0.0)
+    for img in (np.full((9, 14, 3), 200, np.uint8), np.random.default_rng(1).integers(0, 255, (30, 20, 3), np.uint8)):
+        for where in (BoxLocalizer(clip, s), PatchLocalizer(clip, s)):
+            result = TextLabeller(sam, clip, ["cat"], where, [], s)(img)
+            assert result.shape == img.shape[:2]
+            assert all(i.mask.shape == img.shape[:2] for i in result.instances)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_vit_tokens_land_in_their_grid_cells(batch_first):
+    import types
+
+    import torch
+
+    from samtext.models.gradcam import token_grid_reshape
+
+    visual = types.SimpleNamespace(grid_size=(2, 3), transformer=types.SimpleNamespace(batch_first=batch_first))
+    tokens = torch.arange(2 * 7 * 4, dtype=torch.float32).reshape(2, 7, 4)  # (N, 1 class + 6 grid tokens, D)
+    grid = token_grid_reshape(visual)(tokens if batch_first else tokens.transpose(0, 1))
+    assert grid.shape == (2, 4, 2, 3)
+    for n in range(2):
+        for r in range(2):
+            for c in range(3):
+                assert torch.equal(grid[n, :, r, c], tokens[n, 1 + r * 3 + c])
