@@ -53,6 +53,11 @@ def test_selective_search_boxes_each_shape():
     boxes = selective_search(img, "fast")
     assert boxes.shape[1] == 4 and len(boxes) > 2
     assert np.array_equal(selective_search(img, "fast"), boxes)  # the same boxes in the same rank order
+    quality = selective_search(img, "quality")
+    assert len(quality) > len(boxes)  # the quality strategies propose more regions
+    big = np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)  # searched at 384 px, boxes scaled back to 640x768
+    scaled = selective_search(big, "fast")
+    assert scaled[:, 2].max() <= 768 and scaled[:, 3].max() <= 640 and scaled[:, 2].max() > 700
     for mask in (a, b):
         ys, xs = np.nonzero(mask)
         truth = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
