@@ -114,6 +114,20 @@ def test_several_classes_in_one_run():
     assert sam.embed_calls == 1
 
 
+def test_many_prompts_do_not_multiply_the_places_sam_looks_at():
+    img = canvas(160, 192)
+    r = disc(img, 45, 50, 18, RED)
+    b = rect(img, 90, 110, 140, 170, BLUE)
+    classes = ("red thing", "blue box") + tuple("thing number %d" % i for i in range(30))
+    lab, sam, _ = labeller(classes=classes)
+    result = lab(img)
+    by_label = {i.label: i.mask for i in result.instances}
+    assert set(by_label) == {"red thing", "blue box"}
+    assert iou(by_label["red thing"], r) > 0.95 and iou(by_label["blue box"], b) > 0.95
+    (call,) = sam.predict_calls
+    assert len(call["boxes"]) <= BoxSettings().max_proposals  # each box looked at for one prompt, not 32
+
+
 def test_an_absent_class_gives_an_empty_result_with_its_reason():
     img = canvas(160, 192)
     disc(img, 45, 50, 18, BLUE)

@@ -7,8 +7,10 @@
    size bands (log-spaced box areas) in OpenCV's rank order, so that whole objects reach CLIP as well as parts.
 3. CLIP scores every kept box in batches: the crop with a ``context`` margin, padded to a square (CLIP's centre
    crop would cut an elongated box), as probabilities against the other prompts and background prompts.
-4. Per class: the boxes by probability (at ``region_threshold`` or above, when set), NMS at ``nms_iou``, at most
-   ``max_instances``: each is a SAM prompt, the box with its centre point. Boxes where a negative prompt wins give
+4. Each box goes to its most probable class (a box around a car is looked at as a car, the wheel's own box as a
+   wheel), so SAM looks at no more places than there are boxes, however many prompts. Per class: its boxes by
+   probability (at ``region_threshold`` or above, when set), NMS at ``nms_iou``, at most ``max_instances``: each
+   is a SAM prompt, the box with its centre point. Boxes where a negative prompt wins give
    negative points (their centres) to the class boxes that contain them, away from the box's own centre.
 
 Boxes are ``XYXY`` pixels of the original image. Nothing here imports FiftyOne.
@@ -135,8 +137,9 @@ class BoxLocalizer:
         c = scorer.num_classes
         negatives = self._negative_points(boxes, probs, c)
         candidates = []
+        owner = probs[:, :c].argmax(axis=1)  # each box is looked at for its best class only
         for k in range(c):
-            hits = s.gate(probs[:, k])
+            hits = np.intersect1d(s.gate(probs[:, k]), np.flatnonzero(owner == k))
             order = hits[box_nms(boxes[hits], probs[hits, k], s.nms_iou)][: s.max_instances]
             for i in order:
                 candidates.append(self._candidate(k, boxes[i], float(probs[i, k]), negatives))
