@@ -7,6 +7,9 @@ import numpy as np
 # The colour that outside-the-mask pixels of a masked crop get: CLIP's mean pixel, which its normalisation
 # maps to zero, so the filled area carries no signal of its own.
 NEUTRAL_FILL = (123, 117, 104)
+# CLIP reads 224 px: crops for it are cut no larger than twice that, so that a box across a 12 MP photo costs
+# what a small one does (its resize to CLIP's input then starts from 448 px, not from 4000).
+CROP_MAX_SIDE = 448
 
 
 def mask_to_box(mask: np.ndarray) -> Optional[np.ndarray]:
@@ -62,19 +65,36 @@ def pad_to_square(crop: np.ndarray, fill=NEUTRAL_FILL) -> np.ndarray:
     return out
 
 
-def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
+def _shrink(crop: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """``crop`` scaled down (area-averaged) so that its long side is at most ``max_side``."""
+    h, w = crop.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return crop
+    import cv2
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(np.ascontiguousarray(crop), size, interpolation=cv2.INTER_AREA)
+
+
+def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=NEUTRAL_FILL,
+                max_side: Optional[int] = CROP_MAX_SIDE) -> np.ndarray:
     """The object alone, for CLIP: the mask's box grown by ``context`` of its size on each side, pixels
     outside the mask set to ``fill``, padded with ``fill`` to a square (so that CLIP's centre crop keeps the
-    whole object). ``image`` is ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool and not empty."""
+    whole object), its side at most ``max_side`` (None: the image's own pixels). ``image`` is ``(H, W, 3)`` uint8,
+    ``mask`` ``(H, W)`` bool and not empty."""
     x1, y1, x2, y2 = grow_box(mask_to_box(mask), image.shape[:2], context)
-    crop = np.where(mask[y1:y2, x1:x2, None], image[y1:y2, x1:x2], np.asarray(fill, dtype=np.uint8))
+    pixels = _shrink(image[y1:y2, x1:x2], max_side)
+    inside = _shrink(mask[y1:y2, x1:x2].astype(np.float32), max_side) >= 0.5  # mostly inside, as the pixels are
+    crop = np.where(inside[..., None], pixels, np.asarray(fill, dtype=np.uint8))
     return pad_to_square(crop, fill)
 
 
-def box_crop(image: np.ndarray, box, context: float = 0.1, fill=NEUTRAL_FILL) -> np.ndarray:
+def box_crop(image: np.ndarray, box, context: float = 0.1, fill=NEUTRAL_FILL,
+             max_side: Optional[int] = CROP_MAX_SIDE) -> np.ndarray:
     """A box region for CLIP: the ``XYXY`` box grown by ``context`` of its size on each side (clipped to the
-    image), padded with ``fill`` to a square."""
-    return pad_to_square(crop_with_context(image, np.asarray(box, dtype=np.float32), context), fill)
+    image), padded with ``fill`` to a square, its side at most ``max_side`` (None: the image's own pixels)."""
+    return pad_to_square(_shrink(crop_with_context(image, np.asarray(box, dtype=np.float32), context), max_side), fill)
 
 
 def components(mask: np.ndarray, min_area: int = 1) -> List[np.ndarray]:

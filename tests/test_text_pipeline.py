@@ -4,7 +4,7 @@ ResNet and ViT CLIPs (no FiftyOne)."""
 import numpy as np
 import pytest
 
-from doubles import BLUE, GREEN, RED, YELLOW, FakeSegmenter, TextClip, canvas, disc, rect
+from doubles import BACKGROUND, BLUE, GREEN, RED, YELLOW, FakeSegmenter, TextClip, canvas, disc, rect
 from samtext.masks import iou
 from samtext.pipelines.text import MAX_CLASSES, TextLabeller, TextSettings, negative_subject, parse_prompts
 from samtext.pipelines.text_boxes import BoxLocalizer, BoxSettings, selective_search, shortlist
@@ -41,6 +41,23 @@ def test_prompts_split_trim_and_dedupe():
 def test_bad_prompts_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         parse_prompts(bad)
+
+
+def test_crops_for_clip_are_cut_small_from_large_images():
+    from samtext.masks import CROP_MAX_SIDE, NEUTRAL_FILL, box_crop, masked_crop
+
+    img = canvas(3000, 4000)
+    obj = disc(img, 1500, 2000, 900, RED)
+    crop = masked_crop(img, obj, 0.1)
+    assert crop.shape == (CROP_MAX_SIDE, CROP_MAX_SIDE, 3)
+    red = (crop == RED).all(-1).mean()
+    assert abs(red - np.pi / 4 / 1.2**2) < 0.02  # the disc's share of its grown box, as at full size
+    assert (crop == NEUTRAL_FILL).all(-1).any() and not (crop == BACKGROUND).all(-1).any()
+    wide = box_crop(img, np.array([0, 1000, 4000, 2000]), 0.0)
+    assert wide.shape == (CROP_MAX_SIDE, CROP_MAX_SIDE, 3)
+    assert (wide[:, :, :] == NEUTRAL_FILL).all(-1).mean() == pytest.approx(0.75, abs=0.01)  # padded 4:1 box
+    small = box_crop(img, np.array([100, 100, 150, 130]), 0.0)
+    assert small.shape == (50, 50, 3)  # small crops keep their pixels
 
 
 # ----------------------------------------------------------------------------------------- box localizer

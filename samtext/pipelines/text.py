@@ -28,10 +28,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..masks import iou, masked_crop
+from ..masks import NEUTRAL_FILL, iou, masked_crop
 from .result import Instance, MaskResult
 
 MAX_CLASSES = 255  # one uint8 mask value each
+_EMPTY_CROP = np.full((8, 8, 3), NEUTRAL_FILL, np.uint8)  # stands in for a mask that vanished at full size
 NEGATIVE_MAJORITY = 0.5  # a region is a negative prompt's where it holds this much probability and beats every class
 PROMPT_SEPARATORS = r"[;\n]"
 _NEGATION = re.compile(r"^(not|without)\s+(the\s+|a\s+|an\s+)?", re.IGNORECASE)
@@ -294,7 +295,7 @@ class TextLabeller:
         for i, j in options:
             mask = self._full_mask(embedding, low[i, j])
             empty.append(not mask.any())  # drawn at low resolution, gone at full size (a sliver)
-            crops.append(image if empty[-1] else masked_crop(image, mask, s.context))
+            crops.append(_EMPTY_CROP if empty[-1] else masked_crop(image, mask, s.context))
         probs = self.scorer.probabilities(self.clip.encode_images(crops))
         chosen: Dict[int, Tuple[float, int, float]] = {}  # candidate -> (value, option, CLIP probability)
         for k, ((i, j), row) in enumerate(zip(options, probs)):

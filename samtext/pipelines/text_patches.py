@@ -1,8 +1,8 @@
 """The patch + Grad-CAM localizer, for small objects ("car blinker"): where in the matching patches CLIP looks.
 
 1. Overlapping square patches at one or more sizes (default: a third of the image's short side, at least
-   ``min_patch`` pixels), stride half a patch, cut from the full-resolution image; an image smaller than a patch
-   is one patch.
+   ``min_patch`` pixels), stride half a patch, cut from the full-resolution image (scaled down to at most 448 px
+   for CLIP, which reads 224); an image smaller than a patch is one patch.
 2. CLIP scores every patch in batches (probabilities against the other prompts and the background prompts); per
    class, the ``top_k`` best patches (at ``region_threshold`` or above, when set) are kept; per negative prompt,
    the ``top_k`` best of those where it wins.
@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..masks import pad_to_square
+from ..masks import box_crop
 from .reference import window_grid
 from .text import Candidate, Localized, TextSettings, as_whole_numbers
 
@@ -120,7 +120,7 @@ class PatchLocalizer:
         s, p = self.settings, self.patches
         h, w = image.shape[:2]
         boxes = patch_boxes(h, w, p.patch_sizes(h, w), p.overlap)
-        crops = [pad_to_square(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in boxes]
+        crops = [box_crop(image, b, context=0.0) for b in boxes]
         probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
         c, texts = scorer.num_classes, probs.shape[1]
         kept = [self._kept(probs[:, t], s.gate(probs[:, t]) if t < c else TextSettings.negative_hits(probs, c, t - c))
@@ -172,8 +172,10 @@ class PatchLocalizer:
         cams = self.clip.saliency_maps([crops[i] for _, i in jobs], scorer.text_embeddings, [t for t, _ in jobs])
         for (t, i), cam in zip(jobs, cams):
             x1, y1, x2, y2 = boxes[i]
-            side = cam.shape[0]
-            top, left = (side - (y2 - y1)) // 2, (side - (x2 - x1)) // 2  # the padding pad_to_square added
+            side = max(y2 - y1, x2 - x1)  # the padded square at the image's pixels (the crop may be smaller)
+            if cam.shape[0] != side:
+                cam = cv2.resize(np.ascontiguousarray(cam), (side, side), interpolation=cv2.INTER_LINEAR)
+            top, left = (side - (y2 - y1)) // 2, (side - (x2 - x1)) // 2  # the padding box_crop added
             cam = cam[top : top + y2 - y1, left : left + x2 - x1] * float(probs[i, t])
             mx1, my1 = int(x1 * scale), int(y1 * scale)
             mx2, my2 = max(mx1 + 1, min(mw, int(round(x2 * scale)))), max(my1 + 1, min(mh, int(round(y2 * scale))))
