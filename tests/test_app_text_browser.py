@@ -3,6 +3,8 @@ localhost with this test's database and plugin folder): the App lists the operat
 checks the prompts as they are typed and changes with the localizer, and a run started from it writes a
 multi-class mask."""
 
+import os
+import tempfile
 import types
 import uuid
 
@@ -69,6 +71,19 @@ def test_text_form_checks_prompts_and_runs(app):
     form.fill("CLIP model", "tiny")
     form.fill("Threshold", "0")
     form.fill("Output field", "text_browser")
+    expect(form.execute_button).to_be_enabled()
+
+    # the filled-in form, whole (the README's picture: SAMTEXT_SCREENSHOTS_DIR=docs/images)
+    shots = os.environ.get("SAMTEXT_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="samtext-shots-")
+    page.set_viewport_size({"width": 1400, "height": 1900})
+    expect(form.execute_button).to_be_enabled()
+    form.scroll_to_top()
+    _app.stable_screenshot(form.dialog)
+    box = form.dialog.bounding_box()
+    page.screenshot(path=os.path.join(shots, "text_form.png"),
+                    clip=dict(x=box["x"] - 8, y=max(0, box["y"] - 8), width=box["width"] + 16,
+                              height=box["height"] + 16))
+    page.set_viewport_size({"width": 1400, "height": 900})
     expect(form.execute_button).to_be_enabled()
     form.execute_button.click()
     note = _app.wait_for_run(page, app.server, r"samtext: labelled \d+ images into text_browser\b")
