@@ -85,7 +85,10 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, context: float = 0.1, fill=
     ``mask`` ``(H, W)`` bool and not empty."""
     x1, y1, x2, y2 = grow_box(mask_to_box(mask), image.shape[:2], context)
     pixels = _shrink(image[y1:y2, x1:x2], max_side)
-    inside = _shrink(mask[y1:y2, x1:x2].astype(np.float32), max_side) >= 0.5  # mostly inside, as the pixels are
+    cover = _shrink(mask[y1:y2, x1:x2].astype(np.float32), max_side)  # the fraction of each pixel inside
+    inside = cover >= 0.5
+    if not inside.any():  # a thin object that no shrunk pixel is mostly inside: keep what it touches
+        inside = cover > 0
     crop = np.where(inside[..., None], pixels, np.asarray(fill, dtype=np.uint8))
     return pad_to_square(crop, fill)
 

@@ -58,6 +58,10 @@ def test_crops_for_clip_are_cut_small_from_large_images():
     assert (wide[:, :, :] == NEUTRAL_FILL).all(-1).mean() == pytest.approx(0.75, abs=0.01)  # padded 4:1 box
     small = box_crop(img, np.array([100, 100, 150, 130]), 0.0)
     assert small.shape == (50, 50, 3)  # small crops keep their pixels
+    bar = canvas(3000, 4000)
+    thin = rect(bar, 100, 100, 102, 3900, RED)  # 2 px tall, 3800 px long: no shrunk pixel is half inside
+    crop = masked_crop(bar, thin, 0.1)
+    assert crop.shape[0] <= CROP_MAX_SIDE and (crop[..., 0] > 100).any()  # the bar is still there
 
 
 # ----------------------------------------------------------------------------------------- box localizer
@@ -151,7 +155,7 @@ def test_an_absent_class_gives_an_empty_result_with_its_reason():
     lab, _, _ = labeller(classes=("green leaf",))
     result = lab(img)
     assert result.is_empty and not result.instances
-    assert "green leaf" in result.empty_reason and "masked crop scored above 0.50" in result.empty_reason
+    assert "green leaf" in result.empty_reason and "masked crop reached 0.50" in result.empty_reason
     assert result.absent_confidence > 0.5
 
 
@@ -248,6 +252,31 @@ def test_cam_is_unpadded_and_scaled_back_on_wide_images():
     assert iou(inst.mask, a) > 0.95
     positives = result.points[result.point_labels == 1]
     assert all(a[int(py), int(px)] for px, py in positives)
+
+
+def test_cam_of_a_shrunk_padded_patch_lands_on_the_object():
+    img = canvas(500, 1400)  # 600 px patches: 500 px tall here, padded to 600, shrunk to 448 for CLIP
+    a = disc(img, 380, 1000, 30, RED)
+    clip = TextClip({"red": [RED], "background": []})
+    s = TextSettings()
+    localizer = PatchLocalizer(clip, s, PatchSettings(sizes=[600], top_k=1))
+    result = TextLabeller(FakeSegmenter(), clip, ["red thing"], localizer, [], s)(img)
+    maps, scale = localizer.last_maps
+    r, c = np.unravel_index(maps[0].argmax(), maps[0].shape)
+    assert np.hypot((c + 0.5) / scale - 1000, (r + 0.5) / scale - 380) < 8
+    (inst,) = result.instances
+    assert iou(inst.mask, a) > 0.95
+
+
+def test_a_prompt_that_is_a_background_prompt_can_still_win():
+    from samtext.models.clip import BACKGROUND_PROMPTS
+    from samtext.pipelines.text import PromptScorer
+
+    clip = TextClip(WORDS)
+    scorer = PromptScorer(clip, ["texture", "red thing"], ["An Object"])
+    texts = clip.texts[-scorer.text_embeddings.shape[0]:]
+    assert "a texture" not in texts and "an object" not in texts
+    assert len(texts) == 3 + len(BACKGROUND_PROMPTS) - 2
 
 
 def test_patches_absent_class_is_empty():

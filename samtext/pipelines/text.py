@@ -68,6 +68,11 @@ def parse_prompts(prompts: Union[str, Sequence[str], None], what: str = "prompts
     return out
 
 
+def _bare(text: str) -> str:
+    """``text`` in lower case without a leading article: "An Object" -> "object"."""
+    return re.sub(r"^(a|an|the)\s+", "", " ".join(text.lower().split()))
+
+
 def negative_subject(prompt: str) -> str:
     """What a negative prompt names: "not the window" -> "window", "without a hat" -> "hat" (it is scored as a thing
     to avoid). "no" is left alone: "no entry sign" names a thing."""
@@ -156,6 +161,10 @@ class PromptScorer:
         template = template or PROMPT_TEMPLATE
         self.classes, self.negatives = list(classes), list(negatives)
         background = BACKGROUND_PROMPTS if background is None else background
+        # a prompt that is itself a background prompt ("texture", "an object") would split its probability with
+        # its near-twin and never win: that background prompt is left out
+        named = {_bare(t) for t in self.classes + self.negatives}
+        background = [b for b in background if _bare(b) not in named]
         texts = [template.format(t) for t in self.classes + self.negatives] + list(background)
         self.text_embeddings = clip.encode_texts(texts)  # (T, D)
         self.scale = float(clip.logit_scale)
@@ -256,23 +265,27 @@ class TextLabeller:
         found = self.localizer(image, self.scorer)
         scores = dict(found.diagnostics, best_region_score=float(found.best.max()) if len(found.best) else 0.0)
         if not found.candidates:
-            where = ("no region scored above %.2f" % self.settings.region_threshold
-                     if self.settings.region_threshold is not None else "CLIP pointed at no place")
-            return MaskResult.empty(image.shape[:2], "%s (best region: %s)" % (where, self._by_class(found.best)),
+            threshold = self.settings.region_threshold
+            where = ("no region reached %.2f" % threshold if threshold is not None and found.best.max(initial=0) < threshold
+                     else "CLIP pointed at no place (no box to score, or Grad-CAM saw nothing in the best patches)")
+            return MaskResult.empty(image.shape[:2], "%s; best region: %s" % (where, self._by_class(found.best)),
                                     confidence=1.0 - scores["best_region_score"], **scores)
         instances, best = self._draw(image, embedding, found.candidates)
         scores["best_score"] = float(best.max())
         points = np.concatenate([c.points for c in found.candidates]).astype(np.float32)
         labels = np.concatenate([c.labels for c in found.candidates]).astype(int)
         if not instances:
-            return MaskResult.empty(image.shape[:2], "no object's masked crop scored above %.2f (best: %s; %d "
-                                    "places looked at)" % (self.settings.threshold, self._by_class(best),
-                                                           len(found.candidates)),
+            return MaskResult.empty(image.shape[:2], "no object's masked crop reached %.2f (best: %s; %d places "
+                                    "looked at)" % (self.settings.threshold, self._by_class(best),
+                                                    len(found.candidates)),
                                     points, labels, confidence=1.0 - scores["best_score"], **scores)
         return MaskResult(tuple(image.shape[:2]), instances, points, labels, scores=scores)
 
-    def _by_class(self, best: np.ndarray) -> str:
-        return ", ".join("%r %.2f" % (name, p) for name, p in zip(self.classes, best))
+    def _by_class(self, best: np.ndarray, most: int = 5) -> str:
+        """The ``most`` best classes with their probabilities, for an empty label's reason."""
+        order = np.argsort(-np.asarray(best), kind="stable")[:most]
+        text = ", ".join("%r %.2f" % (self.classes[i], best[i]) for i in order)
+        return text + (", ..." if len(self.classes) > most else "")
 
     def _draw(self, image: np.ndarray, embedding, candidates: List[Candidate]) -> Tuple[List[Instance], np.ndarray]:
         """The objects kept, best first, and each class's best masked-crop probability ``(C,)``."""
@@ -309,7 +322,7 @@ class TextLabeller:
             value, k, clip_p = chosen[i]
             cand, (_, j) = candidates[i], options[k]
             best_by_class[cand.class_index] = max(best_by_class[cand.class_index], clip_p)
-            if clip_p < s.threshold:
+            if empty[k] or clip_p < s.threshold:
                 continue
             mask = self._full_mask(embedding, low[i, j])
             kept = kept_by_class.setdefault(cand.class_index, [])

@@ -172,14 +172,16 @@ class PatchLocalizer:
         cams = self.clip.saliency_maps([crops[i] for _, i in jobs], scorer.text_embeddings, [t for t, _ in jobs])
         for (t, i), cam in zip(jobs, cams):
             x1, y1, x2, y2 = boxes[i]
-            side = max(y2 - y1, x2 - x1)  # the padded square at the image's pixels (the crop may be smaller)
-            if cam.shape[0] != side:
-                cam = cv2.resize(np.ascontiguousarray(cam), (side, side), interpolation=cv2.INTER_LINEAR)
-            top, left = (side - (y2 - y1)) // 2, (side - (x2 - x1)) // 2  # the padding box_crop added
-            cam = cam[top : top + y2 - y1, left : left + x2 - x1] * float(probs[i, t])
+            # cut box_crop's padding off in the map's own frame (the crop may have been shrunk), then paste
+            side, h, w = cam.shape[0], y2 - y1, x2 - x1
+            ph, pw = max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w)))
+            top, left = (side - ph) // 2, (side - pw) // 2
+            cam = cam[top : top + ph, left : left + pw] * float(probs[i, t])
             mx1, my1 = int(x1 * scale), int(y1 * scale)
             mx2, my2 = max(mx1 + 1, min(mw, int(round(x2 * scale)))), max(my1 + 1, min(mh, int(round(y2 * scale))))
-            small = cv2.resize(np.ascontiguousarray(cam), (mx2 - mx1, my2 - my1), interpolation=cv2.INTER_AREA)
+            shrink = cam.shape[1] > mx2 - mx1
+            small = cv2.resize(np.ascontiguousarray(cam), (mx2 - mx1, my2 - my1),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             np.maximum(maps[t, my1:my2, mx1:mx2], small.reshape(my2 - my1, mx2 - mx1), out=maps[t, my1:my2, mx1:mx2])
         sigma = max(1.0, 0.01 * max(mh, mw))
         for t in range(len(maps)):
