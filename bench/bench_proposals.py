@@ -22,7 +22,6 @@ Example (smoke test)::
 """
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ import time
 
 import numpy as np
 
-from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, write_report
+from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, timed, write_report
 
 N_PROPOSALS = 64
 
@@ -40,12 +39,6 @@ DEFAULT16 = "proposals 16x16 (embedding given)"
 WORST16 = "proposals 16x16, every mask drawn (worst case)"
 MODULE16 = "proposals 16x16 worst case, SAM's decoder module"
 
-
-def timed(fn, *args, **kwargs):
-    gc.collect()
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return time.perf_counter() - t, out
 
 
 def typical_masks(shape, n=N_PROPOSALS, seed=0):

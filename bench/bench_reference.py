@@ -29,7 +29,6 @@ Example (smoke test)::
 
 import argparse
 import copy
-import gc
 import statistics
 import sys
 import time
@@ -46,6 +45,7 @@ from common import (
     md_table,
     pets_stems,
     write_report,
+    timed,
 )
 
 MODES = ("encoder", "prior", "prior-ungated", "prior+clip", "stitch", "seed")
@@ -161,12 +161,6 @@ class SeedWay:
 
 # -------------------------------------------------------------------------------------------- timing
 
-
-def timed(fn, *args):
-    gc.collect()
-    t = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t, out
 
 
 def describe(mode, out) -> str:

@@ -20,23 +20,16 @@ Example (smoke test)::
 """
 
 import argparse
-import gc
 import os
 import statistics
 import time
 
 import numpy as np
 
-from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, write_report
+from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, timed, write_report
 
 PROMPT = "cat"
 
-
-def timed(fn, *args, **kwargs):
-    gc.collect()
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return time.perf_counter() - t, out
 
 
 def build_clip(name: str, precision: str):

@@ -40,6 +40,18 @@ def load_pet(stem: str):
     return image, mask
 
 
+def timed(fn, *args, **kwargs):
+    """``(seconds, fn(*args, **kwargs))``, garbage collected first so that one step's leftovers do not land on
+    the next one's time."""
+    import gc
+    import time
+
+    gc.collect()
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -19,7 +19,8 @@ from typing import Callable, Optional, Union
 
 from . import dataset as sds
 from . import driver
-from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, load_clip, load_sam
+from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+                     load_clip, load_sam)
 from .pipelines.embeddings import EMBEDDERS, EmbeddedProposals
 from .pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator, ProposalSettings
 from .store import EmbeddingSidecar, EmbeddingStore, default_root
@@ -60,11 +61,11 @@ def proposals_action(
     check_model_options(sam_model, clip_model if embedder == "clip" else None, device, precision)
     record = dict({k: v for k, v in vars(settings).items() if k != "points_per_batch"},  # speed, not results
                   sam_model=sam_model, embedder=embedder,
-                  sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None,
+                  sam_checkpoint=checkpoint_name(sam_checkpoint),
                   embeddings_dir=os.path.abspath(os.path.expanduser(embeddings_dir)) if embeddings_dir else None)
     if embedder == "clip":
         record.update(clip_model=clip_model, clip_pretrained=clip_pretrained, crop_context=float(crop_context),
-                      clip_checkpoint=os.path.basename(clip_checkpoint) if clip_checkpoint else None)
+                      clip_checkpoint=checkpoint_name(clip_checkpoint))
     built = {}
 
     def build():

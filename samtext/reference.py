@@ -27,7 +27,8 @@ import fiftyone as fo
 
 from . import driver
 from .images import InputError, load_image, load_mask
-from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, load_clip, load_sam
+from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+                     load_clip, load_sam)
 from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher, check_gate
 
 logger = logging.getLogger(__name__)
@@ -246,13 +247,13 @@ def reference_action(
     settings = dict(
         method=method, class_name=class_name, reference_ids=ref_ids, reference_field=reference_field,
         reference_mask=_mask_digest(reference_mask), reference_class_value=check_class_value(reference_class_value),
-        sam_model=sam_model, sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None,
+        sam_model=sam_model, sam_checkpoint=checkpoint_name(sam_checkpoint),
         refine=bool(refine), min_similarity=min_similarity, max_instances=int(max_instances),
         clip_threshold=None if clip_threshold is None else float(clip_threshold),
     )
     if needs_clip:
         settings.update(clip_model=clip_model, clip_pretrained=clip_pretrained,
-                        clip_checkpoint=os.path.basename(clip_checkpoint) if clip_checkpoint else None)
+                        clip_checkpoint=checkpoint_name(clip_checkpoint))
     if method == "stitch":
         settings.update(num_prompt_sets=int(num_prompt_sets))
     built = {}

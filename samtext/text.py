@@ -14,13 +14,13 @@ itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_
 """
 
 import functools
-import os
 from typing import Callable, Optional, Sequence, Union
 
 import fiftyone as fo
 
 from . import driver
-from .models import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, load_clip, load_sam
+from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+                     load_clip, load_sam)
 from .pipelines.text import TextLabeller, TextSettings, negative_subject, parse_prompts
 from .pipelines.text_boxes import BoxLocalizer, BoxSettings
 from .pipelines.text_patches import PatchLocalizer, PatchSettings
@@ -126,8 +126,8 @@ def text_action(
         prompts=classes, negative_prompts=negatives, localizer=localizer, threshold=settings.threshold,
         region_threshold=settings.region_threshold, max_instances=settings.max_instances, nms_iou=settings.nms_iou,
         sam_model=sam_model,
-        sam_checkpoint=os.path.basename(sam_checkpoint) if sam_checkpoint else None, clip_model=clip_model,
-        clip_pretrained=clip_pretrained, clip_checkpoint=os.path.basename(clip_checkpoint) if clip_checkpoint else None,
+        sam_checkpoint=checkpoint_name(sam_checkpoint), clip_model=clip_model,
+        clip_pretrained=clip_pretrained, clip_checkpoint=checkpoint_name(clip_checkpoint),
     )
     if localizer == "boxes":
         recorded.update(search_mode=search_mode, max_proposals=boxes.max_proposals)

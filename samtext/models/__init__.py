@@ -35,6 +35,7 @@ __all__ = [
     "load_clip",
     "SAM_MODELS",
     "check_model_options",
+    "checkpoint_name",
     "clear_model_cache",
 ]
 
@@ -136,6 +137,11 @@ def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
     tokenizer = open_clip.get_tokenizer(name)
     label = "%s/%s" % (name, tag or (os.path.basename(path) if path else "random"))
     return ClipModel(model, tokenizer, transform=transform, device=device, precision=precision, name=label)
+
+
+def checkpoint_name(path: Optional[str]) -> Optional[str]:
+    """How a run record names a weights file: its base name (shards on other machines keep it elsewhere), or None."""
+    return os.path.basename(path) if path else None
 
 
 def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] = None, device: str = "auto",

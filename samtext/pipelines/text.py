@@ -128,13 +128,6 @@ class TextSettings:
             raise ValueError("max_instances must be at least 1, got %r" % (self.max_instances,))
         return self
 
-    @staticmethod
-    def negative_hits(probs: np.ndarray, c: int, g: int) -> np.ndarray:
-        """The rows of ``probs`` ``(N, C + G)`` where negative ``g`` wins (see NEGATIVE_MAJORITY)."""
-        column = probs[:, c + g]
-        best_class = probs[:, :c].max(axis=1) if c else np.zeros(len(probs))
-        return np.flatnonzero((column >= NEGATIVE_MAJORITY) & (column > best_class))
-
     def gate(self, probabilities: np.ndarray) -> np.ndarray:
         """The indices of ``probabilities`` ``(N,)`` at the region threshold (all without one)."""
         if self.region_threshold is None:
@@ -204,6 +197,13 @@ class Localized:
     candidates: List[Candidate]
     best: np.ndarray  # (C,)
     diagnostics: Dict[str, float] = field(default_factory=dict)
+
+
+def negative_hits(probs: np.ndarray, c: int, g: int) -> np.ndarray:
+    """The rows of ``probs`` ``(N, C + G)`` where negative ``g`` wins (see NEGATIVE_MAJORITY)."""
+    column = probs[:, c + g]
+    best_class = probs[:, :c].max(axis=1) if c else np.zeros(len(probs))
+    return np.flatnonzero((column >= NEGATIVE_MAJORITY) & (column > best_class))
 
 
 def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -324,7 +324,7 @@ class TextLabeller:
             best_by_class[cand.class_index] = max(best_by_class[cand.class_index], clip_p)
             if empty[k] or clip_p < s.threshold:
                 continue
-            mask = self._full_mask(embedding, low[i, j])
+            mask = self._full_mask(embedding, low[i, j])  # again: only kept objects' masks are held at full size
             kept = kept_by_class.setdefault(cand.class_index, [])
             if len(kept) >= s.max_instances or any(_repeats(mask, other, s.mask_iou) for other in kept):
                 continue

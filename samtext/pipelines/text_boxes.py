@@ -16,13 +16,14 @@
 Boxes are ``XYXY`` pixels of the original image. Nothing here imports FiftyOne.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 
 from ..masks import box_crop
-from .text import Candidate, Localized, TextSettings, as_whole_numbers, box_nms
+from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits, box_nms
 
 SS_MODES = ("fast", "quality")
 
@@ -78,14 +79,22 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384,
     return boxes.astype(np.int64)
 
 
-def _seed_c_rand(seed: int) -> None:
+@functools.lru_cache(maxsize=1)
+def _c_library():
+    """The C library (found once: ``find_library`` runs ``ldconfig``), or None where there is none to load."""
     import ctypes
     import ctypes.util
 
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").srand(int(seed))
-    except (OSError, AttributeError):  # no C library to seed: the ranking varies from run to run
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def _seed_c_rand(seed: int) -> None:
+    libc = _c_library()
+    if libc is not None and hasattr(libc, "srand"):  # else the ranking varies from run to run
+        libc.srand(int(seed))
 
 
 def shortlist(boxes: np.ndarray, size, settings: BoxSettings) -> np.ndarray:
@@ -149,7 +158,7 @@ class BoxLocalizer:
         """``(M, 2)`` centres of the boxes where a negative prompt wins (after NMS)."""
         out = []
         for g in range(probs.shape[1] - c):
-            hits = TextSettings.negative_hits(probs, c, g)
+            hits = negative_hits(probs, c, g)
             for i in hits[box_nms(boxes[hits], probs[hits, c + g], self.settings.nms_iou)]:
                 x1, y1, x2, y2 = boxes[i]
                 out.append(((x1 + x2) / 2, (y1 + y2) / 2))

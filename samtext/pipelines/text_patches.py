@@ -24,7 +24,7 @@ import numpy as np
 
 from ..masks import box_crop
 from .reference import window_grid
-from .text import Candidate, Localized, TextSettings, as_whole_numbers
+from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits
 
 LOW_SALIENCY = 0.1  # negatives come from where the map is below this fraction of its maximum
 
@@ -123,7 +123,7 @@ class PatchLocalizer:
         crops = [box_crop(image, b, context=0.0) for b in boxes]
         probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
         c, texts = scorer.num_classes, probs.shape[1]
-        kept = [self._kept(probs[:, t], s.gate(probs[:, t]) if t < c else TextSettings.negative_hits(probs, c, t - c))
+        kept = [self._kept(probs[:, t], s.gate(probs[:, t]) if t < c else negative_hits(probs, c, t - c))
                 for t in range(texts)]
         scale = min(1.0, p.map_side / max(h, w))
         maps = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
