@@ -3,8 +3,8 @@
 1. OpenCV's selective search (``cv2.ximgproc.segmentation``, "fast" or "quality" strategies) on the image scaled
    to at most ``max_side`` pixels; boxes scaled back to the image.
 2. Boxes with a side under ``min_box`` (4) pixels are dropped; near-duplicates (box IoU above ``dedupe_iou``) are
-   removed, keeping OpenCV's better-ranked one; then at most ``max_proposals`` are kept, taken in turn from four
-   size bands (log-spaced box areas) in OpenCV's rank order, so that whole objects reach CLIP as well as parts.
+   removed, keeping the better-ranked one; then at most ``max_proposals`` are kept, taken in turn from four
+   size bands (log-spaced box areas) in rank order, so that whole objects reach CLIP as well as parts.
 3. CLIP scores every kept box in batches: the crop with a ``context`` margin, padded to a square (CLIP's centre
    crop would cut an elongated box), as probabilities against the other prompts and background prompts.
 4. Each box goes to its most probable class (a box around a car is looked at as a car, the wheel's own box as a
@@ -16,7 +16,6 @@
 Boxes are ``XYXY`` pixels of the original image. Nothing here imports FiftyOne.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import List
 
@@ -52,19 +51,20 @@ class BoxSettings:
 
 
 def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384, seed: int = 0) -> np.ndarray:
-    """``(N, 4)`` int64 XYXY boxes of OpenCV's selective search, in its rank order, in pixels of ``image``
+    """``(N, 4)`` int64 XYXY boxes of OpenCV's selective search, in a seeded rank order, in pixels of ``image``
     (``(H, W, 3)`` uint8 RGB), which is searched at most ``max_side`` pixels on its longest side.
 
-    OpenCV ranks the regions by their grouping level times a random number (the paper's diversified ranking),
-    drawn from the C library's ``rand()``; that is seeded with ``seed`` first (where the C library can be found),
-    so that the same image gives the same boxes in the same order."""
+    OpenCV ranks its regions by grouping level times a random number drawn from the C library's ``rand()``, which
+    its worker threads share, so its order changes from run to run. The boxes are therefore put in a canonical
+    order and then in a pseudo-random one drawn from ``seed`` (the paper's diversified ranking without the level
+    weighting; :func:`shortlist` takes boxes of every size anyway): the same image gives the same boxes in the same
+    order."""
     import cv2
 
     h, w = image.shape[:2]
     scale = min(1.0, float(max_side) / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                   interpolation=cv2.INTER_AREA)
-    _seed_c_rand(seed)
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(np.ascontiguousarray(small[..., ::-1]))  # OpenCV wants BGR
     search.switchToSelectiveSearchFast() if mode == "fast" else search.switchToSelectiveSearchQuality()
@@ -73,28 +73,10 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384,
         return np.zeros((0, 4), np.int64)
     rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
     boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]], axis=1)
-    boxes = np.round(boxes / scale)
+    boxes = np.unique(np.round(boxes / scale), axis=0)  # sorted, whatever OpenCV's order was
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-    return boxes.astype(np.int64)
-
-
-@functools.lru_cache(maxsize=1)
-def _c_library():
-    """The C library (found once: ``find_library`` runs ``ldconfig``), or None where there is none to load."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def _seed_c_rand(seed: int) -> None:
-    libc = _c_library()
-    if libc is not None and hasattr(libc, "srand"):  # else the ranking varies from run to run
-        libc.srand(int(seed))
+    return boxes[np.random.default_rng(seed).permutation(len(boxes))].astype(np.int64)
 
 
 def shortlist(boxes: np.ndarray, size, settings: BoxSettings) -> np.ndarray:
@@ -104,7 +86,7 @@ def shortlist(boxes: np.ndarray, size, settings: BoxSettings) -> np.ndarray:
     ok = np.flatnonzero(sides >= min(settings.min_box, h, w))
     if len(ok) == 0:
         return ok
-    rank = np.arange(len(ok), 0, -1, dtype=np.float32)  # OpenCV's first box scores highest
+    rank = np.arange(len(ok), 0, -1, dtype=np.float32)  # the first-ranked box scores highest
     ok = ok[np.sort(box_nms(boxes[ok], rank, settings.dedupe_iou))]
     if len(ok) <= settings.max_proposals:
         return ok
