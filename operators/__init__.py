@@ -4,8 +4,14 @@ from .annotate_by_examples import AnnotateByExamples
 from .annotate_by_reference import AnnotateByReferenceMask
 from .annotate_by_text import AnnotateByText
 from .compute_mask_proposals import ComputeMaskProposals
+from .evaluate_segmentations import EvaluateSegmentations
+from .export_labels import ExportLabels
+from .rerun_from_approved import RerunFromApproved
+from .review_labels import ReviewLabels
+from .train_model import PredictWithModel, TrainSegmentationModel
 
-OPERATORS = (AnnotateByReferenceMask, AnnotateByText, ComputeMaskProposals, AnnotateByExamples)
+OPERATORS = (AnnotateByReferenceMask, AnnotateByText, ComputeMaskProposals, AnnotateByExamples, EvaluateSegmentations,
+             ReviewLabels, RerunFromApproved, ExportLabels, TrainSegmentationModel, PredictWithModel)
 
 
 def register(p):

@@ -37,6 +37,14 @@ def action_config(name, label, description):
                               allow_delegated_execution=True)
 
 
+def tool_config(name, label, description, delegate_by_default=False):
+    """The configuration of samtext's tools that write no labels (evaluate, review, export, train): a dynamic
+    form, run immediately or delegated (``delegate_by_default`` for the long ones)."""
+    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=ICON,
+                              dynamic=True, allow_immediate_execution=True, allow_delegated_execution=True,
+                              default_choice_to_delegated=delegate_by_default)
+
+
 def action_button(label, place=types.Places.SAMPLES_GRID_SECONDARY_ACTIONS):
     """A button that opens the operator's form, among the samples grid's actions unless ``place`` says
     otherwise (e.g. ``types.Places.EMBEDDINGS_ACTIONS``)."""
@@ -371,3 +379,34 @@ def _execute_immediate(ctx, events):
     yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
     yield ctx.ops.show_output(summary_output().to_json(), result)
     return result
+
+
+def parse_targets(text):
+    """``{value: name}`` from a form's "255=cat, 1=dog" (None when empty).
+
+    Raises:
+        ValueError: an entry that is not ``<whole number>=<name>``.
+    """
+    if not text or not str(text).strip():
+        return None
+    out = {}
+    for part in str(text).replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        value, sep, name = part.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise ValueError("class names must read like '255=cat, 1=dog'; got %r" % part.strip())
+        out[int(value)] = name.strip()
+    return out
+
+
+def result_panel(title, fields):
+    """The output panel of a tool's result: ``fields`` as ``[(key, label, kind)]``, kind "str", "float", "int" or
+    "list" (of strings)."""
+    outputs = types.Object()
+    for key, label, kind in fields:
+        if kind == "list":
+            outputs.list(key, types.String(), label=label)
+        else:
+            getattr(outputs, kind)(key, label=label)
+    return types.Property(outputs, view=types.View(label="samtext: " + title))

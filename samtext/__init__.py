@@ -6,6 +6,10 @@ The public SDK::
     summary = samtext.annotate_by_reference(view, "cat", reference=sample, reference_field="mask")
     summary = samtext.compute_mask_proposals(view, out_field="proposals")
     summary = samtext.annotate_by_text(view, "car; pedestrian", out_field="street")
+    report = samtext.evaluate(view, "cat_masks", "ground_truth", gt_targets={255: "cat"})
+    samtext.review(view, "cat_masks"); samtext.rerun_from_approved(view, "cat_masks")
+    model = samtext.train(view, "cat_masks").model_path; samtext.predict(test_view, model, out_field="cat_model")
+    samtext.export_labels(view, "cat_masks", "/data/cats")
 
 FiftyOne is imported only when an SDK function that needs it is first used, so the model and pipeline
 layers (``samtext.models``, ``samtext.pipelines``) stay quick to import.
@@ -31,6 +35,20 @@ _LAZY = {
     "iter_annotate_by_text": ("text", "iter_annotate_by_text"),
     "prepare_annotate_by_text": ("text", "prepare_annotate_by_text"),
     "parse_prompts": ("pipelines.text", "parse_prompts"),
+    "evaluate": ("evaluation", "evaluate"),
+    "SegmentationReport": ("evaluation", "SegmentationReport"),
+    "review": ("label_review", "review"),
+    "train": ("training", "train"),
+    "iter_train": ("training", "iter_train"),
+    "TrainSummary": ("training", "TrainSummary"),
+    "predict": ("training", "predict"),
+    "iter_predict": ("training", "iter_predict"),
+    "prepare_predict": ("training", "prepare_predict"),
+    "training_overlap": ("training", "training_overlap"),
+    "rerun_from_approved": ("loop", "rerun_from_approved"),
+    "iter_rerun_from_approved": ("loop", "iter_rerun_from_approved"),
+    "prepare_rerun_from_approved": ("loop", "prepare_rerun_from_approved"),
+    "export_labels": ("export", "export_labels"),
     "RunSummary": ("driver", "RunSummary"),
     "RunStopped": ("driver", "RunStopped"),
     "run_with_progress": ("driver", "run_with_progress"),

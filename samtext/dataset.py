@@ -341,6 +341,26 @@ def register_run(dataset: fo.Dataset, key: str, config: dict) -> None:
     dataset.register_run(key, dataset.init_run(**jsonable(config)), overwrite=True, cleanup=False)
 
 
+def running_runs(dataset: fo.Dataset, field: str) -> Tuple[Optional[str], List[str]]:
+    """``(action, run ids)`` of the samtext runs still writing ``field`` (their entries under ``runs`` say
+    "running"): a field read now may still change. A run that died without saying so stays "running"."""
+    record = read_run(dataset, run_key_for(field)) or {}
+    running = sorted(k for k, r in (record.get("runs") or {}).items() if (r or {}).get("status") == "running")
+    return record.get("action"), running
+
+
+def running_note(dataset: fo.Dataset, field: str) -> Optional[str]:
+    """A warning (logged, and returned for the caller's report) when a samtext run is still writing ``field``;
+    None otherwise."""
+    action, running = running_runs(dataset, field)
+    if not running:
+        return None
+    note = ("field %r is still being written by samtext (%s run %s, status 'running'): what is read now may "
+            "change; read it again when the run has finished" % (field, action, ", ".join(running)))
+    logger.warning("samtext: %s", note)
+    return note
+
+
 def update_run(dataset: fo.Dataset, key: str, **fields) -> None:
     """Sets ``config.<name>`` of the run record ``key`` in one atomic database update, so that runs writing
     their own entries at the same time (shards on several workers) do not overwrite each other. Names may be

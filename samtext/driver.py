@@ -28,6 +28,7 @@ import fiftyone as fo
 from . import dataset as sds
 from .images import InputError, load_image
 from .pipelines.result import MaskResult
+from .progress import run_events
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +112,9 @@ class Action:
 
 def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
     """Runs an action's generator of ``(done, total)`` events to its end and returns its return value (the
-    summary), calling ``on_progress(done, total)`` for each event. The generator is closed on any exit, so
-    its pending labels are flushed even when the caller's callback raises or the user presses Ctrl-C."""
-    try:
-        while True:
-            try:
-                done, total = next(events)
-            except StopIteration as stop:
-                return stop.value
-            if on_progress is not None:
-                on_progress(done, total)
-    finally:
-        events.close()
+    summary), calling ``on_progress(done, total)`` for each event (see :func:`samtext.progress.run_events`: the
+    generator is closed on any exit, so its pending labels are flushed even on Ctrl-C)."""
+    return run_events(events, on_progress)
 
 
 def run_with_progress_option(events, progress: Union[bool, Callable[[int, int], None], None] = None):

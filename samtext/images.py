@@ -73,6 +73,24 @@ def load_image(path: str) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def image_size(path: str) -> Tuple[int, int]:
+    """``(H, W)`` of an image file as :func:`load_image` returns it (EXIF orientation applied), read from its
+    header without decoding the pixels.
+
+    Raises:
+        InputError: the file is missing or not an image.
+    """
+    if not os.path.isfile(path):
+        raise InputError("file not found: %s" % path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception as e:  # PIL raises many types for non-image files
+        raise InputError("cannot read image %s: %s" % (path, e)) from e
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def read_mask_values(source: Union[str, bytes, np.ndarray]) -> np.ndarray:
     """Reads a mask's raw values (from a path, an image file's bytes, or an array) as a 2-D integer array: palette indices for "P" images, gray levels for
     "L"/"I;16", and values for arrays. RGB masks are reduced to one channel when the channels agree, and

@@ -427,3 +427,30 @@ def test_operator_takes_masks_of_another_field(scenes, tmp_path, double_embedder
     ds.reload()
     assert all(_labelled(ds, truth, "op_drawn", {RED: 1}))
     assert ds.get_run_info("samtext_op_drawn").config.settings["examples"]["red"]["mask_field"] == "drawn"
+
+
+def test_a_rerun_from_an_approved_correction_adds_its_look_to_the_exemplars(scenes, double_embedder):
+    """Red exemplar only: the orange objects stay unlabelled. A person paints sample 1's orange disc into its
+    label and approves it; the rerun labels the orange rect of sample 2 too, and leaves sample 1 as corrected."""
+    import samtext
+    import samtext.dataset as sds
+
+    ds, truth = scenes
+    red = _proposal_id(ds, truth, 0, RED)
+    samtext.annotate_by_examples(ds, {"red": [red]}, proposals_field="props", out_field="reds")
+    assert _labelled(ds, truth, "reds", {RED: 1}) == [True] * sum(map(len, truth))
+    fixed = ds.skip(1).first()
+    corrected = fixed["reds"].get_mask().copy()
+    corrected[[m for c, m in truth[1] if c == ORANGE][0]] = 1
+    fixed["reds"].mask = corrected
+    fixed["reds"].tags = ["approved"]
+    fixed.save()
+
+    summary = samtext.rerun_from_approved(ds, "reds")
+    assert summary.targets == len(SCENES) - 1 and summary.failed == 0
+    assert _labelled(ds, truth, "reds", {RED: 1, ORANGE: 1}) == [True] * sum(map(len, truth))
+    assert np.array_equal(ds.skip(1).first()["reds"].get_mask(), corrected)
+    record = sds.read_run(ds, sds.run_key_for("reds"))
+    spec = record["settings"]["examples"]["red"]
+    assert spec["label_ids"] == [red] and spec["mask_field"] == "reds_approved" and spec["mask_samples"] == [fixed.id]
+    assert record["settings"]["approved"]["label_ids"] == [fixed["reds"].id]

@@ -72,6 +72,16 @@ def test_plugin_definition_matches_manifest(db):
     assert pd.has_py
 
 
+def test_every_operator_is_in_the_manifest_and_registered(db):
+    import fiftyone.operators as foo
+    import fiftyone.plugins as fop
+
+    listed = set(fop.get_plugin(PLUGIN_NAME).operators)
+    registered = {o.name for o in foo.list_operators(enabled=True) if o.plugin_name == PLUGIN_NAME}
+    assert listed == registered
+    assert {"evaluate_segmentations", "review_labels", "rerun_from_approved", "export_labels"} <= registered
+
+
 def test_get_operator_and_registry(db):
     import fiftyone.operators as foo
 

@@ -1,0 +1,58 @@
+"""Operator "Export pseudo-labels": a thin form over :func:`samtext.export_labels`."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+FORMAT_CHOICES = {
+    "segmentation": "Image segmentation folder (images + PNG class masks)",
+    "coco": "COCO instances (labels.json with polygons)",
+}
+RESULT_FIELDS = [("export_dir", "Written to", "str"), ("exported", "Labels exported", "int"),
+                 ("skipped_rejected", "Left out (rejected)", "int"), ("without_label", "Without a label", "int")]
+
+
+class ExportLabels(foo.Operator):
+    @property
+    def config(self):
+        return forms.tool_config("export_labels", "Export pseudo-labels",
+                                 "Write a mask field with FiftyOne's exporters (segmentation folder or COCO)")
+
+    def resolve_placement(self, ctx):
+        return forms.action_button("Export pseudo-labels")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Export")
+        fields = forms.fields_of_types(ctx, fo.Segmentation)
+        inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}))
+        inputs.enum("format", list(FORMAT_CHOICES), default="segmentation", label="Format",
+                    view=forms.choice_view(FORMAT_CHOICES, types.RadioGroup))
+        inputs.str("export_dir", required=True, label="Folder", description="A new or empty folder on the server")
+        inputs.str("skip_tag", default="samtext:reject", label="Leave out labels tagged")
+        inputs.bool("export_media", default=True, label="Copy the images too")
+        inputs.bool("overwrite", default=False, label="Replace the folder's contents")
+        return types.Property(inputs, view=types.View(label="Export pseudo-labels"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        return samtext.export_labels(ctx.target_view(), p["field"], p["export_dir"], format=p.get("format") or
+                                     "segmentation", skip_tag=p.get("skip_tag", "samtext:reject") or None,
+                                     export_media=p.get("export_media", True), overwrite=p.get("overwrite", False))
+
+    def resolve_output(self, ctx):
+        return forms.result_panel("export", RESULT_FIELDS)
+
+    def __call__(self, sample_collection, field, export_dir, delegate=False, **params):
+        """Runs the operator from Python (``format``: "segmentation" or "coco", ``skip_tag``, ``overwrite``).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/export_labels")
+            op(dataset, "cat_masks", "/data/cats", format="coco")
+        """
+        params = dict(params, field=field, export_dir=export_dir)
+        return forms.call_operator(self, sample_collection, params, delegate)

@@ -1,0 +1,62 @@
+"""Operator "Rerun from approved labels": a thin form over :func:`samtext.rerun_from_approved`."""
+
+import fiftyone as fo
+import fiftyone.operators.types as types
+
+from . import forms
+
+PASSED_ON = ("device", "precision", "sam_checkpoint", "clip_checkpoint", "max_approved", "threshold",
+             "min_similarity")
+
+
+def _rerunnable_fields(ctx):
+    """Segmentation fields written by the reference or few-shot action (their run records say so)."""
+    if ctx.dataset is None:
+        return []
+    out = []
+    runs = set(ctx.dataset.list_runs())
+    for name in forms.fields_of_types(ctx, fo.Segmentation):
+        if "samtext_" + name in runs:
+            action = ctx.dataset.get_run_info("samtext_" + name).config.serialize().get("action")
+            if action in ("annotate_by_reference", "annotate_by_examples"):
+                out.append(name)
+    return out
+
+
+class RerunFromApproved(forms.ActionOperator):
+    operator_name = "rerun_from_approved"
+    action = "rerun_from_approved"
+    label = "Rerun from approved labels"
+    description = "Approved (or corrected and approved) labels become references/exemplars; the rest is relabelled"
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Relabel")
+        fields = _rerunnable_fields(ctx)
+        inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}),
+                    description="A field made by 'Annotate by reference mask' or 'Annotate by few-shot examples'")
+        inputs.str("approved_tag", default="approved", label="Approved tag",
+                   description="The label tag (or sample tag) you gave the labels you checked or corrected")
+        inputs.view("note", types.Notice(label="Approved labels stay as they are; every other sample of the target "
+                                               "is relabelled"))
+        forms.sharding(inputs)
+        return types.Property(inputs, view=types.View(label="Rerun from approved labels"))
+
+    def sdk_args(self, ctx):
+        p = ctx.params
+        run = forms.run_kwargs(p, side_fields=())
+        kwargs = dict(approved_tag=p.get("approved_tag") or "approved", batch_size=run["batch_size"],
+                      shard=run["shard"])
+        # settings a Python caller may change for the rerun (models given as files, the device, ...)
+        kwargs.update({k: p[k] for k in PASSED_ON if p.get(k) is not None})
+        return (ctx.target_view(), p.get("field")), kwargs
+
+    def __call__(self, sample_collection, field, delegate=False, **params):
+        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/rerun_from_approved")
+            op(dataset, "cat_masks", approved_tag="approved")
+        """
+        return forms.call_operator(self, sample_collection, dict(params, field=field), delegate)

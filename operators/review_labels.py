@@ -1,0 +1,97 @@
+"""Operator "Review pseudo-labels": a thin form over :func:`samtext.review`; opens the "to review" view."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import forms
+from ._sdk import samtext
+
+FLAG_LABELS = {
+    "low_confidence": "Low confidence",
+    "tiny": "Tiny objects",
+    "whole_image": "Covers almost the whole image",
+    "fragments": "Many fragments",
+    "disagreement": "Disagrees with the comparison field",
+    "empty": "Empty (the object is absent)",
+}
+REJECT_TAG = "samtext:reject"  # samtext.label_review.REJECT_TAG
+RESULT_FIELDS = [("field", "Field", "str"), ("reviewed", "Labels reviewed", "int"),
+                 ("rejected", "Rejected (tagged)", "int"), ("approved", "Approved", "int"),
+                 ("flagged", "Flags", "list"), ("mean_agreement", "Mean agreement (IoU)", "float"),
+                 ("view_name", "Saved view", "str"), ("errors", "Errors", "list"),
+                 ("warnings", "Warnings", "list")]
+
+
+def _rejects(params):
+    """The flags that reject, from the form's switches, or as a Python caller passed them (``reject``)."""
+    if "reject" in params:
+        return params["reject"]
+    return [f for f in FLAG_LABELS if params.get("reject_" + f, f != "empty")]
+
+
+class ReviewLabels(foo.Operator):
+    @property
+    def config(self):
+        return forms.tool_config("review_labels", "Review pseudo-labels",
+                                 "Flag doubtful masks, tag the rejects, save a 'to review' view worst first")
+
+    def resolve_placement(self, ctx):
+        return forms.action_button("Review pseudo-labels")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Review")
+        fields = forms.fields_of_types(ctx, fo.Segmentation)
+        inputs.enum("field", fields, required=True, label="Pseudo-label field",
+                    view=forms.choice_view({f: f for f in fields}))
+        inputs.float("min_confidence", default=0.5, min=0.0, max=1.0, label="Least confidence")
+        inputs.float("min_area", default=0.001, min=0.0, max=1.0, label="Tiny below (fraction of the image)")
+        inputs.float("max_area", default=0.95, min=0.0, max=1.0, label="Whole image above (fraction)")
+        inputs.int("max_fragments", default=5, min=1, label="Most fragments")
+        others = [f for f in forms.fields_of_types(ctx, fo.Segmentation, fo.Detections) if f != ctx.params.get("field")]
+        inputs.enum("compare_field", others, label="Compare with (optional)",
+                    description="Another field labelling the same class (e.g. the text action's): their IoU is the "
+                                "agreement", view=forms.choice_view({f: f for f in others}))
+        if ctx.params.get("compare_field"):
+            inputs.float("min_agreement", default=0.5, min=0.0, max=1.0, label="Least agreement (IoU)")
+        for flag, label in FLAG_LABELS.items():
+            inputs.bool("reject_" + flag, default=flag != "empty", label="Reject: " + label.lower())
+        inputs.str("reject_tag", default=REJECT_TAG, label="Reject tag",
+                   description="The label tag the rejects get (train on the others)")
+        inputs.str("approved_tag", default="approved", label="Approved tag",
+                   description="Labels (or samples) with this tag are never rejected")
+        inputs.str("view_name", default="samtext_to_review", label="Saved view")
+        return types.Property(inputs, view=types.View(label="Review pseudo-labels"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        report = samtext.review(
+            ctx.target_view(), p["field"], min_confidence=p.get("min_confidence", 0.5),
+            min_area=p.get("min_area", 0.001), max_area=p.get("max_area", 0.95),
+            max_fragments=p.get("max_fragments", 5), compare_field=p.get("compare_field") or None,
+            min_agreement=p.get("min_agreement", 0.5), reject=_rejects(p),
+            reject_tag=p.get("reject_tag") or REJECT_TAG, view_name=p.get("view_name") or "samtext_to_review",
+            approved_tag=p.get("approved_tag") or "approved", targets=forms.parse_targets(p.get("targets")),
+            compare_targets=forms.parse_targets(p.get("compare_targets")),
+            min_fragment_pixels=p.get("min_fragment_pixels", 64))
+        result = report.to_dict()
+        result["flagged"] = ["%s: %d" % kv for kv in result["flagged"].items() if kv[1]]
+        result["errors"] = result["errors"][:20]
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+            ctx.ops.set_view(name=report.view_name)
+        return result
+
+    def resolve_output(self, ctx):
+        return forms.result_panel("review", RESULT_FIELDS)
+
+    def __call__(self, sample_collection, field, delegate=False, **params):
+        """Runs the operator from Python (``min_confidence``, ``compare_field``, ``reject``, ...).
+
+        Example usage::
+
+            op = foo.get_operator("@samtext/samtext/review_labels")
+            op(dataset, "cat_masks", compare_field="cat_text")
+        """
+        return forms.call_operator(self, sample_collection, dict(params, field=field), delegate)

@@ -1,0 +1,119 @@
+"""SDK: write a pseudo-label field to disk with FiftyOne's exporters, for users who train elsewhere.
+
+Example::
+
+    samtext.export_labels(dataset, "cat_masks", "/data/cats_seg")                  # images + PNG class masks
+    samtext.export_labels(dataset, "cat_masks", "/data/cats_coco", format="coco")  # COCO instances JSON
+
+Labels a review rejected (label tag ``samtext:reject``) and samples without the field are left out; empty
+labels (the object is absent) are exported as all-background masks, or images without annotations in COCO.
+"""
+
+import json
+import os
+from typing import Dict, Optional
+
+import fiftyone as fo
+
+from . import dataset as sds
+from . import driver
+from . import label_masks as lm
+from .label_review import REJECT_TAG
+
+FORMATS = ("segmentation", "coco")
+
+
+def export_labels(
+    samples,
+    field: str,
+    export_dir: str,
+    format: str = "segmentation",
+    skip_tag: Optional[str] = REJECT_TAG,
+    export_media: bool = True,
+    overwrite: bool = False,
+) -> Dict[str, object]:
+    """Exports ``field`` (a ``fo.Segmentation``) of ``samples``.
+
+    Arguments:
+        samples: a dataset or view.
+        field: the pseudo-label field.
+        export_dir: the folder to write.
+        format: "segmentation": FiftyOne's ``ImageSegmentationDirectory`` (``data/`` images, ``labels/`` PNG
+            masks of class values, the class names in the field's ``mask_targets``); "coco": FiftyOne's
+            ``COCODetectionDataset`` (``labels.json``, one annotation per connected object of the segmentation
+            with its polygon, category names from ``mask_targets``). The segmentation folder also gets
+            ``classes.json`` (``{value: name}``), which that format does not carry.
+        skip_tag: leave out labels with this label tag (None: export all).
+        export_media: copy the images too (False: labels only).
+        overwrite: replace an existing ``export_dir``.
+
+    Returns:
+        ``{"export_dir", "format", "exported", "skipped_rejected", "without_label", "warnings"}``.
+
+    Raises:
+        ValueError: a bad format or field, a non-empty ``export_dir`` without ``overwrite``, or an
+            ``export_dir`` that holds the dataset's images or mask files.
+    """
+    from fiftyone import ViewField as F
+
+    if format not in FORMATS:
+        raise ValueError("unknown export format %r; choose one of %s" % (format, ", ".join(FORMATS)))
+    dataset, samples = driver.sample_collection(samples)
+    if lm.field_type(dataset, field) is not fo.Segmentation:
+        raise ValueError("export_labels writes a fo.Segmentation field; %r holds fo.Detections" % field)
+    export_dir = os.path.abspath(os.path.expanduser(export_dir))
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise ValueError("export_dir %s is not empty; pass overwrite=True to replace it" % export_dir)
+    _check_holds_no_data(dataset, field, export_dir)
+    warning = sds.running_note(dataset, field)
+    labelled = samples.exists(field)
+    without = len(samples) - len(labelled)
+    view = labelled
+    if skip_tag:
+        view = labelled.match(~F(field + ".tags").contains(skip_tag))
+    targets = {int(k): v for k, v in (dataset.mask_targets.get(field) or dataset.default_mask_targets or {}).items()}
+    media = True if export_media else False
+    if format == "segmentation":
+        view.export(export_dir=export_dir, dataset_type=fo.types.ImageSegmentationDirectory, label_field=field,
+                    mask_targets=targets or None, export_media=media, overwrite=overwrite)
+        with open(os.path.join(export_dir, "classes.json"), "w") as f:  # the format itself names no classes
+            json.dump({str(k): v for k, v in sorted(targets.items())}, f, indent=1)
+    else:
+        _export_coco(view, field, export_dir, targets, media, overwrite)
+    return dict(export_dir=export_dir, format=format, exported=len(view), skipped_rejected=len(labelled) - len(view),
+                without_label=without, warnings=[warning] if warning else [])
+
+
+def _check_holds_no_data(dataset: fo.Dataset, field: str, export_dir: str) -> None:
+    """Refuses an export folder that holds (or is inside the folder of) the dataset's images or the field's mask
+    files: replacing it would delete them.
+
+    Raises:
+        ValueError: naming the first such file.
+    """
+    root = export_dir.rstrip(os.sep) + os.sep
+    paths = dataset.values("filepath") + [p for p in dataset.values(field + ".mask_path") if p]
+    inside = next((p for p in paths if os.path.abspath(p).startswith(root)), None)
+    if inside:
+        raise ValueError("export_dir %s holds the dataset's own files (e.g. %s); exporting there could delete "
+                         "them: choose another folder" % (export_dir, inside))
+
+
+def _export_coco(view, field, export_dir, targets, media, overwrite):
+    """COCO through FiftyOne's exporter: each segmentation's connected objects (FiftyOne's ``to_detections``
+    with "thing" classes), converted in memory. Read from the segmentation itself, not from
+    ``<field>_instances``, so that masks a person corrected in the App are what is exported."""
+    import shutil
+
+    import fiftyone.utils.coco as fouc
+
+    if overwrite and os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)
+    classes = [targets[k] for k in sorted(targets)] or None
+    exporter = fouc.COCODetectionDatasetExporter(export_dir=export_dir, export_media=media, classes=classes)
+    view.compute_metadata()
+    with exporter:
+        exporter.log_collection(view)
+        for sample in view.select_fields(field):
+            dets = sample[field].to_detections(mask_targets=targets or None, mask_types="thing")
+            exporter.export_sample(sample.filepath, dets, metadata=sample.metadata)
