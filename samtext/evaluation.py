@@ -72,7 +72,8 @@ class SegmentationReport:
             prediction.
         skipped: samples not evaluated (no ground truth label, an unreadable mask, another aspect ratio), each
             with its id, file path and the problem.
-        warnings: e.g. a field that a samtext run is still writing.
+        warnings: a field that a samtext run is still writing; predictions of a samtext model on samples it
+            was trained on (how many).
         results: FiftyOne's ``SegmentationResults`` of the run (``print_report()``, ``plot_confusion_matrix()``).
     """
 
@@ -312,6 +313,26 @@ def match_classes(samples, pred_field: str, gt_field: str, classes: Optional[Seq
     return wanted
 
 
+def _training_overlap_note(dataset, samples, pred_field: str) -> Optional[str]:
+    """A warning when ``pred_field`` holds a samtext model's predictions and ``samples`` include images that model
+    was trained on (their scores flatter it); None otherwise."""
+    import os
+
+    record = sds.read_run(dataset, sds.run_key_for(pred_field)) or {}
+    path = (record.get("settings") or {}).get("model_path")
+    if record.get("action") != "predict" or not path or not os.path.isfile(path):
+        return None
+    from .training import training_overlap
+
+    count = training_overlap(samples, path)
+    if not count:
+        return None
+    note = ("%d of the %d evaluated samples were in the training split of the model that predicted %r (%s): "
+            "evaluate on samples it did not see" % (count, len(samples), pred_field, path))
+    logger.warning("samtext: %s", note)
+    return note
+
+
 def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = "samtext_eval",
              classes: Optional[Sequence[str]] = None, gt_targets: Optional[Mapping] = None,
              pred_targets: Optional[Mapping] = None,
@@ -358,6 +379,9 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
     dataset, samples = sample_collection(samples)
     names = match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
     warnings = [n for n in (sds.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
+    overlap = _training_overlap_note(dataset, samples, pred_field)
+    if overlap:
+        warnings.append(overlap)
     options = dict(classes=names, gt_targets=gt_targets, pred_targets=pred_targets)
     kinds = {lm.field_type(dataset, f) for f in (pred_field, gt_field)}
     if kinds == {fo.Segmentation}:

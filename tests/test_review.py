@@ -366,3 +366,7 @@ def test_train_operator_queues_by_default_and_trains_now_when_asked_then_predict
         model_path=model, out_field="predicted", device="cpu")})
     assert result.error is None, result.error
     assert len(ds.exists("predicted")) == 6 and ds.mask_targets["predicted"] == {1: "cat"}
+    import samtext
+
+    report = samtext.evaluate(ds, "predicted", "pseudo", eval_key=None)  # the test view is the training view
+    assert any(w.startswith("6 of the 6 evaluated samples were in the training split") for w in report.warnings)
