@@ -273,46 +273,6 @@ class SamtextSegmentationEvaluation(fous.SegmentationEvaluation):
 # ------------------------------------------------------------------------------------------ the SDK call
 
 
-def match_classes(samples, pred_field: str, gt_field: str, classes: Optional[Sequence[str]] = None,
-                  gt_targets: Optional[Mapping] = None, pred_targets: Optional[Mapping] = None) -> List[str]:
-    """The class names two fields are compared on, in the ground truth's order (or ``classes``' order).
-
-    A Segmentation field with no names at all takes the other field's class when that field has exactly one
-    (or when ``classes`` names exactly one): its nonzero values are that class (binary).
-
-    Raises:
-        ValueError: a field is missing or of another type; the fields share no class (also: a field without
-            names that cannot be read as binary); a class of ``classes`` is not named by both fields.
-    """
-    dataset = samples._root_dataset
-    gt_kind = lm.field_type(dataset, gt_field, "ground truth field")
-    pred_kind = lm.field_type(dataset, pred_field, "prediction field")
-    gt_names = lm.field_classes(samples, gt_field, gt_targets)  # [] for a Segmentation field without names
-    pred_names = lm.field_classes(samples, pred_field, pred_targets)
-    wanted = None if classes is None else list(dict.fromkeys(str(c) for c in classes))
-    if wanted is not None and not wanted:
-        raise ValueError("classes is empty; give at least one class name, or None for every shared class")
-
-    def unnamed(name, kind, targets):
-        return kind is fo.Segmentation and not lm.segmentation_targets(dataset, name, targets)
-
-    for field_, kind, targets, names, other in ((gt_field, gt_kind, gt_targets, gt_names, pred_names),
-                                                (pred_field, pred_kind, pred_targets, pred_names, gt_names)):
-        if unnamed(field_, kind, targets):
-            single = wanted if wanted is not None and len(wanted) == 1 else (other if len(other) == 1 else None)
-            if single:
-                names[:] = single  # binary: every nonzero value is this class (label_masks.ClassMapReader)
-    shared = lm.class_names_to_match(pred_names, gt_names, pred_field, gt_field)
-    if wanted is None:
-        return shared
-    for name in wanted:
-        lacking = [f for f, names in ((gt_field, gt_names), (pred_field, pred_names)) if name not in names]
-        if lacking:
-            raise ValueError("class %r is not a class of field %s (ground truth classes %s, prediction classes %s)"
-                             % (name, " or ".join(repr(f) for f in lacking), gt_names, pred_names))
-    return wanted
-
-
 def _training_overlap_note(dataset, samples, pred_field: str) -> Optional[str]:
     """A warning when ``pred_field`` holds a samtext model's predictions and ``samples`` include images that model
     was trained on (their scores flatter it); None otherwise."""
@@ -341,8 +301,8 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
     ``eval_key``.
 
     Both fields may be ``fo.Segmentation`` (class-value masks, ``(H, W)``) or ``fo.Detections`` with instance
-    masks (pasted at their boxes); they are compared by class name (see :func:`match_classes`): classes that
-    only one field names are read as background on both sides. Every image is compared at its own size
+    masks (pasted at their boxes); they are compared by class name (see
+    :func:`samtext.label_masks.match_classes`): classes that only one field names are read as background on both sides. Every image is compared at its own size
     ``(H, W)`` (its metadata, else its file's header, EXIF-upright; its ground truth mask's size when the image
     cannot be read); masks of another resolution with the same aspect ratio are resized (nearest neighbour).
 
@@ -377,7 +337,7 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
             replace.
     """
     dataset, samples = sample_collection(samples)
-    names = match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
+    names = lm.match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
     warnings = [n for n in (sds.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
     overlap = _training_overlap_note(dataset, samples, pred_field)
     if overlap:

@@ -168,8 +168,7 @@ def review(
     if compare_field:
         if compare_field == field:
             raise ValueError("compare_field is the reviewed field itself; give another field")
-        shared = lm.class_names_to_match(names, lm.field_classes(dataset, compare_field, compare_targets) or names,
-                                         field, compare_field)
+        shared = lm.match_classes(samples, field, compare_field, None, targets, compare_targets)
         reader = lm.ClassMapReader(dataset, field, shared, targets)
         other = lm.ClassMapReader(dataset, compare_field, shared, compare_targets)
     report = ReviewReport(field=field, reject_tag=reject_tag, compare_field=compare_field,
