@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     demo.add_argument("--sam-checkpoint", default=None, help="a local SAM ViT-B checkpoint (else found or downloaded)")
     demo.set_defaults(func=_demo)
     dl = sub.add_parser("download-weights", help="fetch the default SAM and CLIP weights into the cache folder")
-    dl.add_argument("--sam", nargs="*", default=["vit_b"], help="SAM models: vit_b vit_l vit_h")
+    dl.add_argument("--sam", nargs="*", default=["vit_b"], help="SAM models: vit_b vit_l vit_h mobile_sam")
     dl.add_argument("--clip", nargs="*", default=["ViT-B-32:openai"], help="open_clip NAME:TAG pairs")
     dl.set_defaults(func=_download)
     args = parser.parse_args(argv)

@@ -10,7 +10,8 @@
    labelled), minus the action's own inputs (the references), minus other shards' samples.
 3. The action's models load (:attr:`Action.build`); only then are fields, class names and the run record
    written.
-4. Each image is loaded and labelled; each failure is recorded with the sample and the problem and the run
+4. Each image is loaded and labelled (the next ones load, and are prepared for the labeller, on a background
+   thread meanwhile: :mod:`samtext.prefetch`); each failure is recorded with the sample and the problem and the run
    goes on, unless the first ``fail_fast`` samples all fail: then it stops with one error.
 5. Labels are written in batches; an interruption (Ctrl-C, the App's cancel, an error) flushes what was
    done and records how the run ended.
@@ -28,6 +29,7 @@ import fiftyone as fo
 from . import dataset as sds
 from .images import InputError, load_image
 from .pipelines.result import MaskResult
+from .prefetch import Prefetcher
 from .progress import run_events
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,9 @@ class Action:
         classes: the class names its labeller may return; an instance without a label is ``classes[0]``.
         settings: JSON-able settings that shape the labels (recorded; a resume must match them).
         build: loads the models and returns the labeller ``(H, W, 3) uint8 image -> MaskResult``. Called after
-            validation and before anything is written, so a model that cannot load leaves nothing behind.
+            validation and before anything is written, so a model that cannot load leaves nothing behind. A
+            labeller with ``prepare(inputs)`` (and ``prepare_batch``, inputs per call) gets the upcoming inputs on
+            the loader thread first (see :class:`samtext.pipelines.result.PreparesImages`).
         info: after ``build``, values the labeller learnt (a calibrated gate, ...) for the run record.
         input_fields: fields the action reads; none may be an output field.
         exclude_ids: samples never to label (the references).
@@ -108,6 +112,10 @@ class Action:
     output: str = "segmentation"
     sidecar: Optional[Callable] = None
     loader: Optional[Callable[[str, str], object]] = None
+
+
+def _load_image(sample_id: str, filepath: str):
+    return load_image(filepath)
 
 
 def run_with_progress(events, on_progress: Optional[Callable[[int, int], None]] = None):
@@ -319,6 +327,8 @@ def iter_run(
         return summary
 
     labeller = action.build()
+    from .models import encoder_workload  # torch: imported once a model is loaded anyway
+
     open_outputs(dataset, action, fields, values, record)
     sidecar = action.sidecar(dataset, fields) if action.sidecar else None
     run_id = uuid.uuid4().hex[:12]
@@ -328,10 +338,15 @@ def iter_run(
     summary.status = "failed"
     try:
         yield 0, len(ids)
-        with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer:
-            for done, (sid, path) in enumerate(zip(ids, paths), 1):
+        feed = Prefetcher(zip(ids, paths), action.loader or _load_image, prepare=getattr(labeller, "prepare", None),
+                          batch=getattr(labeller, "prepare_batch", 1))
+        with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer, \
+                feed, encoder_workload(len(ids)):
+            for done, (sid, path, loaded, load_error) in enumerate(feed, 1):
                 try:
-                    result = labeller(action.loader(sid, path) if action.loader else load_image(path))
+                    if load_error is not None:
+                        raise load_error
+                    result = labeller(loaded)
                 except Exception as e:  # one bad sample must not stop the run
                     message = str(e) if isinstance(e, InputError) else "%s: %s" % (type(e).__name__, e)
                     err = SampleError(sid, path, message)

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Union
 from . import dataset as sds
 from . import driver
 from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
-                     load_clip, load_sam)
+                     load_clip, load_sam, sam_record)
 from .pipelines.embeddings import EMBEDDERS, EmbeddedProposals
 from .pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator, ProposalSettings
 from .store import EmbeddingSidecar, EmbeddingStore, default_root
@@ -81,7 +81,7 @@ def proposals_action(
         generator = getattr(built.get("labeller"), "generator", built.get("labeller"))
         if isinstance(generator, ProposalGenerator):
             learnt.update(points_per_side=generator.side, points_per_batch=generator.batch,
-                          models=dict(sam=getattr(generator.segmenter, "name", None)))
+                          models=sam_record(generator.segmenter))
         if "store" in built:
             learnt["embeddings_dir"] = built["store"].root
         return learnt
@@ -148,8 +148,8 @@ def compute_mask_proposals(
     Arguments:
         samples: a ``fo.Dataset`` or view (a patches view stands for its images).
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: ``out_field`` ("samtext_proposals"), ``sam_model`` ("vit_b", "vit_l", "vit_h", "tiny"),
-            ``sam_checkpoint``, ``device``, ``precision``; ``embedder`` ("clip": CLIP on each masked crop;
+        **kwargs: ``out_field`` ("samtext_proposals"), ``sam_model`` ("vit_b", "vit_l", "vit_h", "mobile_sam",
+            "tiny"), ``sam_checkpoint``, ``device``, ``precision``; ``embedder`` ("clip": CLIP on each masked crop;
             "sam": SAM's features under the mask, free; None: no embeddings), ``clip_model``,
             ``clip_pretrained``, ``clip_checkpoint``, ``crop_context`` (0.1 of the box around each crop),
             ``embeddings_dir`` (default ``~/.samtext/embeddings/<dataset>/<field>``); the proposal knobs

@@ -28,7 +28,7 @@ import fiftyone as fo
 from . import driver
 from .images import InputError, load_image, load_mask
 from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
-                     load_clip, load_sam)
+                     load_clip, load_sam, sam_record)
 from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher, check_gate
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def reference_action(
 
     def info():
         matcher = built["matcher"]
-        learnt = dict(matcher.info(), models=dict(sam=getattr(matcher.segmenter, "name", None)))
+        learnt = dict(matcher.info(), models=sam_record(matcher.segmenter))
         if matcher.clip_check is not None:
             learnt.update(matcher.clip_check.info())
         return learnt
@@ -324,9 +324,9 @@ def annotate_by_reference(
         **kwargs: ``reference_mask`` (path, file bytes or array instead of ``reference_field``),
             ``reference_class_value`` (the object's pixel value; "255" works too), ``out_field``
             ("samtext_reference"), ``method`` ("prior" or "stitch"), ``sam_model`` ("vit_b", "vit_l",
-            "vit_h", "tiny"), ``sam_checkpoint``, ``clip_model`` ("ViT-B-32" or "tiny"), ``clip_pretrained``
-            ("openai", or a weights file), ``clip_checkpoint`` (a local file of that tag), ``device``,
-            ``precision`` ("auto", "fp32", "bf16"), ``refine``, ``min_similarity`` ("auto": a gate
+            "vit_h", "mobile_sam", "tiny"), ``sam_checkpoint``, ``clip_model`` ("ViT-B-32" or "tiny"),
+            ``clip_pretrained`` ("openai", or a weights file), ``clip_checkpoint`` (a local file of that tag),
+            ``device``, ``precision`` ("auto", "fp32", "bf16"), ``refine``, ``min_similarity`` ("auto": a gate
             calibrated on the references, so that images without the object come out empty; a number; or
             None: always label the best match), ``max_instances`` (10), ``clip_threshold`` (the CLIP check:
             the fraction of the reference's own CLIP score that each instance's masked crop must reach;

@@ -20,7 +20,7 @@ import fiftyone as fo
 
 from . import driver
 from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
-                     load_clip, load_sam)
+                     load_clip, load_sam, sam_record)
 from .pipelines.text import TextLabeller, TextSettings, negative_subject, parse_prompts
 from .pipelines.text_boxes import BoxLocalizer, BoxSettings
 from .pipelines.text_patches import PatchLocalizer, PatchSettings
@@ -145,8 +145,7 @@ def text_action(
 
     def info():
         labeller = built["labeller"]
-        return dict(models=dict(sam=getattr(labeller.segmenter, "name", None),
-                                clip=getattr(labeller.clip, "name", None)))
+        return dict(models=dict(sam_record(labeller.segmenter), clip=getattr(labeller.clip, "name", None)))
 
     return driver.Action(ACTION, classes, recorded, build, info)
 

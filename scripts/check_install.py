@@ -29,7 +29,10 @@ def _models():
     import pytorch_grad_cam  # noqa: F401
     import segment_anything  # noqa: F401
 
-    return "segment_anything, open_clip %s, pytorch_grad_cam" % open_clip.__version__
+    from samtext.models.mobilesam import build_mobile_sam
+
+    build_mobile_sam(tiny=True)  # mobile_sam's TinyViT and the timm it imports
+    return "segment_anything, MobileSAM's TinyViT, open_clip %s, pytorch_grad_cam" % open_clip.__version__
 
 
 def _cv2():

@@ -2,7 +2,8 @@
 
 ``load_sam("vit_b")`` and ``load_clip("ViT-B-32", "openai")`` return cached adapters, so a process that
 runs several actions loads each model once. ``"tiny"`` gives random-init models of the same
-architectures, with no download.
+architectures, with no download; ``"mobile_sam"`` is MobileSAM (a 5 M-parameter image encoder for CPUs,
+:mod:`samtext.models.mobilesam`) and ``"tiny-mobile"`` its random-init test preset.
 """
 
 import functools
@@ -11,6 +12,8 @@ import os
 from typing import Optional
 
 from .clip import ClipModel
+from .fast_encoder import encoder_workload, fast_encoder_default
+from .mobilesam import MOBILE_SAM, TINY_MOBILE_SAM
 from .precision import resolve_device, resolve_precision
 from .sam import ImageEmbedding, Prediction, SamSegmenter
 from .weights import SAM_CHECKPOINTS, WeightsUnavailableError, resolve_sam_checkpoint
@@ -20,7 +23,7 @@ logger = logging.getLogger(__name__)
 TINY = "tiny"
 TINY_RN = "tiny-rn"  # a tiny ResNet CLIP (Grad-CAM on a CNN tower)
 TINY_CLIPS = (TINY, TINY_RN)
-SAM_MODELS = ("vit_b", "vit_l", "vit_h", TINY)
+SAM_MODELS = ("vit_b", "vit_l", "vit_h", MOBILE_SAM, TINY, TINY_MOBILE_SAM)
 DEFAULT_SAM = "vit_b"
 DEFAULT_CLIP = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -36,7 +39,9 @@ __all__ = [
     "SAM_MODELS",
     "check_model_options",
     "checkpoint_name",
+    "sam_record",
     "clear_model_cache",
+    "encoder_workload",
 ]
 
 
@@ -54,32 +59,47 @@ def load_sam(
     checkpoint: Optional[str] = None,
     device: str = "auto",
     precision: str = "auto",
+    fast_encoder: Optional[bool] = None,
 ) -> SamSegmenter:
-    """Builds (once per process) the SAM ``name`` ("vit_b", "vit_l", "vit_h" or "tiny").
+    """Builds (once per process) the SAM ``name`` ("vit_b", "vit_l", "vit_h", "mobile_sam", "tiny" or
+    "tiny-mobile").
 
-    Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint`; "tiny" needs none.
+    Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint`; the tiny presets need none.
+    ``fast_encoder``: the encoder's fast path (:mod:`samtext.models.fast_encoder`); None: on unless
+    ``SAMTEXT_FAST_ENCODER=0``.
     """
     device = resolve_device(device)
-    return _load_sam(name, checkpoint, device, resolve_precision(precision, device))
+    fast = fast_encoder_default() if fast_encoder is None else bool(fast_encoder)
+    return _load_sam(name, checkpoint, device, resolve_precision(precision, device), fast)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_sam(name, checkpoint, device, precision) -> SamSegmenter:
-    if name == TINY:
-        from .tiny import build_tiny_sam
+@functools.lru_cache(maxsize=6)
+def _load_sam(name, checkpoint, device, precision, fast_encoder) -> SamSegmenter:
+    if name in (TINY, TINY_MOBILE_SAM):
+        if name == TINY:
+            from .tiny import build_tiny_sam
 
-        sam = build_tiny_sam()
+            sam = build_tiny_sam()
+        else:
+            from .mobilesam import build_mobile_sam
+
+            sam = build_mobile_sam(tiny=True)
         if checkpoint:
             sam.load_state_dict(_load_state_dict(checkpoint))
     else:
-        from segment_anything import sam_model_registry
-
         if name not in SAM_CHECKPOINTS:
             raise ValueError("unknown SAM model %r; choose one of %s" % (name, SAM_MODELS))
         path = resolve_sam_checkpoint(name, checkpoint)
-        sam = sam_model_registry[name](checkpoint=None)
+        if name == MOBILE_SAM:
+            from .mobilesam import build_mobile_sam
+
+            sam = build_mobile_sam()
+        else:
+            from segment_anything import sam_model_registry
+
+            sam = sam_model_registry[name](checkpoint=None)
         sam.load_state_dict(_load_state_dict(path))
-    return SamSegmenter(sam, device=device, precision=precision, name=name)
+    return SamSegmenter(sam, device=device, precision=precision, name=name, fast_encoder=fast_encoder)
 
 
 def load_clip(
@@ -137,6 +157,12 @@ def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
     tokenizer = open_clip.get_tokenizer(name)
     label = "%s/%s" % (name, tag or (os.path.basename(path) if path else "random"))
     return ClipModel(model, tokenizer, transform=transform, device=device, precision=precision, name=label)
+
+
+def sam_record(segmenter) -> dict:
+    """What a run record says of the SAM that ran: ``{"sam": name, "sam_encoder": how its encoder runs}``."""
+    describe = getattr(segmenter, "describe_encoder", None)
+    return dict(sam=getattr(segmenter, "name", None), sam_encoder=describe() if describe else None)
 
 
 def checkpoint_name(path: Optional[str]) -> Optional[str]:

@@ -5,8 +5,10 @@ the original image, masks are ``(H, W)`` arrays of the original image. The adapt
 conversion to SAM's resized-and-padded input frame, so pipelines never see SAM's 1024-px frame.
 """
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,18 +58,27 @@ class Prediction:
     logits: Optional[torch.Tensor] = None
 
 
+# Images prepared ahead of ``embed`` (see :meth:`SamSegmenter.prepare`) kept at most; the oldest go first.
+MAX_PREPARED = 32
+
+
 class SamSegmenter:
-    """Wraps a ``segment_anything.modeling.Sam``.
+    """Wraps a ``segment_anything.modeling.Sam`` (SAM, or MobileSAM built on the same classes).
 
     Arguments:
         sam: the SAM model (real or tiny).
         device: torch device to run on.
-        precision: "fp32" or "bf16"; "bf16" runs the image encoder under bfloat16 autocast (the mask
-            decoder stays fp32, it is cheap).
+        precision: "fp32" or "bf16". The plain encoder runs under bfloat16 autocast at "bf16"; the fast one
+            (:mod:`samtext.models.fast_encoder`) holds bf16 weights. The mask decoder stays fp32, it is cheap.
         name: a label for run records ("vit_b", "tiny", ...).
+        fast_encoder: run the image encoder on the fast path (fused attention, bf16 weights where precision
+            is bf16, compilation for runs that plan many images).
+        encoder_batch: images per encoder call when images are prepared ahead (:meth:`prepare`); default 8 on
+            CUDA, 1 on a CPU (where a batch is no faster per image).
     """
 
-    def __init__(self, sam, device="cpu", precision="fp32", name="sam"):
+    def __init__(self, sam, device="cpu", precision="fp32", name="sam", fast_encoder: bool = False,
+                 encoder_batch: Optional[int] = None):
         from segment_anything.utils.transforms import ResizeLongestSide
 
         self.sam = sam.to(device).eval()
@@ -77,6 +88,20 @@ class SamSegmenter:
         self.image_size = sam.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
         self.decoder = PromptBatchDecoder.for_model(sam)  # None: SAM's own decoder module for every prompt
+        self.fast = None
+        if fast_encoder:
+            from .fast_encoder import FastEncoder
+
+            self.fast = FastEncoder(sam.image_encoder, precision, self.device)
+        self.encoder_batch = int(encoder_batch or (8 if self.device.type == "cuda" else 1))
+        self._prepared = OrderedDict()  # id(image) -> (image, ImageEmbedding or (input, input_size))
+        self._prepared_lock = threading.Lock()
+
+    def describe_encoder(self) -> str:
+        """How the image encoder runs, for run records: "plain, bf16 autocast", "fused attention x12, ..."."""
+        if self.fast is not None:
+            return self.fast.describe()
+        return "plain, " + ("bf16 autocast" if self.precision == "bf16" else "fp32")
 
     @property
     def feature_stride(self) -> int:
@@ -88,17 +113,68 @@ class SamSegmenter:
         """``(h_m, w_m)`` of the low-res mask prompts and logits (256x256 for real SAM)."""
         return tuple(self.sam.prompt_encoder.mask_input_size)
 
-    @torch.no_grad()
-    def embed(self, image: np.ndarray) -> ImageEmbedding:
-        """Encodes an ``(H, W, 3)`` uint8 RGB image. The costly step: call it once per image."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s" % (image.shape, image.dtype))
+    def encoder_input(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """An ``(H, W, 3)`` uint8 RGB image -> ``(1, 3, S, S)`` float32 encoder input (resized so that its longest
+        side is S, normalised, zero-padded at the right and bottom) and its ``(h_in, w_in)`` before padding."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s"
+                             % (getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")))
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].contiguous()
-        x = self.sam.preprocess(x.float())
+        return self.sam.preprocess(x.float()), tuple(resized.shape[:2])
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` encoder input -> ``(B, C, h, w)`` float32 image embeddings."""
+        if self.fast is not None:
+            return self.fast(x)
         with autocast(self.device, self.precision):
-            features = self.sam.image_encoder(x)
-        return ImageEmbedding(features.float(), tuple(image.shape[:2]), tuple(resized.shape[:2]))
+            return self.sam.image_encoder(x).float()
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encodes an ``(H, W, 3)`` uint8 RGB image. The costly step: call it once per image. An image handed to
+        :meth:`prepare` before comes back from what was prepared."""
+        ready = self._take_prepared(image)
+        if isinstance(ready, ImageEmbedding):
+            return ready
+        x, input_size = ready if ready is not None else self.encoder_input(image)
+        return ImageEmbedding(self.encode(x), tuple(image.shape[:2]), input_size)
+
+    @torch.no_grad()
+    def embed_batch(self, images: Sequence[np.ndarray]) -> List[ImageEmbedding]:
+        """Encodes several images, ``encoder_batch`` per encoder call."""
+        inputs = [self.encoder_input(image) for image in images]
+        out = []
+        for start in range(0, len(inputs), self.encoder_batch):
+            chunk = inputs[start:start + self.encoder_batch]
+            features = self.encode(torch.cat([x for x, _ in chunk]))
+            out += [ImageEmbedding(features[i:i + 1], tuple(image.shape[:2]), size)
+                    for i, ((_, size), image) in enumerate(zip(chunk, images[start:start + len(chunk)]))]
+        return out
+
+    def prepare(self, images: Sequence[np.ndarray]) -> None:
+        """Work for images about to be embedded that may run ahead, on a loader thread: SAM's preprocessing,
+        and with ``encoder_batch`` > 1 the encoder itself, in batches. :meth:`embed` of the same image objects
+        then takes the result. What is not an RGB image is left for :meth:`embed` to refuse."""
+        images = [im for im in images if isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3
+                  and im.dtype == np.uint8]
+        if not images:
+            return
+        if self.encoder_batch > 1 and len(images) > 1:
+            ready = self.embed_batch(images)
+        else:
+            ready = [self.encoder_input(image) for image in images]
+        with self._prepared_lock:
+            for image, item in zip(images, ready):
+                self._prepared[id(image)] = (image, item)
+            while len(self._prepared) > MAX_PREPARED:
+                self._prepared.popitem(last=False)
+
+    def _take_prepared(self, image):
+        with self._prepared_lock:
+            entry = self._prepared.pop(id(image), None)
+        return entry[1] if entry is not None and entry[0] is image else None
 
     @torch.no_grad()
     def predict(

@@ -6,7 +6,8 @@ Resolution order for a SAM checkpoint (first hit wins):
 2. the environment variable ``SAMTEXT_SAM_<NAME>_CHECKPOINT`` (e.g. ``SAMTEXT_SAM_VIT_B_CHECKPOINT``);
 3. samtext's cache folder (``$SAMTEXT_CACHE_DIR``, default ``~/.cache/samtext``);
 4. FiftyOne's model-zoo folder, if it already holds the very same checkpoint file;
-5. a download from Meta's servers, with a progress bar and an MD5 check.
+5. a download from the publisher (Meta's servers; the MobileSAM repository at a pinned commit), with a
+   progress bar and a checksum (MD5 for SAM; for MobileSAM the file's git blob id in that commit).
 
 CLIP weights are resolved by open_clip itself (which verifies SHA-256 where its registry has one), but
 into samtext's cache folder, so that ``python -m samtext download-weights`` fills one folder that can
@@ -31,11 +32,24 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A published checkpoint: file name, download URL and MD5 of the file."""
+    """A published checkpoint: file name, download URL and a checksum of the file: its MD5, or its git blob id
+    (``git_sha1``, the SHA-1 of ``b"blob <size>\\0" + content``) where the publisher keeps it in a git
+    repository and states no hash."""
 
     filename: str
     url: str
-    md5: str
+    md5: Optional[str] = None
+    git_sha1: Optional[str] = None
+
+    @property
+    def checksum(self) -> str:
+        return "MD5 %s" % self.md5 if self.md5 else "git blob %s" % self.git_sha1
+
+    def verify(self, path: str) -> Optional[str]:
+        """None when the file at ``path`` has the published checksum, else what it has instead."""
+        actual = md5sum(path) if self.md5 else git_blob_sha1(path)
+        expected = self.md5 or self.git_sha1
+        return None if actual == expected else ("MD5 %s" if self.md5 else "git blob %s") % actual
 
 
 SAM_CHECKPOINTS = {
@@ -53,6 +67,14 @@ SAM_CHECKPOINTS = {
         "sam_vit_h_4b8939.pth",
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
         "4b8939a88964f0f4ff5f5b2642c598a6",
+    ),
+    # MobileSAM's weights live in its repository (weights/mobile_sam.pt, 39 MB), pinned to the last commit that
+    # changed them.
+    "mobile_sam": Checkpoint(
+        "mobile_sam.pt",
+        "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/a509aac54fdd7af59f843135f2f7cee307283c88/"
+        "weights/mobile_sam.pt",
+        git_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
     ),
 }
 
@@ -89,8 +111,17 @@ def md5sum(path: str) -> str:
     return file_digest(path, "md5")
 
 
+def git_blob_sha1(path: str, chunk: int = 1 << 20) -> str:
+    """The id git gives the file's content (``git hash-object``): SHA-1 of ``b"blob <size>\\0"`` + content."""
+    digest = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
-    """Returns a local path to the SAM checkpoint of ``model_name`` ("vit_b", "vit_l", "vit_h").
+    """Returns a local path to the SAM checkpoint of ``model_name`` ("vit_b", "vit_l", "vit_h", "mobile_sam").
 
     Raises:
         WeightsUnavailableError: the file is missing and could not be downloaded; the message names
@@ -122,14 +153,14 @@ def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, do
 def _missing_message(ckpt: Checkpoint, dest: str, model_name: str, reason: str = "") -> str:
     why = " (%s)" % reason if reason else ""
     return (
-        "SAM checkpoint %s is not available%s. Download it from %s (MD5 %s) on a machine with "
+        "SAM checkpoint %s is not available%s. Download it from %s (%s) on a machine with "
         "internet and put it at %s, or set %s to its path, or pass sam_checkpoint=<path>."
-        % (ckpt.filename, why, ckpt.url, ckpt.md5, dest, _env_var(model_name))
+        % (ckpt.filename, why, ckpt.url, ckpt.checksum, dest, _env_var(model_name))
     )
 
 
 def download_checkpoint(ckpt: Checkpoint, dest: str, model_name: str = "") -> str:
-    """Downloads ``ckpt`` to ``dest`` with a progress bar; verifies its MD5 before moving it in place."""
+    """Downloads ``ckpt`` to ``dest`` with a progress bar; verifies its checksum before moving it in place."""
     from tqdm.auto import tqdm
 
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -143,10 +174,10 @@ def download_checkpoint(ckpt: Checkpoint, dest: str, model_name: str = "") -> st
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
-        actual = md5sum(tmp)
-        if actual != ckpt.md5:
+        wrong = ckpt.verify(tmp)
+        if wrong:
             raise WeightsUnavailableError(
-                "downloaded %s has MD5 %s, expected %s; the file was discarded" % (ckpt.url, actual, ckpt.md5)
+                "downloaded %s has %s, expected %s; the file was discarded" % (ckpt.url, wrong, ckpt.checksum)
             )
         shutil.move(tmp, dest)
         return dest

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import masked_crop
+from .result import PreparesImages
 
 EMBEDDERS = ("clip", "sam")
 
@@ -52,7 +53,7 @@ def sam_mask_embeddings(segmenter, embedding, masks: Sequence[np.ndarray]) -> np
     return torch.stack(out).cpu().numpy().astype(np.float32)
 
 
-class EmbeddedProposals:
+class EmbeddedProposals(PreparesImages):
     """``image -> MaskResult`` of mask proposals, each instance carrying its ``embedding``.
 
     Arguments:

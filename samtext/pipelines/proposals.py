@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .result import Instance, MaskResult
+from .result import Instance, MaskResult, PreparesImages
 
 PROPOSAL_LABEL = "proposal"
 
@@ -93,7 +93,7 @@ def point_grid(side: int, size) -> np.ndarray:
     return (build_point_grid(side) * np.array([w, h], dtype=np.float64)).astype(np.float32)
 
 
-class ProposalGenerator:
+class ProposalGenerator(PreparesImages):
     """``image -> MaskResult`` of SAM's automatic masks (see the module docstring).
 
     Each instance is labelled ``"proposal"``, its confidence is SAM's predicted IoU, and its scores hold

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..masks import components, iou, mask_to_box, masked_crop, sample_points
 from .embeddings import pool_features
-from .result import Instance, MaskResult
+from .result import Instance, MaskResult, PreparesImages
 
 # The calibrated gate sits this far from the references' outside level towards their inside level.
 GATE_FRACTION = 0.5
@@ -124,7 +124,7 @@ class ClipCheck:
                     clip_min_probability=self.min_probability)
 
 
-class PriorMatcher:
+class PriorMatcher(PreparesImages):
     """The "prior" method (see the module docstring).
 
     Arguments:

@@ -89,3 +89,21 @@ def semantic_mask(result: MaskResult, values: Mapping[str, int], default_label: 
     for inst in sorted(result.instances, key=lambda i: i.confidence):
         out[inst.mask] = values[inst.label or default_label]
     return out
+
+
+class PreparesImages:
+    """For labellers whose first step is ``self.segmenter.embed(image)``: the run driver's loader thread hands
+    them upcoming images first, so that SAM's preprocessing (and on CUDA a batched encoder pass) of the next
+    images overlaps the labelling of this one (:meth:`samtext.models.SamSegmenter.prepare`). A segmenter without
+    ``prepare`` (a test double) is left alone."""
+
+    segmenter = None
+
+    @property
+    def prepare_batch(self) -> int:
+        return int(getattr(self.segmenter, "encoder_batch", 1))
+
+    def prepare(self, images) -> None:
+        prepare = getattr(self.segmenter, "prepare", None)
+        if prepare is not None:
+            prepare(images)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..masks import NEUTRAL_FILL, iou, masked_crop
-from .result import Instance, MaskResult
+from .result import Instance, MaskResult, PreparesImages
 
 MAX_CLASSES = 255  # one uint8 mask value each
 _EMPTY_CROP = np.full((8, 8, 3), NEUTRAL_FILL, np.uint8)  # stands in for a mask that vanished at full size
@@ -236,7 +236,7 @@ def _stack_prompts(candidates: Sequence[Candidate]) -> Tuple[np.ndarray, np.ndar
     return coords, labels
 
 
-class TextLabeller:
+class TextLabeller(PreparesImages):
     """``image -> MaskResult`` for text prompts (see the module docstring).
 
     Arguments:
