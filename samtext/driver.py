@@ -88,8 +88,9 @@ class Action:
         settings: JSON-able settings that shape the labels (recorded; a resume must match them).
         build: loads the models and returns the labeller ``(H, W, 3) uint8 image -> MaskResult``. Called after
             validation and before anything is written, so a model that cannot load leaves nothing behind. A
-            labeller with ``prepare(inputs)`` (and ``prepare_batch``, inputs per call) gets the upcoming inputs on
-            the loader thread first (see :class:`samtext.pipelines.result.PreparesImages`).
+            labeller with ``prepare(inputs)`` (``prepare_batch`` inputs per call) gets the upcoming inputs on the
+            loader thread first, and ``discard_prepared()`` when the run ends (see
+            :class:`samtext.pipelines.result.PreparesImages`).
         info: after ``build``, values the labeller learnt (a calibrated gate, ...) for the run record.
         input_fields: fields the action reads; none may be an output field.
         exclude_ids: samples never to label (the references).
@@ -338,10 +339,11 @@ def iter_run(
     summary.status = "failed"
     try:
         yield 0, len(ids)
-        feed = Prefetcher(zip(ids, paths), action.loader or _load_image, prepare=getattr(labeller, "prepare", None),
-                          batch=getattr(labeller, "prepare_batch", 1))
         with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer, \
-                feed, encoder_workload(len(ids)):
+                encoder_workload(len(ids)), \
+                Prefetcher(zip(ids, paths), action.loader or _load_image, prepare=getattr(labeller, "prepare", None),
+                           batch=getattr(labeller, "prepare_batch", 1),
+                           discard=getattr(labeller, "discard_prepared", None)) as feed:
             for done, (sid, path, loaded, load_error) in enumerate(feed, 1):
                 try:
                     if load_error is not None:

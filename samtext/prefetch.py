@@ -24,7 +24,10 @@ class Prefetcher:
         items: ``(sample_id, filepath)`` pairs.
         load: ``(sample_id, filepath) -> input``.
         prepare: optional ``(inputs) -> None``, called on the loader thread with each batch of loaded inputs
-            before they are handed out (its failure is logged and ignored: the labeller does the work itself).
+            before they are handed out (its failure is logged once as a warning and otherwise ignored: the
+            labeller does the work itself).
+        discard: optional ``() -> None``, called by :meth:`close` once the thread has stopped, to drop what
+            ``prepare`` made for inputs that were never handed out.
         batch: inputs per ``prepare`` call.
         depth: batches loaded ahead at most.
 
@@ -32,9 +35,11 @@ class Prefetcher:
     """
 
     def __init__(self, items: Sequence[Tuple[str, str]], load: Callable[[str, str], object],
-                 prepare: Optional[Callable[[list], None]] = None, batch: int = 1, depth: int = 2):
+                 prepare: Optional[Callable[[list], None]] = None, batch: int = 1, depth: int = 2,
+                 discard: Optional[Callable[[], None]] = None):
         self.items = list(items)
-        self.load, self.prepare = load, prepare
+        self.load, self.prepare, self.discard = load, prepare, discard
+        self.prepare_failed = False
         self.batch = max(1, int(batch))
         self._queue = queue.Queue(maxsize=max(1, int(depth)) * self.batch)
         self._stop = threading.Event()
@@ -61,13 +66,15 @@ class Prefetcher:
                         loaded.append((sid, path, self.load(sid, path), None))
                     except Exception as e:  # the sample's own error, reported in its turn
                         loaded.append((sid, path, None, e))
-                if self.prepare is not None:
-                    inputs = [value for _, _, value, error in loaded if error is None]
+                inputs = [value for _, _, value, error in loaded if error is None]
+                if self.prepare is not None and inputs and not self._stop.is_set():
                     try:
-                        if inputs:
-                            self.prepare(inputs)
+                        self.prepare(inputs)
                     except Exception as e:  # only a head start: the labeller does the work itself
-                        logger.debug("samtext: preparing ahead failed (%s: %s)", type(e).__name__, e)
+                        if not self.prepare_failed:
+                            logger.warning("samtext: preparing images ahead failed (%s: %s); they are prepared "
+                                           "one by one instead", type(e).__name__, e)
+                        self.prepare_failed = True
                 for item in loaded:
                     if not self._put(item):
                         return
@@ -90,6 +97,8 @@ class Prefetcher:
             except queue.Empty:
                 break
         self._thread.join(timeout)
+        if self.discard is not None and not self._thread.is_alive():
+            self.discard()
 
     def __enter__(self):
         return self

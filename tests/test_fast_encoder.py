@@ -53,9 +53,24 @@ def test_fused_attention_equals_sams(images):
 def test_fused_attention_in_query_chunks(images, monkeypatch):
     fast = SamSegmenter(build_tiny_sam(), precision="fp32", fast_encoder=True)
     whole = fast.embed(images[0]).features
-    monkeypatch.setattr(fe, "MASK_BUDGET", 2 * 16 * 256)  # global block: 16 rows of 16 queries -> 8 chunks
+    sdpa, queries = torch.nn.functional.scaled_dot_product_attention, []
+
+    def counting(q, k, v, attn_mask=None):
+        queries.append(q.shape[2])
+        return sdpa(q, k, v, attn_mask=attn_mask)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    # the global block (2 heads, a 16x16 grid, 256 keys): 3 rows of 16 queries per chunk, the last one 1 row
+    monkeypatch.setattr(fe, "MASK_BUDGET", 3 * 2 * 16 * 256)
     chunked = fast.embed(images[0]).features
+    assert queries == [16] + [48] * 5 + [16]  # the windowed block (16 queries a window) whole, the global in 6
     assert rel_l2(chunked, whole) < 1e-6
+    with torch.no_grad():  # the reused mask buffer: the same terms every call, nothing left from the last one
+        q = torch.randn(1, 2, 48, 8)
+        rel_h, rel_w = torch.randn(3, 16, 8), torch.randn(16, 16, 8)
+        first = fe.rel_pos_bias(q, rel_h, rel_w).clone()
+        fe.rel_pos_bias(torch.randn(1, 2, 48, 8), rel_h, rel_w)
+        assert torch.equal(fe.rel_pos_bias(q, rel_h, rel_w), first)
 
 
 def test_rel_pos_bias_equals_sams_terms():
@@ -131,6 +146,12 @@ def test_compile_only_for_runs_that_plan_enough_images(monkeypatch):
             assert fast.wants_compile()
         assert fe.planned_images() == 10
     assert fe.planned_images() == 0
+    outer, inner = fe.encoder_workload(100), fe.encoder_workload(10)  # two runs that end out of order
+    outer.__enter__(), inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert fe.planned_images() == 10
+    inner.__exit__(None, None, None)
+    assert fe.planned_images() == 0
     monkeypatch.setitem(fe.COMPILE_MIN_IMAGES, "cpu", None)  # the default: a CPU compiles only when told to
     with fe.encoder_workload(10 ** 6):
         assert not fast.wants_compile()
@@ -159,9 +180,17 @@ def test_compiled_encoder_gives_the_same_features(images, monkeypatch):
     assert fast.fast.compile_seconds == seconds  # same shape: compiled once
 
     broken = SamSegmenter(build_tiny_sam(), precision="fp32", fast_encoder=True)
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda x: (_ for _ in ()).throw(RuntimeError("no cc"))))
-    out = broken.embed(images[0]).features
-    assert rel_l2(out, eager) < 1e-5 and "compiled" not in broken.describe_encoder()
+    tries = []
+
+    def failing(x):
+        tries.append(1)
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: failing)
+    for image in images[:2]:
+        out = broken.embed(image).features
+    assert rel_l2(out, broken.fast.eager(broken.encoder_input(images[1])[0])) < 1e-5
+    assert tries == [1] and "compiled" not in broken.describe_encoder()  # tried once, then eager
 
 
 # ---------------------------------------------------------------------------------------- prepared ahead
@@ -220,6 +249,8 @@ def test_batched_encoder_equals_one_by_one(images):
     seg.prepare(images)  # encoder_batch 2: the encoder ran on the loader's batch already
     assert all(isinstance(seg._prepared[id(im)][1], type(single[0])) for im in images)
     assert rel_l2(seg.embed(images[2]).features, single[2].features) < 1e-5
+    seg.discard_prepared()  # a run that stopped early leaves nothing behind
+    assert not seg._prepared
 
 
 def test_prefetcher_keeps_order_carries_errors_and_batches():
@@ -240,13 +271,21 @@ def test_prefetcher_keeps_order_carries_errors_and_batches():
     assert threads == {"samtext-prefetch"}
 
 
-def test_prefetcher_stops_when_the_run_stops():
-    loaded = []
-    feed = Prefetcher([(str(i), "") for i in range(1000)], lambda sid, _: loaded.append(sid) or sid, depth=2)
-    first = next(iter(feed))
+def test_prefetcher_stops_when_the_run_stops(caplog):
+    loaded, discarded = [], []
+
+    def prepare(inputs):
+        raise MemoryError("out of memory")
+
+    feed = Prefetcher([(str(i), "") for i in range(1000)], lambda sid, _: loaded.append(sid) or sid, depth=2,
+                      prepare=prepare, discard=lambda: discarded.append(1))
+    first, second = next(iter(feed)), next(iter(feed))
     feed.close()
-    assert first[0] == "0" and not feed._thread.is_alive()
+    assert (first[0], second[0]) == ("0", "1") and not feed._thread.is_alive()
     assert len(loaded) < 20  # it ran only a few samples ahead
+    assert discarded == [1]
+    warnings = [r for r in caplog.records if "preparing images ahead failed" in r.getMessage()]
+    assert len(warnings) == 1 and "MemoryError" in warnings[0].getMessage()  # said once, not per image
 
 
 # ---------------------------------------------------------------------------------------------- MobileSAM

@@ -5,7 +5,8 @@ What it changes, each within a tolerance of the plain fp32 encoder that ``bench/
 - **Fused attention.** Every attention block of SAM's ViT runs ``torch.nn.functional.scaled_dot_product_attention``
   with SAM's decomposed relative-position terms passed as its additive mask, instead of materialising the
   attention matrix, adding the terms and taking a softmax in separate passes. The 4 global blocks of a 1024-px
-  image (4096 tokens) are cut into query chunks so that the mask never holds more than ``MASK_BUDGET`` numbers.
+  image (4096 tokens) are cut into chunks of query rows so that the mask holds at most ``MASK_BUDGET`` numbers
+  (or one row's, when a row alone is more: a batch of 8 on CUDA).
 - **bf16 weights** where the hardware runs bf16 fast (precision "bf16", see :mod:`samtext.models.precision`):
   patch embedding and transformer blocks hold and compute in bfloat16; the neck (two convolutions and their
   layer norms) stays fp32, and the output is fp32.
@@ -45,7 +46,8 @@ MASK_BUDGET = 1 << 24
 # after some thousands of images (an estimate; no GPU was at hand to measure it).
 COMPILE_MIN_IMAGES = {"cpu": None, "cuda": 2000}
 
-_planned_images = [0]  # process-wide: the encoder may run on a loader thread
+_workloads = {}  # process-wide (the encoder may run on a loader thread): run token -> planned images
+_workload_lock = threading.Lock()
 
 
 def fast_encoder_default() -> bool:
@@ -64,17 +66,21 @@ def compile_policy() -> str:
 @contextlib.contextmanager
 def encoder_workload(num_images: int):
     """Tells encoders how many images the run inside the block will encode (the run driver says it), so that
-    compilation happens only where it pays. Nested runs keep the largest number."""
-    previous = _planned_images[0]
-    _planned_images[0] = max(previous, int(num_images))
+    compilation happens only where it pays. Runs at once (nested, or on several threads) count as the largest."""
+    token = object()
+    with _workload_lock:
+        _workloads[id(token)] = int(num_images)
     try:
         yield
     finally:
-        _planned_images[0] = previous
+        with _workload_lock:
+            _workloads.pop(id(token), None)
 
 
 def planned_images() -> int:
-    return _planned_images[0]
+    """The most images a run in progress in this process plans to encode (0 when none says)."""
+    with _workload_lock:
+        return max(_workloads.values(), default=0)
 
 
 def rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
@@ -87,7 +93,8 @@ def rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> t
             each key row/column (``segment_anything``'s ``get_rel_pos``), rows already cut to the chunk.
 
     Returns:
-        ``(B, heads, Lq, k_h * k_w)`` bias, in ``q``'s dtype.
+        ``(B, heads, Lq, k_h * k_w)`` bias, in ``q``'s dtype. Without autograd it is a buffer this thread reuses:
+        the next call of the same shape overwrites it (use it before then, as the attention below does).
     """
     b, heads, _, c = q.shape
     q_h, k_h, _ = rel_h.shape
@@ -113,7 +120,7 @@ def _buffer(shape, dtype, device) -> torch.Tensor:
     cache = getattr(_buffers, "tensors", None)
     if cache is None:
         cache = _buffers.tensors = {}
-    key = (tuple(shape), dtype, torch.device(device))
+    key = (tuple(shape), dtype, torch.device(device), torch.is_inference_mode_enabled())
     if key not in cache:
         cache[key] = torch.empty(shape, dtype=dtype, device=device)
     return cache[key]
@@ -231,8 +238,12 @@ class FastEncoder(nn.Module):
         threshold = COMPILE_MIN_IMAGES.get(self.device_type)
         return threshold is not None and planned_images() >= threshold
 
+    def compiles(self) -> bool:
+        """Whether calls run (or are about to run) compiled."""
+        return not self._compile_failed and (self._compiled is not None or self.wants_compile())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._compiled is None and not self.wants_compile():
+        if not self.compiles():
             return self.eager(x)
         with self._lock:
             if self._compiled is None:

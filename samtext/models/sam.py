@@ -148,8 +148,11 @@ class SamSegmenter:
         out = []
         for start in range(0, len(inputs), self.encoder_batch):
             chunk = inputs[start:start + self.encoder_batch]
-            features = self.encode(torch.cat([x for x, _ in chunk]))
-            out += [ImageEmbedding(features[i:i + 1], tuple(image.shape[:2]), size)
+            x = torch.cat([x for x, _ in chunk])
+            if self.fast is not None and self.fast.compiles() and len(chunk) < self.encoder_batch:
+                x = torch.cat([x, x.new_zeros((self.encoder_batch - len(chunk),) + x.shape[1:])])  # one shape
+            features = self.encode(x)
+            out += [ImageEmbedding(features[i:i + 1].clone(), tuple(image.shape[:2]), size)  # not the batch's
                     for i, ((_, size), image) in enumerate(zip(chunk, images[start:start + len(chunk)]))]
         return out
 
@@ -170,6 +173,11 @@ class SamSegmenter:
                 self._prepared[id(image)] = (image, item)
             while len(self._prepared) > MAX_PREPARED:
                 self._prepared.popitem(last=False)
+
+    def discard_prepared(self) -> None:
+        """Drops what :meth:`prepare` made and no :meth:`embed` took (a run that stopped early)."""
+        with self._prepared_lock:
+            self._prepared.clear()
 
     def _take_prepared(self, image):
         with self._prepared_lock:

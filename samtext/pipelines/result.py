@@ -107,3 +107,8 @@ class PreparesImages:
         prepare = getattr(self.segmenter, "prepare", None)
         if prepare is not None:
             prepare(images)
+
+    def discard_prepared(self) -> None:
+        discard = getattr(self.segmenter, "discard_prepared", None)
+        if discard is not None:
+            discard()
