@@ -359,12 +359,14 @@ def report(args, start, load_start, peaks, images, enc_rows, e2e_rows, ratio_row
         "",
         "Command: `%s`" % command_line(),
         "",
-    ] + machine_lines() + [
-        "- matmul peak in this run (4096^3, best of 3): fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s" % (
-            peaks["fp32"], peaks["bf16"]),
+    ] + machine_lines() + ([
+        "- matmul peak in this run (fp32 4096^3; bf16 the same where native, else 512^3; best of 3): fp32 %.0f "
+        "GFLOP/s, bf16 %.0f GFLOP/s" % (peaks["fp32"], peaks["bf16"]),
+        "- every encoder row warmed up once on the first image (a compiled row's first call is its compilation, "
+        "shown apart); medians over %d images" % len(images),
+    ] if enc_rows else []) + [
         "- load average at start %s, at end %s; total wall time %.0f s" % (load_start, loadavg(), time.time() - start),
-        "- random weights; pets images; every encoder row warmed up once on the first image (a compiled row's "
-        "first call is its compilation, shown apart); medians over %d images" % len(images),
+        "- random weights; pets images",
         "",
         "## Encoder paths",
         "",
