@@ -251,9 +251,16 @@ def end_to_end(args, log):
     ]
     for action, model, options in [p for p in plans if p[0] in args.actions]:
         clear_model_cache()
-        encoder_seconds = bare(model)  # also loads and warms the model the action will use
         field = "%s_%s" % (action, model["sam_model"].replace("-", "_"))
-        seconds, setup, summary = run_action(action, targets, dict(options, out_field=field, device="cpu", **model))
+        # rounds of [bare passes, the run] in turn, so that both see the machine in the same state; the totals
+        # over the rounds are compared (a shared CPU's encoder speed drifts by 10-30% between minutes)
+        encoder_seconds, seconds, setup = 0.0, 0.0, 0.0
+        for round_ in range(args.rounds):
+            encoder_seconds += bare(model)  # the first round also loads and warms the model the action uses
+            run_seconds, run_setup, summary = run_action(action, targets, dict(
+                options, out_field=field, device="cpu", overwrite=round_ > 0, **model))
+            seconds, setup = seconds + run_seconds, setup + run_setup
+        encoder_seconds, seconds, setup = encoder_seconds / args.rounds, seconds / args.rounds, setup / args.rounds
         seg = sam_of(model)
         label = "%s (%s)" % (action, model["sam_model"])
         labelling = seconds - setup  # the images themselves; setup: the references' encoding, once per run
@@ -285,6 +292,8 @@ def main():
                         help="the compiled row's precision (auto: bf16 where the CPU has fast bf16)")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-encoders", action="store_true", help="only the actions end to end")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="end to end: rounds of [bare encoder passes, the run] in turn, averaged")
     parser.add_argument("--actions", nargs="*", default=["reference", "text", "proposals"],
                         help="the actions to run end to end (examples follows proposals)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "encoder.md"))
@@ -377,7 +386,8 @@ def report(args, start, load_start, peaks, images, enc_rows, e2e_rows, ratio_row
         "## Each action end to end (default encoder path, database writes included)",
         "",
         "Per image: from the run's first progress event (models loaded, references encoded) to its end, database "
-        "writes included; the part before it is shown apart (once per run), and the whole run's ratio beside it.",
+        "writes included; the part before it is shown apart (once per run), and the whole run's ratio beside it. "
+        "Bare encoder passes and runs alternate over %d round(s), averaged." % args.rounds,
         "",
         md_table(["action (SAM)", "encoder", "images", "s/image end to end", "bare encoder s/image",
                   "end to end / encoder", "once per run s", "whole run / encoder", "labelled", "failed"],
