@@ -344,11 +344,11 @@ def encoder_ratios(times, fast_rel):
 
     autocast = times["ViT-B plain bf16 autocast"]
     fp32 = times["ViT-B plain fp32"]
-    resolve = resolve_precision
-    fast_label = "ViT-B fast %s" % ("bf16 weights" if resolve("auto", "cpu") == "bf16" else "fp32")
+    native = resolve_precision("auto", "cpu") == "bf16"
+    fast_label = "ViT-B fast %s" % ("bf16 weights" if native else "fp32")
     mobile = min(v for k, v in times.items() if k.startswith("MobileSAM"))
     # samtext's encoder before the fast path, at precision auto: bf16 autocast where the CPU has fast bf16
-    before = "ViT-B plain bf16 autocast" if resolve("auto", "cpu") == "bf16" else "ViT-B plain fp32"
+    before = "ViT-B plain bf16 autocast" if native else "ViT-B plain fp32"
     ratios = [
         ["fast / before", "%s (the default now) / %s (the default before)" % (fast_label, before),
          times[fast_label] / times[before]],

@@ -24,6 +24,7 @@ encoder under bf16 autocast (or fp32), as samtext ran before. ``SAMTEXT_COMPILE_
 """
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -126,6 +127,7 @@ def _buffer(shape, dtype, device) -> torch.Tensor:
     return cache[key]
 
 
+@functools.lru_cache(maxsize=None)
 def _attention_class():
     from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 

@@ -62,6 +62,11 @@ class Prediction:
 MAX_PREPARED = 32
 
 
+def _is_rgb(image) -> bool:
+    """Whether ``image`` is an ``(H, W, 3)`` uint8 array, the input every encoder path takes."""
+    return isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
 class SamSegmenter:
     """Wraps a ``segment_anything.modeling.Sam`` (SAM, or MobileSAM built on the same classes).
 
@@ -116,7 +121,7 @@ class SamSegmenter:
     def encoder_input(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """An ``(H, W, 3)`` uint8 RGB image -> ``(1, 3, S, S)`` float32 encoder input (resized so that its longest
         side is S, normalised, zero-padded at the right and bottom) and its ``(h_in, w_in)`` before padding."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        if not _is_rgb(image):
             raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s"
                              % (getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")))
         resized = self.transform.apply_image(image)
@@ -160,8 +165,7 @@ class SamSegmenter:
         """Work for images about to be embedded that may run ahead, on a loader thread: SAM's preprocessing,
         and with ``encoder_batch`` > 1 the encoder itself, in batches. :meth:`embed` of the same image objects
         then takes the result. What is not an RGB image is left for :meth:`embed` to refuse."""
-        images = [im for im in images if isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3
-                  and im.dtype == np.uint8]
+        images = [im for im in images if _is_rgb(im)]
         if not images:
             return
         if self.encoder_batch > 1 and len(images) > 1:
