@@ -112,12 +112,14 @@ def sharp_tiny_sam():
     from samtext.models import load_sam
     from samtext.models.sam import SamSegmenter
 
-    sam = copy.deepcopy(load_sam("tiny", device="cpu").sam)
+    sam = copy.deepcopy(load_sam("tiny", device="cpu", precision="fp32").sam)
     with torch.no_grad():
         for mlp in sam.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight *= 200
             mlp.layers[-1].bias *= 200
-    return SamSegmenter(sam, name="tiny-sharp")
+    # fp32: segment_anything's own generator runs this very module, in fp32 (on a CPU with native bf16, "auto"
+    # would turn the encoder's weights into bf16 in place)
+    return SamSegmenter(sam, name="tiny-sharp", device="cpu", precision="fp32")
 
 
 @pytest.mark.parametrize("stability", [0.0, 0.5])
