@@ -62,9 +62,9 @@ def disk_per_image(n_images: int, dim: int = 512, n_props: int = N_PROPOSALS) ->
 
     import fiftyone as fo
 
-    from samtext.dataset import detections_label
+    from samtext.run.fields import detections_label
     from samtext.pipelines.result import Instance, MaskResult
-    from samtext.store import EmbeddingStore
+    from samtext.run.store import EmbeddingStore
 
     from common import image_path
 
@@ -181,7 +181,7 @@ def main():
         add("clip embeddings, %d proposals" % N_PROPOSALS, seconds)
         seconds, _ = timed(sam_mask_embeddings, seg, emb, masks)
         add("sam embeddings, %d proposals" % N_PROPOSALS, seconds)
-        from samtext.masks import mask_to_box
+        from samtext.pipelines.geometry import mask_to_box
 
         boxes = np.array([mask_to_box(m) for m in masks], dtype=np.int64)  # the reader gives them with the masks
         props = ImageProposals(image.shape[:2], masks, clip_vecs, [{} for _ in masks], boxes)

@@ -88,7 +88,7 @@ def add_pseudo_dir(ds, folder: str) -> int:
 def score(view, pred_field: str):
     """``(cat IoU, mIoU of background and cat, all-foreground cat IoU)`` summed over the images of ``view``, by
     samtext's own evaluation (nothing stored)."""
-    from samtext.evaluation import evaluate
+    from samtext.actions.evaluation import evaluate
 
     report = evaluate(view, pred_field, "ground_truth", eval_key=None, gt_targets={255: "cat"})
     conf = report.confusion_matrix
@@ -97,7 +97,7 @@ def score(view, pred_field: str):
 
 def run_one(name, train_view, label_field, test_view, args, models_dir, classes=None):
     """Trains on ``label_field`` of ``train_view``, predicts ``test_view``: one row of the report."""
-    import samtext.training as st
+    import samtext.actions.train as st
 
     t = time.time()
     last = [0.0]
@@ -122,7 +122,7 @@ def run_one(name, train_view, label_field, test_view, args, models_dir, classes=
         name, cat_iou, miou, all_fg, summary.seconds), flush=True)
     label_iou = None
     if label_field != "cat_gt" and train_view._root_dataset.has_field("cat_gt"):
-        from samtext.evaluation import evaluate
+        from samtext.actions.evaluation import evaluate
 
         label_iou = evaluate(train_view, label_field, "cat_gt", eval_key=None).class_iou["cat"]
     return dict(name=name, summary=summary, cat_iou=cat_iou, miou=miou, all_fg=all_fg, predicted=run.labelled,

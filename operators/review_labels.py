@@ -15,7 +15,7 @@ FLAG_LABELS = {
     "disagreement": "Disagrees with the comparison field",
     "empty": "Empty (the object is absent)",
 }
-REJECT_TAG = "samtext:reject"  # samtext.label_review.REJECT_TAG
+REJECT_TAG = "samtext:reject"  # samtext.actions.review.REJECT_TAG
 RESULT_FIELDS = [("field", "Field", "str"), ("reviewed", "Labels reviewed", "int"),
                  ("rejected", "Rejected (tagged)", "int"), ("approved", "Approved", "int"),
                  ("flagged", "Flags", "list"), ("mean_agreement", "Mean agreement (IoU)", "float"),

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("samtext").setLevel(logging.INFO)
-    from samtext.driver import RunStopped
+    from samtext.run.driver import RunStopped
     from samtext.models import WeightsUnavailableError
 
     try:

@@ -34,7 +34,7 @@ GREEN = (40, 200, 60)
 YELLOW = (230, 220, 40)
 ORANGE = (235, 120, 30)  # a look-alike of RED
 CYAN = (40, 200, 230)  # a look-alike of BLUE
-NEUTRAL = (123, 117, 104)  # samtext.masks.NEUTRAL_FILL: the fill of masked crops
+NEUTRAL = (123, 117, 104)  # samtext.pipelines.geometry.NEUTRAL_FILL: the fill of masked crops
 COLOURS = [BACKGROUND, RED, BLUE, GREEN, YELLOW, ORANGE, CYAN, NEUTRAL]
 PALETTE = np.array(COLOURS, dtype=np.float32)
 COLOUR_INDEX = {c: i for i, c in enumerate(COLOURS)}

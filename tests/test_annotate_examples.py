@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_scenes_dataset
-from samtext.dataset import detection_mask
+from samtext.run.fields import detection_mask
 from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, draw_objects
 
 SCENES = [  # (kind, colour, y, x) per image
@@ -33,10 +33,10 @@ def scenes(db, tmp_path):
 
 def _propose(ds):
     """Proposals in "props" through the proposals action's driver run, the double in SAM's place."""
-    from samtext import driver
+    from samtext.run import driver
     from samtext.pipelines.embeddings import EmbeddedProposals
     from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings
-    from samtext.proposals import proposals_action
+    from samtext.actions.mask_proposals import proposals_action
 
     double = EmbeddedProposals(ProposalGenerator(FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1),
                                                  ProposalSettings(points_per_side=16)), "sam")
@@ -371,7 +371,7 @@ def test_bad_mask_exemplars_are_refused(scenes, tmp_path, double_embedder):
 
 
 def test_mask_exemplars_use_the_weights_the_proposals_used():
-    from samtext.exemplar_masks import proposals_embedder
+    from samtext.actions.exemplars import proposals_embedder
 
     with pytest.raises(ValueError, match="pass its path as clip_checkpoint"):
         proposals_embedder(dict(embedder="clip", clip_model="tiny", clip_checkpoint="mine.pt"))
@@ -433,7 +433,8 @@ def test_a_rerun_from_an_approved_correction_adds_its_look_to_the_exemplars(scen
     """Red exemplar only: the orange objects stay unlabelled. A person paints sample 1's orange disc into its
     label and approves it; the rerun labels the orange rect of sample 2 too, and leaves sample 1 as corrected."""
     import samtext
-    import samtext.dataset as sds
+    import samtext.run.fields as sds
+    import samtext.run.records as records
 
     ds, truth = scenes
     red = _proposal_id(ds, truth, 0, RED)
@@ -450,7 +451,7 @@ def test_a_rerun_from_an_approved_correction_adds_its_look_to_the_exemplars(scen
     assert summary.targets == len(SCENES) - 1 and summary.failed == 0
     assert _labelled(ds, truth, "reds", {RED: 1, ORANGE: 1}) == [True] * sum(map(len, truth))
     assert np.array_equal(ds.skip(1).first()["reds"].get_mask(), corrected)
-    record = sds.read_run(ds, sds.run_key_for("reds"))
+    record = records.read_run(ds, records.run_key_for("reds"))
     spec = record["settings"]["examples"]["red"]
     assert spec["label_ids"] == [red] and spec["mask_field"] == "reds_approved" and spec["mask_samples"] == [fixed.id]
     assert record["settings"]["approved"]["label_ids"] == [fixed["reds"].id]

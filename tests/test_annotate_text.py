@@ -29,10 +29,10 @@ def scenes(db, tmp_path):
 
 def _run_with_doubles(ds, prompts, **kwargs):
     """The text action through the real driver (validation, writes, record), its labeller built on the doubles."""
-    from samtext import driver
+    from samtext.run import driver
     from samtext.pipelines.text import TextLabeller, TextSettings
     from samtext.pipelines.text_boxes import BoxLocalizer
-    from samtext.text import text_action
+    from samtext.actions.by_text import text_action
 
     action = text_action(ds, prompts, **dict(dict(sam_model="tiny", clip_model="tiny"), **kwargs))
 

@@ -186,7 +186,7 @@ def test_unusual_target_images_are_labelled(base, tmp_path, case):
 
 
 def test_matcher_failure_on_one_sample_does_not_stop_the_others(base, tmp_path, monkeypatch):
-    import samtext.reference as sref
+    import samtext.actions.by_reference as sref
 
     ds, ref = base
     extra = _add(ds, os.path.join(PETS, "images", "cat_002.jpg"), os.path.join(PETS, "images", "dog_000.jpg"))

@@ -73,7 +73,7 @@ def _check_hand_values(report):
 
 
 def test_known_values_summed_over_images(db, tmp_path):
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     ds = _hand_dataset(tmp_path)
     seen = []
@@ -98,7 +98,7 @@ def test_known_values_summed_over_images(db, tmp_path):
 def test_fiftyone_evaluation_round_trip(db, tmp_path, capsys):
     import fiftyone.utils.eval.segmentation as fous
 
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     ds = _hand_dataset(tmp_path)
     before = {f: [m.mask.copy() for m in ds.values(f)] for f in ("gt", "pred")}
@@ -133,7 +133,7 @@ def test_fiftyone_evaluation_round_trip(db, tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["pred_detections", "gt_detections"])
 def test_detections_field(db, tmp_path, kind):
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     ds = _hand_dataset(tmp_path, kind=kind)
     report = se.evaluate(ds, "pred", "gt")
@@ -143,7 +143,7 @@ def test_detections_field(db, tmp_path, kind):
 
 
 def test_class_matching_by_name(db, tmp_path):
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     gt = np.array([[0, 255, 255, 0], [0, 255, 0, 0]], np.uint8)
     pred = np.array([[0, 1, 0, 0], [0, 1, 1, 0]], np.uint8)
@@ -185,7 +185,7 @@ def test_class_matching_by_name(db, tmp_path):
 def test_bad_fields(db, tmp_path):
     import fiftyone as fo
 
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     ds = _hand_dataset(tmp_path)
     ds.set_values("label", [fo.Classification(label="a")] * len(ds))
@@ -197,7 +197,7 @@ def test_bad_fields(db, tmp_path):
 
 
 def test_resized_skipped_and_missing(db, tmp_path):
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     gt = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
     half = np.array([[1, 1], [0, 0]], np.uint8)  # upsampled: the top half, so a: tp 4, gt 4, pred 8
@@ -230,7 +230,7 @@ def test_resized_skipped_and_missing(db, tmp_path):
 def test_pets_images(db):
     import fiftyone as fo
 
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     ds = make_pets_dataset(pets_stems(animal="cat", n=2), gt_field="gt")  # 0/255 masks, no mask_targets
     gts = [s.gt.mask for s in ds]
@@ -253,7 +253,7 @@ def test_pets_images(db):
 def test_image_size_from_metadata_or_exif(db, tmp_path):
     import fiftyone as fo
 
-    import samtext.evaluation as se
+    import samtext.actions.evaluation as se
 
     # a JPEG stored 4 wide x 2 high with EXIF orientation 6 shows 2 wide x 4 high: masks are drawn upright
     path = str(tmp_path / "rotated.jpg")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from doubles import BLUE, GREEN, LOOKALIKE_FEATURES, ORANGE, RED, FakeSegmenter, draw_objects
-from samtext.masks import iou
+from samtext.pipelines.geometry import iou
 from samtext.pipelines.embeddings import EmbeddedProposals
 from samtext.pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
 from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings

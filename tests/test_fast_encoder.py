@@ -1,5 +1,5 @@
 """The encoder's fast path (samtext.models.fast_encoder), preparing images ahead (SamSegmenter.prepare and the
-driver's loader thread, samtext.prefetch) and MobileSAM (samtext.models.mobilesam): same features and masks as
+driver's loader thread, samtext.run.prefetch) and MobileSAM (samtext.models.mobilesam): same features and masks as
 the plain path, within tolerance, on real images; MobileSAM's adapter against mobile_sam's own predictor."""
 
 import os
@@ -17,7 +17,7 @@ from samtext.models import fast_encoder as fe
 from samtext.models import weights
 from samtext.models.mobilesam import build_mobile_sam
 from samtext.models.tiny import build_tiny_sam
-from samtext.prefetch import Prefetcher
+from samtext.run.prefetch import Prefetcher
 
 
 def pets_image(stem):

@@ -30,7 +30,7 @@ from doubles import (  # noqa: E402
     disc,
     rect,
 )
-from samtext.masks import components, iou, mask_to_box  # noqa: E402
+from samtext.pipelines.geometry import components, iou, mask_to_box  # noqa: E402
 from samtext.pipelines.reference import (  # noqa: E402
     METHODS,
     ClipCheck,
@@ -255,7 +255,7 @@ def test_clip_check_scores_each_instance_on_its_own_masked_crop():
     ring = disc(img.copy(), 80, 130, 25, RED) & ~disc(img.copy(), 80, 130, 19, RED)
     img[ring] = RED
     check = ClipCheck(clip, "cat", threshold=0.5, references=[red_reference()])
-    from samtext.masks import crop_with_context
+    from samtext.pipelines.geometry import crop_with_context
 
     assert clip.class_probability(clip.encode_images([crop_with_context(img, mask_to_box(bar))]), "cat")[0] < 0.5
     probs = check.probabilities([img, img], [bar, ring])

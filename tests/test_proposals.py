@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from doubles import BLUE, GREEN, RED, SCORE_FOUND, FakeSegmenter, canvas, disc, rect, regions
-from samtext.masks import iou
+from samtext.pipelines.geometry import iou
 from samtext.pipelines.proposals import ProposalGenerator, ProposalSettings, point_grid
 
 PLUGIN_URI = "@samtext/samtext/compute_mask_proposals"
@@ -174,7 +174,7 @@ def test_clip_embeddings_of_masked_crops():
 
 
 def test_store_round_trip(tmp_path):
-    from samtext.store import EmbeddingStore
+    from samtext.run.store import EmbeddingStore
 
     a, b, c, x = ("%024x" % n for n in (0xA00, 0xB, 0xC, 0xF))  # a ends in a 0 byte, which numpy's S12 drops
     store = EmbeddingStore(str(tmp_path / "emb"))

@@ -156,7 +156,7 @@ def fruit(tmp_path, monkeypatch):
     beside it), a reference showing only a red one, and a known-answer segmenter."""
     import fiftyone as fo
 
-    import samtext.reference as sref
+    import samtext.actions.by_reference as sref
     from conftest import make_scenes_dataset
 
     scenes = [[("disc", RED, 50, 60), ("rect", GREEN, 110, 140)],
@@ -180,7 +180,8 @@ def _fruit_ious(ds, truth):
 
 def test_a_rerun_from_an_approved_corrected_label_moves_the_other_labels_toward_it(fruit):
     import samtext
-    import samtext.dataset as sds
+    import samtext.run.fields as sds
+    import samtext.run.records as records
 
     ds, truth = fruit
     samtext.annotate_by_reference(ds, "fruit", reference=ds.first().id, reference_field="gt", out_field="fruit",
@@ -202,7 +203,7 @@ def test_a_rerun_from_an_approved_corrected_label_moves_the_other_labels_toward_
     assert min(after[k] for k in (1, 2)) > 0.8  # and the red ones stay right
     assert after[3] == 1.0 and "approved" in ds.match({"scene": 3}).first()["fruit"].tags
     assert ds.match({"scene": 1}).first()["fruit"].id != untouched  # relabelled
-    record = sds.read_run(ds, sds.run_key_for("fruit"))
+    record = records.read_run(ds, records.run_key_for("fruit"))
     approved = record["settings"]["approved"]
     assert approved["label_ids"] == [fixed["fruit"].id] and approved["sample_ids"] == [fixed.id]
     assert set(record["settings"]["reference_ids"]) == {ds.first().id, fixed.id}
@@ -268,10 +269,11 @@ def test_rerun_operator_relabels_from_approved_labels(fruit):
 
 def test_a_field_still_being_written_is_read_with_a_warning_by_review_and_evaluate(reviewed):
     import samtext
-    import samtext.dataset as sds
+    import samtext.run.fields as sds
+    import samtext.run.records as records
 
     ds = reviewed
-    sds.register_run(ds, sds.run_key_for("pseudo"), dict(action="annotate_by_reference", settings={},
+    records.register_run(ds, records.run_key_for("pseudo"), dict(action="annotate_by_reference", settings={},
                                                          runs={"abc": dict(status="running")}))
     report = samtext.review(ds, "pseudo")
     assert report.reviewed == 6 and "still being written" in report.warnings[0] and "abc" in report.warnings[0]
@@ -305,7 +307,8 @@ def test_a_sample_tag_approves_too_and_masks_in_files_are_read(reviewed, tmp_pat
 
 def test_a_second_rerun_forgets_an_unapproved_label_and_shards_share_one_copy(fruit):
     import samtext
-    import samtext.dataset as sds
+    import samtext.run.fields as sds
+    import samtext.run.records as records
 
     ds, truth = fruit
     samtext.annotate_by_reference(ds, "fruit", reference=ds.first().id, reference_field="gt", out_field="fruit",
@@ -326,7 +329,7 @@ def test_a_second_rerun_forgets_an_unapproved_label_and_shards_share_one_copy(fr
     copied = ds.exists("fruit_approved").values("id")
     summaries = [samtext.rerun_from_approved(ds, "fruit", shard=(k, 2)) for k in range(2)]
     assert sum(s.labelled for s in summaries) == 4 and ds.exists("fruit_approved").values("id") == copied
-    record = sds.read_run(ds, sds.run_key_for("fruit"))
+    record = records.read_run(ds, records.run_key_for("fruit"))
     assert set(record["settings"]["reference_ids"]) == {ds.first().id, first.id}  # not the unapproved one
     assert record["settings"]["approved"]["original_reference_ids"] == [ds.first().id]
     assert len(record["runs"]) == 2  # both shards recorded under the one record

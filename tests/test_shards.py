@@ -13,7 +13,7 @@ URI = PLUGIN_NAME + "/annotate_by_reference_mask"
 def test_shards_are_disjoint_and_cover_every_id():
     from bson import ObjectId
 
-    from samtext.driver import in_shard
+    from samtext.run.driver import in_shard
 
     ids = [str(ObjectId()) for _ in range(3000)]
     for count in (1, 2, 3, 7):

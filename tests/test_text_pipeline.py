@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from doubles import BACKGROUND, BLUE, GREEN, RED, YELLOW, FakeSegmenter, TextClip, canvas, disc, rect
-from samtext.masks import iou
+from samtext.pipelines.geometry import iou
 from samtext.pipelines.text import MAX_CLASSES, TextLabeller, TextSettings, negative_subject, parse_prompts
 from samtext.pipelines.text_boxes import BoxLocalizer, BoxSettings, selective_search, shortlist
 from samtext.pipelines.text_patches import PatchLocalizer, PatchSettings, find_peaks, patch_boxes
@@ -44,7 +44,7 @@ def test_bad_prompts_are_refused(bad, message):
 
 
 def test_crops_for_clip_are_cut_small_from_large_images():
-    from samtext.masks import CROP_MAX_SIDE, NEUTRAL_FILL, box_crop, masked_crop
+    from samtext.pipelines.geometry import CROP_MAX_SIDE, NEUTRAL_FILL, box_crop, masked_crop
 
     img = canvas(3000, 4000)
     obj = disc(img, 1500, 2000, 900, RED)

@@ -139,8 +139,9 @@ def test_backbone_weights_auto_imagenet_none(tmp_path, monkeypatch, caplog):
 
 
 def test_resume_after_interruption(db, tmp_path):
-    import samtext.training as st
-    from samtext import dataset as sds
+    import samtext.actions.train as st
+    from samtext.run import fields as sds
+    from samtext.run import records
 
     ds = cat_dataset(cats=5)
     path = str(tmp_path / "cat.pt")
@@ -151,14 +152,14 @@ def test_resume_after_interruption(db, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         st.train(ds, "cat_label", path, epochs=2, progress=stop_after_first_epoch, **TINY)
-    record = sds.read_run(ds, "samtext_train_cat_label")
+    record = records.read_run(ds, "samtext_train_cat_label")
     assert record["status"] == "canceled" and record["epochs_done"] == 1 and record["epochs"] == 2
     assert torch.load(path, weights_only=True)["epoch"] == 1
 
     summary = st.train(ds, "cat_label", path, epochs=2, **TINY)
     assert (summary.status, summary.start_epoch, summary.epochs_done) == ("completed", 1, 2)
     assert [h["epoch"] for h in summary.history] == [1, 2]
-    record = sds.read_run(ds, "samtext_train_cat_label")
+    record = records.read_run(ds, "samtext_train_cat_label")
     assert record["status"] == "completed" and record["epochs_done"] == 2 and record["start_epoch"] == 1
     assert record["model_path"] == path and record["classes"] == ["cat"] and record["settings"]["epochs"] == 2
     assert record["train_samples"] + record["val_samples"] == 5 and record["backbone_start"].startswith("scratch")
@@ -175,7 +176,7 @@ def test_resume_after_interruption(db, tmp_path):
 
 
 def test_empty_masks_train_as_background_and_unlabelled_are_skipped(db, tmp_path, monkeypatch):
-    import samtext.training as st
+    import samtext.actions.train as st
 
     monkeypatch.setenv("SAMTEXT_MODELS_DIR", str(tmp_path / "models"))
     ds = cat_dataset(cats=3, dogs=2)
@@ -192,8 +193,9 @@ def test_empty_masks_train_as_background_and_unlabelled_are_skipped(db, tmp_path
 def test_refuses_bad_inputs(db, tmp_path):
     import fiftyone as fo
 
-    import samtext.training as st
-    from samtext import dataset as sds
+    import samtext.actions.train as st
+    from samtext.run import fields as sds
+    from samtext.run import records
 
     ds = cat_dataset(cats=2)
     path = str(tmp_path / "m.pt")
@@ -211,7 +213,7 @@ def test_refuses_bad_inputs(db, tmp_path):
     with pytest.raises(ValueError, match="no usable sample.*2 have no label"):
         st.train(ds.set_field("cat_label", None), "cat_label", path, **TINY)
 
-    sds.register_run(ds, sds.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
+    records.register_run(ds, records.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
         "a1b2": dict(status="completed"), "c3d4": dict(status="running")}))
     with pytest.raises(ValueError, match="still being written by samtext.*run c3d4.*allow_running=True"):
         st.train(ds, "cat_label", path, **TINY)
@@ -222,7 +224,7 @@ def test_unreadable_samples_are_left_out_and_named(db, tmp_path):
     import fiftyone as fo
     from PIL import Image
 
-    import samtext.training as st
+    import samtext.actions.train as st
 
     ds = cat_dataset(cats=3)
     stem = pets_stems("unlabeled", "cat")[5]
@@ -245,7 +247,7 @@ def test_unreadable_samples_are_left_out_and_named(db, tmp_path):
 def test_predict_writes_segmentation_and_resumes(db, tmp_path):
     import fiftyone as fo
 
-    import samtext.training as st
+    import samtext.actions.train as st
 
     ds = cat_dataset(cats=4, dogs=1)
     path = str(tmp_path / "m.pt")
@@ -277,8 +279,9 @@ def test_predict_writes_segmentation_and_resumes(db, tmp_path):
 def test_other_ways_to_name_the_classes(db, tmp_path):
     import fiftyone as fo
 
-    import samtext.training as st
-    from samtext import dataset as sds
+    import samtext.actions.train as st
+    from samtext.run import fields as sds
+    from samtext.run import records
 
     ds = cat_dataset(cats=3)
     one = dict(epochs=1, val_fraction=0, **TINY)
@@ -293,7 +296,7 @@ def test_other_ways_to_name_the_classes(db, tmp_path):
     with pytest.raises(ValueError, match="label_targets names the values of a fo.Segmentation field"):
         st.train(ds, "cat_objects", str(tmp_path / "c.pt"), label_targets={1: "cat"}, **one)
 
-    sds.register_run(ds, sds.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
+    records.register_run(ds, records.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
         "c3d4": dict(status="running")}))
     forced = st.train(ds, "cat_label", str(tmp_path / "d.pt"), allow_running=True, **one)
     assert forced.status == "completed"
@@ -302,8 +305,9 @@ def test_other_ways_to_name_the_classes(db, tmp_path):
 def test_a_file_lost_during_training_fails_the_run_and_names_it(db, tmp_path):
     import shutil
 
-    import samtext.training as st
-    from samtext import dataset as sds
+    import samtext.actions.train as st
+    from samtext.run import fields as sds
+    from samtext.run import records
 
     ds = cat_dataset(cats=3)
     sample = ds.first()
@@ -318,5 +322,5 @@ def test_a_file_lost_during_training_fails_the_run_and_names_it(db, tmp_path):
 
     with pytest.raises(ValueError, match="sample %s .*copy.jpg.*file not found" % sample.id):
         st.train(ds, "cat_label", str(tmp_path / "m.pt"), epochs=2, val_fraction=0, progress=lose_it, **TINY)
-    record = sds.read_run(ds, "samtext_train_cat_label")
+    record = records.read_run(ds, "samtext_train_cat_label")
     assert record["status"] == "failed" and "file not found" in record["error"] and record["epochs_done"] == 1

@@ -44,7 +44,7 @@ def _dataset_iou(view, pred_field):
 
 
 def test_training_on_pets_beats_trivial_baselines(db, tmp_path):
-    import samtext.training as st
+    import samtext.actions.train as st
 
     ds = _cat_label_dataset()
     unlabeled = set(pets_stems("unlabeled"))
@@ -66,8 +66,8 @@ def test_training_on_pets_beats_trivial_baselines(db, tmp_path):
     assert 0.25 < all_foreground < 0.30
     assert iou >= all_foreground + MARGIN, (iou, all_foreground)
 
-    if importlib.util.find_spec("samtext.evaluation") is not None:  # the same number from samtext's evaluation
-        from samtext.evaluation import evaluate
+    if importlib.util.find_spec("samtext.actions.evaluation") is not None:  # the same number from samtext's evaluation
+        from samtext.actions.evaluation import evaluate
 
         report = evaluate(test_view, "cat_predicted", "ground_truth", eval_key=None, gt_targets={255: "cat"})
         assert abs(report.class_iou["cat"] - iou) < 1e-6, (report.class_iou, iou)

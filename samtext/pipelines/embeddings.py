@@ -3,7 +3,7 @@
 Two embedders, both unit vectors:
 
 - "clip": CLIP's image embedding of each mask's masked crop (the object on a neutral fill, with some context
-  and padded to a square, :func:`samtext.masks.masked_crop`), in batches. What the object looks like, in a
+  and padded to a square, :func:`samtext.pipelines.geometry.masked_crop`), in batches. What the object looks like, in a
   space that also holds text.
 - "sam": the mean of SAM's image features under each mask (cells mostly inside the mask). Free once the image
   is encoded; what SAM itself uses to tell objects apart.
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..masks import masked_crop
+from .geometry import masked_crop
 from .result import PreparesImages
 
 EMBEDDERS = ("clip", "sam")

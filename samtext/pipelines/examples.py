@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..masks import mask_to_box
+from .geometry import mask_to_box
 from .result import Instance, MaskResult
 
 SCORINGS = ("max", "prototype")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..masks import components, iou, mask_to_box, masked_crop, sample_points
+from .geometry import components, iou, mask_to_box, masked_crop, sample_points
 from .embeddings import pool_features
 from .result import Instance, MaskResult, PreparesImages
 

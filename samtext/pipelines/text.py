@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..masks import NEUTRAL_FILL, iou, masked_crop
+from .geometry import NEUTRAL_FILL, iou, masked_crop
 from .result import Instance, MaskResult, PreparesImages
 
 MAX_CLASSES = 255  # one uint8 mask value each

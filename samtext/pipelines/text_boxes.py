@@ -21,7 +21,7 @@ from typing import List
 
 import numpy as np
 
-from ..masks import box_crop
+from .geometry import box_crop
 from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits, box_nms
 
 SS_MODES = ("fast", "quality")

@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..masks import box_crop
+from .geometry import box_crop
 from .reference import window_grid
 from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits
 

@@ -15,10 +15,12 @@ from typing import Dict, Optional
 
 import fiftyone as fo
 
-from . import dataset as sds
-from . import driver
-from . import label_masks as lm
-from .label_review import REJECT_TAG
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..run import class_maps as lm
+from .review import REJECT_TAG
 
 FORMATS = ("segmentation", "coco")
 
@@ -65,7 +67,7 @@ def export_labels(
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         raise ValueError("export_dir %s is not empty; pass overwrite=True to replace it" % export_dir)
     _check_holds_no_data(dataset, field, export_dir)
-    warning = sds.running_note(dataset, field)
+    warning = records.running_note(dataset, field)
     labelled = samples.exists(field)
     without = len(samples) - len(labelled)
     view = labelled

@@ -11,7 +11,7 @@
 3. The action's models load (:attr:`Action.build`); only then are fields, class names and the run record
    written.
 4. Each image is loaded and labelled (the next ones load, and are prepared for the labeller, on a background
-   thread meanwhile: :mod:`samtext.prefetch`); each failure is recorded with the sample and the problem and the run
+   thread meanwhile: :mod:`samtext.run.prefetch`); each failure is recorded with the sample and the problem and the run
    goes on, unless the first ``fail_fast`` samples all fail: then it stops with one error.
 5. Labels are written in batches; an interruption (Ctrl-C, the App's cancel, an error) flushes what was
    done and records how the run ended.
@@ -26,11 +26,13 @@ from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
 
 import fiftyone as fo
 
-from . import dataset as sds
-from .images import InputError, load_image
-from .pipelines.result import MaskResult
+from . import fields as sds
+
+from . import records
+from ..images import InputError, load_image
+from ..pipelines.result import MaskResult
 from .prefetch import Prefetcher
-from .progress import run_events
+from ..progress import run_events
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +189,10 @@ def _differences(old: dict, new: dict) -> List[str]:
 def check_resume(dataset: fo.Dataset, key: str, action: Action, out_field: str, overwrite: bool) -> Optional[dict]:
     """Refuses to add labels to a field that a samtext run with other settings wrote, unless ``overwrite``.
     Returns the existing record (None when there is none)."""
-    record = sds.read_run(dataset, key)
+    record = records.read_run(dataset, key)
     if record is None or overwrite or not sds.has_labels(dataset, out_field):
         return record
-    new = sds.jsonable(dict(action=action.name, **action.settings))
+    new = records.jsonable(dict(action=action.name, **action.settings))
     old = dict(action=record.get("action"), **(record.get("settings") or {}))
     diff = _differences(old, new)
     if diff:
@@ -218,7 +220,7 @@ def prepare_run(samples, action: Action, out_field: str, overwrite: bool = False
         values = sds.class_values(dataset, out_field, action.classes, overwrite)
     else:
         values = {name: value for value, name in enumerate(dict.fromkeys(action.classes), 1)}
-    record = check_resume(dataset, sds.run_key_for(out_field), action, out_field, overwrite)
+    record = check_resume(dataset, records.run_key_for(out_field), action, out_field, overwrite)
     return dataset, samples, fields, values, record
 
 
@@ -239,13 +241,13 @@ def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, re
     fields.ensure(dataset)
     if fields.has_classes:
         sds.set_mask_targets(dataset, fields.out, values)
-    key = sds.run_key_for(fields.out)
-    settings = sds.jsonable(action.settings)
+    key = records.run_key_for(fields.out)
+    settings = records.jsonable(action.settings)
     same = record is not None and record.get("action") == action.name and record.get("settings") == settings
     if not same:
-        from . import __version__
+        from .. import __version__
 
-        sds.register_run(dataset, key, dict(
+        records.register_run(dataset, key, dict(
             action=action.name, out_field=fields.out, instances_field=fields.instances,
             prompts_field=fields.prompts, mask_dir=fields.mask_dir, settings=settings,
             classes={str(v): k for k, v in values.items()}, samtext_version=__version__,
@@ -319,7 +321,7 @@ def iter_run(
     shard = check_shard(shard)
     dataset, samples, fields, values, record = prepare_run(
         samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
-    key = sds.run_key_for(out_field)
+    key = records.run_key_for(out_field)
     summary = RunSummary(field=out_field, run_key=key, shard=shard)
     ids, paths, summary.skipped_existing = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, shard)
     summary.targets = len(ids)
@@ -328,12 +330,12 @@ def iter_run(
         return summary
 
     labeller = action.build()
-    from .models import encoder_workload  # torch: imported once a model is loaded anyway
+    from ..models import encoder_workload  # torch: imported once a model is loaded anyway
 
     open_outputs(dataset, action, fields, values, record)
     sidecar = action.sidecar(dataset, fields) if action.sidecar else None
     run_id = uuid.uuid4().hex[:12]
-    sds.update_run(dataset, key, learnt=action.info(), **{"runs." + run_id: dict(
+    records.update_run(dataset, key, learnt=action.info(), **{"runs." + run_id: dict(
         started=_now(), status="running", shard=shard, overwrite=overwrite, targets=len(ids))})
     default_label = action.classes[0]
     summary.status = "failed"
@@ -382,7 +384,7 @@ def iter_run(
             sds.declare_attributes(dataset, fields.names())
         try:
             entry = "runs." + run_id
-            sds.update_run(dataset, key, **{entry + ".finished": _now(), entry + ".status": summary.status,
+            records.update_run(dataset, key, **{entry + ".finished": _now(), entry + ".status": summary.status,
                                             entry + ".summary": summary.to_dict(max_errors=20)}, last_run=run_id)
         except Exception:  # the record is bookkeeping: never hide the run's own outcome behind it
             logger.exception("samtext: could not record the end of run %s of %r", run_id, out_field)

@@ -10,20 +10,22 @@ Example::
 Each proposal is a ``fo.Detection`` labelled "proposal" with its box, its mask cropped to the box, a
 ``confidence`` (SAM's predicted IoU), ``predicted_iou``, ``stability_score`` and ``area`` (pixels). Each also gets
 an embedding (CLIP on its masked crop, or SAM's features under it), kept out of the database in an
-:class:`samtext.store.EmbeddingStore` keyed by the detection's id; :func:`proposal_embeddings` reads them. The
-run itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
+:class:`samtext.run.store.EmbeddingStore` keyed by the detection's id; :func:`proposal_embeddings` reads them. The
+run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
 import os
 from typing import Callable, Optional, Union
 
-from . import dataset as sds
-from . import driver
-from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
                      load_clip, load_sam, sam_record)
-from .pipelines.embeddings import EMBEDDERS, EmbeddedProposals
-from .pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator, ProposalSettings
-from .store import EmbeddingSidecar, EmbeddingStore, default_root
+from ..pipelines.embeddings import EMBEDDERS, EmbeddedProposals
+from ..pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator, ProposalSettings
+from ..run.store import EmbeddingSidecar, EmbeddingStore, default_root
 
 ACTION = "compute_mask_proposals"
 DEFAULT_FIELD = "samtext_proposals"
@@ -42,7 +44,7 @@ def proposals_action(
     precision: str = "auto",
     **knobs,
 ) -> driver.Action:
-    """Checks the arguments and returns the :class:`samtext.driver.Action` (the models load only when the
+    """Checks the arguments and returns the :class:`samtext.run.driver.Action` (the models load only when the
     driver builds it). ``knobs`` are :class:`samtext.pipelines.proposals.ProposalSettings`' fields.
 
     Raises:
@@ -102,7 +104,7 @@ def proposal_embeddings(samples, field: str = DEFAULT_FIELD):
         ValueError: ``field`` was not written by a proposals run with embeddings.
     """
     dataset, samples = driver.sample_collection(samples)
-    record = sds.read_run(dataset, sds.run_key_for(field))
+    record = records.read_run(dataset, records.run_key_for(field))
     if not record or record.get("action") != ACTION:
         raise ValueError("field %r was not written by compute_mask_proposals; run it first" % field)
     root = (record.get("learnt") or {}).get("embeddings_dir")
@@ -123,7 +125,7 @@ def _action(samples, kwargs):
 
 def iter_compute_mask_proposals(samples, **kwargs) -> driver.Progress:
     """The work of :func:`compute_mask_proposals`, as a generator of ``(done, total)`` progress that returns
-    the :class:`samtext.driver.RunSummary`."""
+    the :class:`samtext.run.driver.RunSummary`."""
     action, run = _action(samples, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
@@ -160,6 +162,6 @@ def compute_mask_proposals(
             paths stored), ``batch_size``, ``fail_fast``, ``shard`` (see :func:`samtext.annotate_by_reference`).
 
     Returns:
-        a :class:`samtext.driver.RunSummary`; ``instances`` counts the proposals written.
+        a :class:`samtext.run.driver.RunSummary`; ``instances`` counts the proposals written.
     """
     return driver.run_with_progress_option(iter_compute_mask_proposals(samples, **kwargs), progress)

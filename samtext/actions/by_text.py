@@ -10,7 +10,7 @@ Each prompt is a class: the output field is a multi-class ``fo.Segmentation`` (`
 ``{1: "car", 2: "pedestrian", ...}``, overlaps going to the more confident object) and every object found is a
 ``fo.Detection`` with its confidence in ``<out_field>_instances``. An image where no prompt is found comes out
 empty, with the reason in the label's ``empty_reason``. The pipelines are :mod:`samtext.pipelines.text`; the run
-itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
+itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
 import functools
@@ -18,12 +18,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import fiftyone as fo
 
-from . import driver
-from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+from ..run import driver
+from ..models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
                      load_clip, load_sam, sam_record)
-from .pipelines.text import TextLabeller, TextSettings, negative_subject, parse_prompts
-from .pipelines.text_boxes import BoxLocalizer, BoxSettings
-from .pipelines.text_patches import PatchLocalizer, PatchSettings
+from ..pipelines.text import TextLabeller, TextSettings, negative_subject, parse_prompts
+from ..pipelines.text_boxes import BoxLocalizer, BoxSettings
+from ..pipelines.text_patches import PatchLocalizer, PatchSettings
 
 ACTION = "annotate_by_text"
 LOCALIZERS = ("boxes", "patches")
@@ -42,7 +42,7 @@ def uses_clip_bpe(clip_model: str) -> bool:
     Hugging Face tokenizer of its own."""
     import open_clip
 
-    from .models import TINY_CLIPS
+    from ..models import TINY_CLIPS
 
     if clip_model in TINY_CLIPS:
         return True
@@ -54,7 +54,7 @@ def check_prompt_lengths(texts: Sequence[str], what: str = "prompt") -> None:
     """Raises ValueError naming the first prompt that CLIP's 77-token context cannot hold (the template "a
     photo of a ..." included); CLIP's tokenizer would silently cut it. Counted with CLIP's BPE (see
     :func:`uses_clip_bpe`)."""
-    from .models.clip import PROMPT_TEMPLATE
+    from ..models.clip import PROMPT_TEMPLATE
 
     for text in texts:
         n = len(_bpe().encode(PROMPT_TEMPLATE.format(text)))
@@ -74,7 +74,7 @@ def build_labeller(classes, negatives, localizer, settings: TextSettings, boxes:
     if localizer == "boxes":
         where = BoxLocalizer(clip, settings, boxes)
     else:
-        from .models.gradcam import target_layer
+        from ..models.gradcam import target_layer
 
         target_layer(clip.model.visual)  # a tower Grad-CAM cannot explain fails here, once, not on every sample
         where = PatchLocalizer(clip, settings, patches)
@@ -103,7 +103,7 @@ def text_action(
     device: str = "auto",
     precision: str = "auto",
 ) -> driver.Action:
-    """Checks every argument; returns the :class:`samtext.driver.Action` (models load only when the driver
+    """Checks every argument; returns the :class:`samtext.run.driver.Action` (models load only when the driver
     builds it). Raises ValueError naming the problem; creates nothing."""
     classes = parse_prompts(prompts)
     negatives = parse_prompts(negative_prompts, what="negative prompts", allow_none=True)
@@ -158,7 +158,7 @@ def _action(samples, prompts, kwargs):
 
 def iter_annotate_by_text(samples, prompts, **kwargs) -> driver.Progress:
     """The work of :func:`annotate_by_text`, as a generator of ``(done, total)`` progress that returns the
-    :class:`samtext.driver.RunSummary`."""
+    :class:`samtext.run.driver.RunSummary`."""
     action, run = _action(samples, prompts, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
@@ -200,6 +200,6 @@ def annotate_by_text(
             :func:`samtext.annotate_by_reference`).
 
     Returns:
-        a :class:`samtext.driver.RunSummary`.
+        a :class:`samtext.run.driver.RunSummary`.
     """
     return driver.run_with_progress_option(iter_annotate_by_text(samples, prompts, **kwargs), progress)

@@ -28,10 +28,12 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
-from . import driver
-from . import label_masks as lm
-from .label_review import APPROVED_TAG, approved_expression
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..run import class_maps as lm
+from .review import APPROVED_TAG, approved_expression
 
 MAX_APPROVED = 32
 REFERENCE = "annotate_by_reference"
@@ -57,7 +59,7 @@ def approved_labels(dataset: fo.Dataset, field: str, approved_tag: str = APPROVE
 
 
 def _record(dataset: fo.Dataset, field: str) -> dict:
-    record = sds.read_run(dataset, sds.run_key_for(field))
+    record = records.read_run(dataset, records.run_key_for(field))
     if not record:
         raise ValueError("field %r has no samtext run record, so there is no action to rerun; label it with a "
                          "samtext action first" % field)
@@ -106,7 +108,7 @@ def _chosen(sample_ids: List[str], label_ids: List[str], limit: int) -> Tuple[Li
 def _reference_settings(dataset, field, settings, approved) -> dict:
     """Copies the approved labels and the run's *original* references into ``<field>_approved`` and returns
     the rerun's reference settings."""
-    from .reference import load_references
+    from .by_reference import load_references
 
     target = approved_field(field)
     class_name = settings["class_name"]
@@ -128,7 +130,7 @@ def _reference_settings(dataset, field, settings, approved) -> dict:
 def _examples_settings(dataset, field, settings, approved) -> dict:
     """Copies the approved labels into ``<field>_approved`` and returns the rerun's exemplars: the run's
     *original* ones plus, per class, the approved masks that show it."""
-    from .examples import Exemplars
+    from .by_examples import Exemplars
 
     target = approved_field(field)
     _copy_approved(dataset, field, target, approved["sample_ids"])
@@ -156,7 +158,7 @@ def _build(dataset, samples, field, settings, action_name, overrides):
     """The action of a rerun whose settings (``settings``, with ``approved``) are known."""
     approved = settings["approved"]
     if action_name == REFERENCE:
-        from .reference import reference_action
+        from .by_reference import reference_action
 
         keep = ("method", "sam_model", "refine", "min_similarity", "max_instances", "clip_threshold", "clip_model",
                 "clip_pretrained", "num_prompt_sets")
@@ -164,7 +166,7 @@ def _build(dataset, samples, field, settings, action_name, overrides):
         action = reference_action(dataset, settings["class_name"], reference=settings["reference_ids"],
                                   reference_field=settings["reference_field"], **kwargs)
     else:
-        from .examples import examples_action
+        from .by_examples import examples_action
 
         keep = ("proposals_field", "threshold", "scoring", "top_k")
         kwargs = dict({k: settings[k] for k in keep if k in settings}, **overrides)
@@ -184,7 +186,7 @@ def _loop_action(samples, field, approved_tag, max_approved, kwargs):
     action_name, settings = record["action"], dict(record.get("settings") or {})
     if run.get("shard") is None or not settings.get("approved"):
         # a whole rerun, or the operator preparing its shards: read the approvals and copy them once
-        _, running = sds.running_runs(dataset, field)
+        _, running = records.running_runs(dataset, field)
         if running:
             raise ValueError("field %r is still being written by samtext (run %s); rerun it when that run has "
                              "finished" % (field, ", ".join(running)))
@@ -255,7 +257,7 @@ def rerun_from_approved(
             run options ``batch_size``, ``fail_fast``, ``shard``, ``mask_dir``, ``save_instances``.
 
     Returns:
-        a :class:`samtext.driver.RunSummary`; the run record's ``settings.approved`` lists the labels that fed it.
+        a :class:`samtext.run.driver.RunSummary`; the run record's ``settings.approved`` lists the labels that fed it.
 
     Raises:
         ValueError: no run record, an action that takes no examples, no approved label, bad settings.

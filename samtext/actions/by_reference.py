@@ -13,7 +13,7 @@ Example::
     print(summary.labelled, summary.instances, summary.failed)
 
 This module only says what the action is (its settings, its references, its models, its labeller); the run
-itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
+itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
 import hashlib
@@ -25,11 +25,11 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import driver
-from .images import InputError, load_image, load_mask
-from .models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
+from ..run import driver
+from ..images import InputError, load_image, load_mask
+from ..models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
                      load_clip, load_sam, sam_record)
-from .pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher, check_gate
+from ..pipelines.reference import METHODS, ClipCheck, PriorMatcher, Reference, StitchMatcher, check_gate
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def reference_action(
     clip_threshold="auto",
     num_prompt_sets: int = 4,
 ) -> driver.Action:
-    """Checks every argument and reads the references; returns the :class:`samtext.driver.Action` (models
+    """Checks every argument and reads the references; returns the :class:`samtext.run.driver.Action` (models
     load only when the driver builds it). Raises ValueError naming the problem; creates nothing."""
     class_name = class_name.strip() if isinstance(class_name, str) else ""
     if not class_name:
@@ -280,7 +280,7 @@ def reference_action(
 def iter_annotate_by_reference(samples, class_name: str, reference=None, reference_field: Optional[str] = None,
                                **kwargs) -> driver.Progress:
     """The work of :func:`annotate_by_reference`, as a generator of ``(done, total)`` progress that
-    returns the :class:`samtext.driver.RunSummary` (operators iterate it to report progress)."""
+    returns the :class:`samtext.run.driver.RunSummary` (operators iterate it to report progress)."""
     action, run = _action(samples, class_name, reference, reference_field, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
@@ -340,7 +340,7 @@ def annotate_by_reference(
             shard of the samples).
 
     Returns:
-        a :class:`samtext.driver.RunSummary` with counts, per-sample errors and the run key.
+        a :class:`samtext.run.driver.RunSummary` with counts, per-sample errors and the run key.
     """
     events = iter_annotate_by_reference(samples, class_name, reference, reference_field, **kwargs)
     return driver.run_with_progress_option(events, progress)

@@ -13,10 +13,10 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
-from .images import InputError, fit_mask, load_image, read_mask_values
-from .masks import components
-from .reference import _class_value_from_targets, _reference_samples, check_class_value
+from ..run import fields as sds
+from ..images import InputError, fit_mask, load_image, read_mask_values
+from ..pipelines.geometry import components
+from .by_reference import _class_value_from_targets, _reference_samples, check_class_value
 
 Embedder = Callable[[np.ndarray, List[np.ndarray]], np.ndarray]
 
@@ -29,8 +29,8 @@ def proposals_embedder(settings: dict, sam_checkpoint: Optional[str] = None, cli
         ValueError: the proposals were embedded with a weights file that is not passed again (or another one
             is), or were not embedded at all.
     """
-    from .models import load_clip, load_sam
-    from .pipelines.embeddings import clip_mask_embeddings, sam_mask_embeddings
+    from ..models import load_clip, load_sam
+    from ..pipelines.embeddings import clip_mask_embeddings, sam_mask_embeddings
 
     embedder = settings.get("embedder")
     if embedder not in ("clip", "sam"):

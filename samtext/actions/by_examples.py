@@ -15,7 +15,7 @@ Each target's stored proposals (and their stored embeddings) are scored against 
 matched ones are written as a multi-class ``fo.Segmentation`` (``mask_targets`` ``{1: "car", 2: "wheel"}``) and
 as ``fo.Detections`` instances. No model runs on the targets and no target image is read: the work was done by
 the proposals run (exemplars given as masks are embedded once, as the proposals were).
-The run itself (targets, resume, errors, writes, records) is :func:`samtext.driver.iter_run`'s.
+The run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
 from dataclasses import dataclass, field
@@ -27,14 +27,16 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
-from . import driver
-from .images import InputError
-from .pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImageProposals
-from .proposals import ACTION as PROPOSALS_ACTION
-from .proposals import DEFAULT_FIELD
-from .exemplar_masks import mask_exemplar_vectors, proposals_embedder
-from .store import EmbeddingStore
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..images import InputError
+from ..pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImageProposals
+from .mask_proposals import ACTION as PROPOSALS_ACTION
+from .mask_proposals import DEFAULT_FIELD
+from .exemplars import mask_exemplar_vectors, proposals_embedder
+from ..run.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Exemplars:
         clusters: every proposal of these clusters (from :func:`samtext.compute_proposal_map`) shows it.
         mask_field: a ``fo.Segmentation`` or ``fo.Detections`` field whose masks of the class (its pixels in a
             segmentation, split into connected instances; its detections so labelled) are exemplars, embedded
-            as the proposals were (see :mod:`samtext.exemplar_masks`).
+            as the proposals were (see :mod:`samtext.actions.exemplars`).
         mask_samples: the ids of the samples whose ``mask_field`` to use (default: every sample where it is set).
         mask_class: the class's name in ``mask_field`` (a label, a mask-targets name, or a pixel value), when it
             is not the class's own name.
@@ -137,7 +139,7 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
 
 
 def _proposals_record(dataset: fo.Dataset, field: str) -> dict:
-    record = sds.read_run(dataset, sds.run_key_for(field))
+    record = records.read_run(dataset, records.run_key_for(field))
     if not record or record.get("action") != PROPOSALS_ACTION:
         raise ValueError("field %r holds no proposals of samtext.compute_mask_proposals; run it first" % field)
     if not (record.get("learnt") or {}).get("embeddings_dir"):
@@ -251,7 +253,7 @@ def examples_action(
     precision: str = "auto",
 ) -> driver.Action:
     """Checks every argument and reads (or, for mask exemplars, computes) the exemplars' embeddings; returns the
-    :class:`samtext.driver.Action` for ``samples`` (default: the dataset). Raises ValueError naming the
+    :class:`samtext.run.driver.Action` for ``samples`` (default: the dataset). Raises ValueError naming the
     problem; creates nothing. The model options serve mask exemplars only, which are embedded as the proposals
     were."""
     samples = dataset if samples is None else samples
@@ -317,7 +319,7 @@ def _action(samples, examples, kwargs):
 
 def iter_annotate_by_examples(samples, examples, **kwargs) -> driver.Progress:
     """The work of :func:`annotate_by_examples`, as a generator of ``(done, total)`` progress that returns the
-    :class:`samtext.driver.RunSummary`."""
+    :class:`samtext.run.driver.RunSummary`."""
     action, run = _action(samples, examples, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
@@ -352,6 +354,6 @@ def annotate_by_examples(
             :func:`samtext.annotate_by_reference`).
 
     Returns:
-        a :class:`samtext.driver.RunSummary`.
+        a :class:`samtext.run.driver.RunSummary`.
     """
     return driver.run_with_progress_option(iter_annotate_by_examples(samples, examples, **kwargs), progress)

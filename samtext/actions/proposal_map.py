@@ -17,10 +17,12 @@ from typing import Optional, Union
 
 from fiftyone import ViewField as F
 
-from . import dataset as sds
-from . import driver
-from .pipelines.clusters import DEFAULT_FIT_CAP, cluster_embeddings, map_2d
-from .proposals import DEFAULT_FIELD, proposal_embeddings
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..pipelines.clusters import DEFAULT_FIT_CAP, cluster_embeddings, map_2d
+from .mask_proposals import DEFAULT_FIELD, proposal_embeddings
 
 
 RESERVED_ATTRIBUTES = {"id", "_id", "label", "bounding_box", "mask", "mask_path", "confidence", "index", "tags",
@@ -99,5 +101,5 @@ def compute_proposal_map(
         dataset.delete_brain_run(brain_key)
         dataset.rename_brain_run(key, brain_key)
     result = ProposalMap(brain_key, int(k), len(ids), cluster_attribute)
-    sds.update_run(dataset, sds.run_key_for(field), map=vars(result))
+    records.update_run(dataset, records.run_key_for(field), map=vars(result))
     return result

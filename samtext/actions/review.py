@@ -30,10 +30,12 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
-from . import driver
-from . import label_masks as lm
-from .images import InputError
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..run import class_maps as lm
+from ..images import InputError
 
 FLAGS = ("low_confidence", "empty", "tiny", "whole_image", "fragments", "disagreement")
 DEFAULT_REJECT = ("low_confidence", "tiny", "whole_image", "fragments", "disagreement")
@@ -83,7 +85,7 @@ def fragment_count(mask: np.ndarray, min_pixels: int) -> int:
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """The IoU of two class maps ``(H, W)`` (same classes, same size), pixels counted where both name the same
-    foreground class, over pixels where either has one; "void" pixels (:data:`samtext.label_masks.IGNORE`) on
+    foreground class, over pixels where either has one; "void" pixels (:data:`samtext.run.class_maps.IGNORE`) on
     either side are left out; 1.0 when both are empty."""
     scored = (a != lm.IGNORE) & (b != lm.IGNORE)
     union = np.count_nonzero(((a > 0) | (b > 0)) & scored)
@@ -173,7 +175,7 @@ def review(
         other = lm.ClassMapReader(dataset, compare_field, shared, compare_targets)
     report = ReviewReport(field=field, reject_tag=reject_tag, compare_field=compare_field,
                           flagged={f: 0 for f in FLAGS})
-    report.warnings = [n for n in (sds.running_note(dataset, f) for f in (field, compare_field) if f) if n]
+    report.warnings = [n for n in (records.running_note(dataset, f) for f in (field, compare_field) if f) if n]
     events = _review_events(dataset, samples, field, reader, other, compare_field, report, reject, approved_tag,
                             dict(min_confidence=min_confidence, min_area=float(min_area), max_area=float(max_area),
                                  max_fragments=int(max_fragments), min_fragment_pixels=int(min_fragment_pixels),

@@ -17,7 +17,7 @@ per-sample fields.
 
 What samtext's method does differently from FiftyOne's "simple" one:
 
-- both fields are read as *class maps* by class name (:mod:`samtext.label_masks`): the fields may store the same
+- both fields are read as *class maps* by class name (:mod:`samtext.run.class_maps`): the fields may store the same
   class under different mask values (``{255: "cat"}`` vs ``{1: "cat"}``), either may be ``fo.Detections`` with
   instance masks, and an unnamed 0/255 ground truth is read as the one class of a single-class prediction;
 - each image is compared at its own resolution (a mask of another resolution with the same aspect ratio is
@@ -37,10 +37,12 @@ import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.utils.eval.segmentation as fous
 
-from . import dataset as sds
-from . import label_masks as lm
-from .driver import SampleError, run_with_progress_option, sample_collection
-from .images import InputError
+from ..run import fields as sds
+
+from ..run import records
+from ..run import class_maps as lm
+from ..run.driver import SampleError, run_with_progress_option, sample_collection
+from ..images import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -278,11 +280,11 @@ def _training_overlap_note(dataset, samples, pred_field: str) -> Optional[str]:
     was trained on (their scores flatter it); None otherwise."""
     import os
 
-    record = sds.read_run(dataset, sds.run_key_for(pred_field)) or {}
+    record = records.read_run(dataset, records.run_key_for(pred_field)) or {}
     path = (record.get("settings") or {}).get("model_path")
     if record.get("action") != "predict" or not path or not os.path.isfile(path):
         return None
-    from .training import training_overlap
+    from .train import training_overlap
 
     count = training_overlap(samples, path)
     if not count:
@@ -302,7 +304,7 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
 
     Both fields may be ``fo.Segmentation`` (class-value masks, ``(H, W)``) or ``fo.Detections`` with instance
     masks (pasted at their boxes); they are compared by class name (see
-    :func:`samtext.label_masks.match_classes`): classes that only one field names are read as background on both sides. Every image is compared at its own size
+    :func:`samtext.run.class_maps.match_classes`): classes that only one field names are read as background on both sides. Every image is compared at its own size
     ``(H, W)`` (its metadata, else its file's header, EXIF-upright; its ground truth mask's size when the image
     cannot be read); masks of another resolution with the same aspect ratio are resized (nearest neighbour).
 
@@ -338,7 +340,7 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
     """
     dataset, samples = sample_collection(samples)
     names = lm.match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
-    warnings = [n for n in (sds.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
+    warnings = [n for n in (records.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
     overlap = _training_overlap_note(dataset, samples, pred_field)
     if overlap:
         warnings.append(overlap)

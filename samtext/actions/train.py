@@ -10,10 +10,10 @@ Example::
     print(summary.best_val_miou, summary.model_path)
     samtext.predict(dataset.match_tags("test"), summary.model_path, out_field="cat_predicted")
 
-:func:`train` reads the field's labels as class maps (:class:`samtext.label_masks.ClassMapReader`: matched by
+:func:`train` reads the field's labels as class maps (:class:`samtext.run.class_maps.ClassMapReader`: matched by
 class *name*), trains with :func:`samtext.pipelines.training.iter_fit` (checkpoint after every epoch, resume,
 validation mIoU) and records the run on the dataset (run key ``samtext_train_<label_field>``).
-:func:`predict` is an action of the shared run driver (:func:`samtext.driver.iter_run`): resume, per-sample
+:func:`predict` is an action of the shared run driver (:func:`samtext.run.driver.iter_run`): resume, per-sample
 errors, batched writes and the run record come from there; it writes a ``fo.Segmentation`` whose
 ``mask_targets`` name the checkpoint's classes.
 
@@ -33,14 +33,16 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import dataset as sds
-from . import driver
-from . import label_masks as lm
-from .images import InputError, load_image
-from .pipelines import training as segtrain
-from .pipelines.result import Instance, MaskResult
-from .label_review import REJECT_TAG
-from .progress import run_events
+from ..run import fields as sds
+
+from ..run import records
+from ..run import driver
+from ..run import class_maps as lm
+from ..images import InputError, load_image
+from ..pipelines import training as segtrain
+from ..pipelines.result import Instance, MaskResult
+from .review import REJECT_TAG
+from ..progress import run_events
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ def check_not_running(dataset: fo.Dataset, label_field: str) -> None:
     Raises:
         ValueError: naming the run(s) and the way round (``allow_running=True`` for a run that died).
     """
-    action, running = sds.running_runs(dataset, label_field)
+    action, running = records.running_runs(dataset, label_field)
     if running:
         raise ValueError(
             "label field %r is still being written by samtext (%s run %s, status 'running'); train when it has "
@@ -254,7 +256,7 @@ def iter_train(
     """The work of :func:`train`, as a generator of :class:`samtext.pipelines.training.TrainEvent` progress
     (``epoch, epochs, step, steps, metrics``) that returns the :class:`TrainSummary`. Closing it stops training
     after the step in progress (the last completed epoch's checkpoint stays) and records "canceled"."""
-    from .models.precision import resolve_device
+    from ..models.precision import resolve_device
 
     start = time.time()
     dataset, samples = driver.sample_collection(train_view)
@@ -355,11 +357,11 @@ def _take_result(summary: TrainSummary, result: segtrain.FitResult) -> None:
 
 
 def _record_start(dataset: fo.Dataset, key: str, summary: TrainSummary, config: segtrain.TrainConfig) -> None:
-    from . import __version__
+    from .. import __version__
 
     settings = config.to_dict()
     data = settings.pop("data")
-    sds.register_run(dataset, key, dict(
+    records.register_run(dataset, key, dict(
         action=TRAIN_ACTION, label_field=summary.label_field, model_path=summary.model_path, settings=settings,
         data=data, classes=summary.classes, status="running", started=driver._now(), device=summary.device,
         train_samples=summary.train_samples, val_samples=summary.val_samples,
@@ -371,7 +373,7 @@ def _record_start(dataset: fo.Dataset, key: str, summary: TrainSummary, config: 
 
 def _record_end(dataset: fo.Dataset, key: str, summary: TrainSummary, error: Optional[str] = None) -> None:
     try:
-        sds.update_run(dataset, key, status=summary.status, error=error, finished=driver._now(),
+        records.update_run(dataset, key, status=summary.status, error=error, finished=driver._now(),
                        seconds=summary.seconds, start_epoch=summary.start_epoch, epochs_done=summary.epochs_done,
                        best_val_miou=summary.best_val_miou, best_epoch=summary.best_epoch, val_miou=summary.val_miou,
                        val_iou=summary.val_iou, backbone_start=summary.backbone_start, history=summary.history)
@@ -488,13 +490,13 @@ class _Labeller:
 
 
 def predict_action(samples, model_path: str, device: str = "auto") -> driver.Action:
-    """Reads the checkpoint and returns the "predict" :class:`samtext.driver.Action`; the network is built when
+    """Reads the checkpoint and returns the "predict" :class:`samtext.run.driver.Action`; the network is built when
     the driver builds the action. Warns when ``samples`` include samples the model was trained on.
 
     Raises:
         ValueError: no checkpoint at ``model_path``, or not a samtext one.
     """
-    from .models.precision import resolve_device
+    from ..models.precision import resolve_device
 
     if not model_path:
         raise ValueError("give model_path: the checkpoint that samtext.train() wrote")
@@ -531,7 +533,7 @@ def _predict_action(samples, model_path, kwargs):
 
 def iter_predict(samples, model_path: str, **kwargs) -> driver.Progress:
     """The work of :func:`predict`, as a generator of ``(done, total)`` progress that returns the
-    :class:`samtext.driver.RunSummary`."""
+    :class:`samtext.run.driver.RunSummary`."""
     action, run = _predict_action(samples, model_path, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
@@ -557,7 +559,7 @@ def predict(samples, model_path: str, out_field: str = "samtext_predictions", de
         progress: True for a progress bar, or a callable ``(done, total)``.
         **kwargs: the run driver's options: ``overwrite``, ``save_instances`` (default False; True: one ``fo.Detection`` per
             predicted class in ``<out_field>_instances``), ``mask_dir``, ``batch_size``, ``fail_fast``,
-            ``shard`` (see :func:`samtext.driver.iter_run`).
+            ``shard`` (see :func:`samtext.run.driver.iter_run`).
 
     A rerun skips samples that already have ``out_field`` (the same checkpoint file is required: its content
     hash is a setting of the run). Samples the model was trained on are counted (:func:`training_overlap`),
