@@ -15,7 +15,9 @@ import fiftyone.operators.types as types
 from . import forms
 from ._sdk import samtext
 
-DEFAULT_FIELD = "samtext_examples"
+S = samtext.settings.ExamplesSettings  # the action's knobs: defaults and checks
+
+DEFAULT_FIELD = samtext.names.EXAMPLES_FIELD
 SOURCE_CHOICES = {
     "selection": "The proposals I selected or lassoed",
     "tag": "Proposals with a label tag",
@@ -93,7 +95,7 @@ class AnnotateByExamples(forms.ActionOperator):
         inputs.str("class_name", required=True, label="Class name", description="What the exemplars show, e.g. 'car'")
         fields = forms.fields_of_types(ctx, fo.Detections)
         default_field = "samtext_proposals" if "samtext_proposals" in fields else (fields[0] if fields else None)
-        inputs.enum("proposals_field", fields, default=default_field, required=True, label="Proposals field",
+        inputs.enum("proposals_field", fields, default=S.default("proposals_field"), required=True, label="Proposals field",
                     view=forms.choice_view({f: f for f in fields}),
                     description="Mask proposals from 'Compute mask proposals'")
         field = ctx.params.get("proposals_field") or default_field
@@ -125,7 +127,7 @@ class AnnotateByExamples(forms.ActionOperator):
                             % len(ctx.selected))
         inputs.str("negative_tag", label="Label tag of negative exemplars (optional)",
                    description="Proposals with this tag are look-alikes that must not be labelled")
-        inputs.float("threshold", default=0.85, min=-1.0, max=1.0, label="Similarity threshold",
+        inputs.float("threshold", default=S.default("threshold"), min=-1.0, max=1.0, label="Similarity threshold",
                      description="The least cosine similarity to the exemplars")
         inputs.enum("scoring", list(SCORING_CHOICES), default="max", label="Score by",
                     view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
@@ -151,8 +153,7 @@ class AnnotateByExamples(forms.ActionOperator):
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
         threshold = p.get("threshold")
         kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), proposals_field=field, threshold=0.85 if threshold is None else threshold,
-                      scoring=p.get("scoring", "max"), top_k=p.get("top_k") or None)
-        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
+                      scoring=p.get("scoring", S.default("scoring")), top_k=p.get("top_k") or None)
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs
 

@@ -7,6 +7,9 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from . import forms
+from ._sdk import samtext
+
+S = samtext.settings.ReferenceSettings  # the action's knobs: defaults and checks
 
 METHOD_CHOICES = {
     "prior": "Prior (PerSAM-style feature matching; one SAM pass per image)",
@@ -90,7 +93,7 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         methods = forms.choice_view(METHOD_CHOICES, types.RadioGroup)
         inputs.enum("method", list(METHOD_CHOICES), default="prior", label="Method", view=methods)
         reads = [ctx.params.get("reference_field")] if ctx.params.get("reference_source", "field") == "field" else []
-        forms.output_field(inputs, ctx, default="samtext_reference", inputs_read=[f for f in reads if f])
+        forms.output_field(inputs, ctx, default=samtext.names.REFERENCE_FIELD, inputs_read=[f for f in reads if f])
         method = ctx.params.get("method", "prior")
         clip_check = bool(ctx.params.get("clip_check", method == "stitch"))
         forms.gate(inputs, ctx, "prior: SAM-feature similarity to the reference; stitch: CLIP score of the best "
@@ -98,13 +101,13 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         inputs.bool("clip_check", default=method == "stitch", label="CLIP check",
                     description="Drop each object that CLIP, on its own masked crop, does not see as the class")
         if clip_check:
-            inputs.float("clip_threshold", default=0.5, min=0.0, max=1.0, label="CLIP threshold",
+            inputs.float("clip_threshold", default=samtext.settings.STITCH_CLIP_THRESHOLD, min=0.0, max=1.0, label="CLIP threshold",
                          description="The fraction of the reference's own CLIP score an object must reach")
         if method == "prior":
-            inputs.bool("refine", default=True, label="Refine", description="A second SAM pass with each mask's box")
+            inputs.bool("refine", default=S.default("refine"), label="Refine", description="A second SAM pass with each mask's box")
         else:
-            inputs.int("num_prompt_sets", default=4, min=1, max=16, label="Prompt sets")
-        inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per image")
+            inputs.int("num_prompt_sets", default=S.default("num_prompt_sets"), min=1, max=16, label="Prompt sets")
+        inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100, label="Most objects per image")
         forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check)
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by reference mask"))
@@ -114,15 +117,14 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         kwargs = dict(
             forms.run_kwargs(p),
             **forms.model_kwargs(p),
-            method=p.get("method", "prior"),
+            method=p.get("method", S.default("method")),
             reference_class_value=p.get("reference_class_value"),
-            refine=p.get("refine", True),
+            refine=p.get("refine", S.default("refine")),
             min_similarity=forms.gate_value(p),
-            max_instances=p.get("max_instances", 10),
-            clip_threshold=p.get("clip_threshold", 0.5) if p.get("clip_check", p.get("method") == "stitch") else None,
-            num_prompt_sets=p.get("num_prompt_sets", 4),
+            max_instances=p.get("max_instances", S.default("max_instances")),
+            clip_threshold=p.get("clip_threshold", samtext.settings.STITCH_CLIP_THRESHOLD) if p.get("clip_check", p.get("method") == "stitch") else None,
+            num_prompt_sets=p.get("num_prompt_sets", S.default("num_prompt_sets")),
         )
-        kwargs["out_field"] = kwargs["out_field"] or "samtext_reference"
         if p.get("reference_source", "field") == "upload":
             kwargs["reference_mask"] = _uploaded_bytes(p.get("reference_mask"))
         else:

@@ -5,7 +5,9 @@ import fiftyone.operators.types as types
 from . import forms
 from ._sdk import samtext
 
-DEFAULT_FIELD = "samtext_text"
+S = samtext.settings.TextSettings  # the action's knobs: defaults and checks
+
+DEFAULT_FIELD = samtext.names.TEXT_FIELD
 LOCALIZER_CHOICES = {
     "boxes": "Region proposals (selective search) ranked by CLIP: objects of any size",
     "patches": "Sliding patches + Grad-CAM: small objects (a car blinker)",
@@ -45,22 +47,22 @@ class AnnotateByText(forms.ActionOperator):
         inputs.enum("localizer", list(LOCALIZER_CHOICES), default="boxes", label="How CLIP finds it",
                     view=forms.choice_view(LOCALIZER_CHOICES, types.RadioGroup))
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD)
-        inputs.float("threshold", default=0.5, min=0.0, max=1.0, label="Threshold",
+        inputs.float("threshold", default=S.default("threshold"), min=0.0, max=1.0, label="Threshold",
                      description="The least CLIP probability of the class (against the other prompts and "
                                  "background prompts) on each object's masked crop; images where no object reaches "
                                  "it come out empty")
         inputs.float("region_threshold", min=0.0, max=1.0, label="Region threshold (optional)",
                      description="Only let SAM look where a region's crop reaches this probability (empty: at the "
                                  "best regions of each class)")
-        inputs.int("max_instances", default=10, min=1, max=100, label="Most objects per class and image")
+        inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100, label="Most objects per class and image")
         if ctx.params.get("localizer", "boxes") == "boxes":
             inputs.enum("search_mode", list(SEARCH_CHOICES), default="fast", label="Selective search",
                         view=forms.choice_view(SEARCH_CHOICES, types.RadioGroup))
-            inputs.int("max_proposals", default=48, min=1, max=1000, label="Regions CLIP scores per image")
+            inputs.int("max_proposals", default=S.default("max_proposals"), min=1, max=1000, label="Regions CLIP scores per image")
         else:
             inputs.int("patch_size", label="Patch size in pixels (optional)",
                        description="Default: a third of the image's short side")
-            inputs.int("top_k_patches", default=4, min=1, max=64, label="Patches explained by Grad-CAM per class")
+            inputs.int("top_k_patches", default=S.default("top_k_patches"), min=1, max=64, label="Patches explained by Grad-CAM per class")
         forms.models(inputs, ctx, needs_clip=True)
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by text"))
@@ -75,16 +77,15 @@ class AnnotateByText(forms.ActionOperator):
             forms.run_kwargs(p),
             **forms.model_kwargs(p),
             negative_prompts=p.get("negative_prompts") or None,
-            localizer=value("localizer", "boxes"),
-            threshold=value("threshold", 0.5),
+            localizer=value("localizer", S.default("localizer")),
+            threshold=value("threshold", S.default("threshold")),
             region_threshold=p.get("region_threshold"),
-            max_instances=value("max_instances", 10),
-            search_mode=value("search_mode", "fast"),
-            max_proposals=value("max_proposals", 48),
+            max_instances=value("max_instances", S.default("max_instances")),
+            search_mode=value("search_mode", S.default("search_mode")),
+            max_proposals=value("max_proposals", S.default("max_proposals")),
             patch_sizes=[p["patch_size"]] if p.get("patch_size") else None,
-            top_k_patches=value("top_k_patches", 4),
+            top_k_patches=value("top_k_patches", S.default("top_k_patches")),
         )
-        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
         return (ctx.target_view(), p.get("prompts")), kwargs
 
     def __call__(self, sample_collection, prompts, delegate=False, **params):

@@ -4,8 +4,11 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from . import forms
+from ._sdk import samtext
 
-DEFAULT_FIELD = "samtext_proposals"
+S = samtext.settings.ProposalSettings  # the action's knobs: defaults and checks
+
+DEFAULT_FIELD = samtext.names.PROPOSALS_FIELD
 EMBEDDER_CHOICES = {
     "clip": "CLIP on each masked crop (what the object looks like; comparable with text)",
     "sam": "SAM's features under each mask (no extra model, fastest)",
@@ -27,14 +30,14 @@ class ComputeMaskProposals(forms.ActionOperator):
         inputs.int("points_per_side", label="Points per side",
                    description="The prompt grid is N x N points (empty: 16 on CPU, 32 on a GPU); the cost grows "
                                "with N squared")
-        inputs.float("pred_iou_thresh", default=0.88, min=0.0, max=1.0, label="Predicted IoU threshold",
+        inputs.float("pred_iou_thresh", default=S.default("pred_iou_thresh"), min=0.0, max=1.0, label="Predicted IoU threshold",
                      description="Keep masks whose quality SAM predicts above this")
-        inputs.float("stability_score_thresh", default=0.95, min=0.0, max=1.0, label="Stability threshold",
+        inputs.float("stability_score_thresh", default=S.default("stability_score_thresh"), min=0.0, max=1.0, label="Stability threshold",
                      description="Keep masks that hardly change when SAM's logit threshold moves")
-        inputs.float("box_nms_thresh", default=0.7, min=0.0, max=1.0, label="Box NMS threshold",
+        inputs.float("box_nms_thresh", default=S.default("box_nms_thresh"), min=0.0, max=1.0, label="Box NMS threshold",
                      description="Of two masks whose boxes overlap more than this, keep the better one")
-        inputs.int("min_area", default=100, min=0, label="Minimum area (pixels)")
-        inputs.int("max_proposals", default=200, min=1, label="Most proposals per image")
+        inputs.int("min_area", default=S.default("min_area"), min=0, label="Minimum area (pixels)")
+        inputs.int("max_proposals", default=S.default("max_proposals"), min=1, label="Most proposals per image")
         inputs.enum("embedder", list(EMBEDDER_CHOICES), default="clip", label="Embeddings",
                     description="A vector per proposal, kept beside the dataset, for the map and for exemplars",
                     view=forms.choice_view(EMBEDDER_CHOICES, types.RadioGroup))
@@ -48,7 +51,6 @@ class ComputeMaskProposals(forms.ActionOperator):
         embedder = p.get("embedder", "clip")
         kwargs = dict(forms.run_kwargs(p, side_fields=()), **model, **{k: p[k] for k in KNOBS if p.get(k) is not None},
                       embedder=None if embedder == "none" else embedder)
-        kwargs["out_field"] = kwargs["out_field"] or DEFAULT_FIELD
         return (ctx.target_view(),), kwargs
 
     def __call__(self, sample_collection, delegate=False, **params):

@@ -7,6 +7,8 @@ import fiftyone.operators.types as types
 from . import forms
 from ._sdk import samtext
 
+S = samtext.settings.EvaluateSettings  # the action's knobs: defaults and checks
+
 RESULT_FIELDS = [("eval_key", "Evaluation key", "str"), ("images", "Images evaluated", "int"),
                  ("miou", "mIoU (background + classes)", "float"), ("class_iou", "IoU per class", "list"),
                  ("skipped", "Skipped", "list"), ("warnings", "Warnings", "list")]
@@ -32,7 +34,7 @@ class EvaluateSegmentations(foo.Operator):
         inputs.view_target(ctx, action_description="Evaluate")
         _field_choices(inputs, ctx, "pred_field", "Predictions", "A Segmentation field, or Detections with masks")
         _field_choices(inputs, ctx, "gt_field", "Ground truth", "A Segmentation field, or Detections with masks")
-        inputs.str("eval_key", default="samtext_eval", required=True, label="Evaluation key",
+        inputs.str("eval_key", default=S.default("eval_key"), required=True, label="Evaluation key",
                    description="Per-image IoU and Dice go to <key>_iou and <key>_dice (sortable in the grid)")
         for name, label, description in (
                 ("gt_targets", "Ground-truth class names (optional)",

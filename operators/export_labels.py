@@ -7,6 +7,8 @@ import fiftyone.operators.types as types
 from . import forms
 from ._sdk import samtext
 
+S = samtext.settings.ExportSettings  # the action's knobs: defaults and checks
+
 FORMAT_CHOICES = {
     "segmentation": "Image segmentation folder (images + PNG class masks)",
     "coco": "COCO instances (labels.json with polygons)",
@@ -32,16 +34,16 @@ class ExportLabels(foo.Operator):
         inputs.enum("format", list(FORMAT_CHOICES), default="segmentation", label="Format",
                     view=forms.choice_view(FORMAT_CHOICES, types.RadioGroup))
         inputs.str("export_dir", required=True, label="Folder", description="A new or empty folder on the server")
-        inputs.str("skip_tag", default="samtext:reject", label="Leave out labels tagged")
-        inputs.bool("export_media", default=True, label="Copy the images too")
-        inputs.bool("overwrite", default=False, label="Replace the folder's contents")
+        inputs.str("skip_tag", default=S.default("skip_tag"), label="Leave out labels tagged")
+        inputs.bool("export_media", default=S.default("export_media"), label="Copy the images too")
+        inputs.bool("overwrite", default=S.default("overwrite"), label="Replace the folder's contents")
         return types.Property(inputs, view=types.View(label="Export pseudo-labels"))
 
     def execute(self, ctx):
         p = ctx.params
         return samtext.export_labels(ctx.target_view(), p["field"], p["export_dir"], format=p.get("format") or
-                                     "segmentation", skip_tag=p.get("skip_tag", "samtext:reject") or None,
-                                     export_media=p.get("export_media", True), overwrite=p.get("overwrite", False))
+                                     "segmentation", skip_tag=p.get("skip_tag", S.default("skip_tag")) or None,
+                                     export_media=p.get("export_media", S.default("export_media")), overwrite=p.get("overwrite", S.default("overwrite")))
 
     def resolve_output(self, ctx):
         return forms.result_panel("export", RESULT_FIELDS)

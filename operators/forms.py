@@ -12,13 +12,12 @@ import fiftyone.operators.types as types
 
 from ._sdk import samtext
 
-SAM_CHOICES = {
-    "vit_b": "SAM ViT-B (375 MB)",
-    "vit_l": "SAM ViT-L (1.2 GB)",
-    "vit_h": "SAM ViT-H (2.5 GB, best)",
-    "mobile_sam": "MobileSAM (39 MB, about 10x faster on a CPU, somewhat rougher masks)",
-    "tiny": "Tiny random SAM (tests and offline demos; masks are meaningless)",
-}
+registry = samtext.models.registry
+settings = samtext.settings
+
+SAM_CHOICES = registry.choices(registry.SAM_MODELS)
+MODELS = settings.ModelSettings
+RUN = settings.RunOptions
 
 GATE_CHOICES = {
     "auto": "Calibrated on the references (images without the object come out empty)",
@@ -62,8 +61,9 @@ def call_operator(operator, sample_collection, params, delegate=False, **request
 
 class ActionOperator(foo.Operator):
     """What every samtext action operator shares: its configuration and button, a form whose run the user may
-    delegate, and an ``execute`` that runs the SDK's ``iter_<action>`` (or queues shards after
-    ``prepare_<action>``) on the arguments ``sdk_args(ctx)`` returns. A subclass sets the class attributes and
+    delegate, and an ``execute`` that runs the action's SDK generator (or queues shards after its preparation),
+    both looked up in the action registry (:data:`samtext.actions.ACTIONS`), on the arguments ``sdk_args(ctx)``
+    returns. A subclass sets the class attributes and
     writes ``resolve_input`` and ``sdk_args``."""
 
     operator_name = label = description = action = None  # e.g. "compute_mask_proposals"
@@ -85,8 +85,8 @@ class ActionOperator(foo.Operator):
 
     def execute(self, ctx):
         args, kwargs = self.sdk_args(ctx)
-        iterate, prepare = getattr(samtext, "iter_" + self.action), getattr(samtext, "prepare_" + self.action)
-        return execute_action(ctx, self, lambda: iterate(*args, **kwargs), lambda: prepare(*args, **kwargs))
+        spec = samtext.ACTIONS[self.action]  # samtext.actions: the action's SDK generator and shard preparation
+        return execute_action(ctx, self, lambda: spec.iterate(*args, **kwargs), lambda: spec.prepare(*args, **kwargs))
 
     def resolve_output(self, ctx):
         return summary_output()
@@ -127,7 +127,7 @@ def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation
     elif name in schema and getattr(schema[name], "document_type", None) is not label_cls:
         prop.invalid = True
         prop.error_message = "Field %r exists with another type" % name
-    inputs.bool("overwrite", default=False, label="Overwrite existing labels",
+    inputs.bool("overwrite", default=RUN.default("overwrite"), label="Overwrite existing labels",
                 description="Off: samples that already have the field are skipped (a rerun fills the gaps)")
     if "instances" in side_fields:
         inputs.bool("save_instances", default=True, label="Save instances",
@@ -157,28 +157,32 @@ def gate_value(params):
 
 
 def models(inputs, ctx, needs_clip=False):
-    inputs.enum("sam_model", list(SAM_CHOICES), default="vit_b", label="SAM model",
+    inputs.enum("sam_model", list(SAM_CHOICES), default=MODELS.default("sam_model"), label="SAM model",
                 view=choice_view(SAM_CHOICES))
     if needs_clip:
-        inputs.str("clip_model", default="ViT-B-32", label="CLIP model",
+        inputs.str("clip_model", default=MODELS.default("clip_model"), label="CLIP model",
                    description="An open_clip model name, or 'tiny'")
-        inputs.str("clip_pretrained", default="openai", label="CLIP weights",
+        inputs.str("clip_pretrained", default=MODELS.default("clip_pretrained"), label="CLIP weights",
                    description="An open_clip tag (e.g. openai, laion2b_s34b_b79k) or a weights file path")
-    inputs.enum("device", ["auto", "cpu", "cuda"], default="auto", label="Device",
-                view=choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
-    inputs.enum("precision", ["auto", "fp32", "bf16"], default="auto", label="Precision",
+    device(inputs)
+    inputs.enum("precision", ["auto", "fp32", "bf16"], default=MODELS.default("precision"), label="Precision",
                 description="auto: bf16 where the hardware runs it fast",
                 view=choice_view({"auto": "auto", "fp32": "fp32", "bf16": "bf16"}, types.RadioGroup))
 
 
+def device(inputs, default=settings.AUTO):
+    inputs.enum("device", ["auto", "cpu", "cuda"], default=default, label="Device",
+                view=choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
+
+
+def set_knobs(params, settings_class, names=None) -> dict:
+    """The knobs of ``settings_class`` (or just ``names``) that the form or a Python caller set: a cleared field
+    (None, "") is left to the settings' default."""
+    return {k: params[k] for k in (names or settings_class.knobs()) if params.get(k) not in (None, "")}
+
+
 def model_kwargs(params):
-    return dict(
-        sam_model=params.get("sam_model", "vit_b"),
-        clip_model=params.get("clip_model") or "ViT-B-32",
-        clip_pretrained=params.get("clip_pretrained") or "openai",
-        device=params.get("device", "auto"),
-        precision=params.get("precision", "auto"),
-    )
+    return set_knobs(params, MODELS)
 
 
 def sharding(inputs):
@@ -191,12 +195,9 @@ def run_kwargs(params, side_fields=("instances", "prompts")):
     """The driver's options, from the form; a side field's switch defaults to on when the form shows it
     (``side_fields``, as given to :func:`output_field`), else to off."""
     return dict(
-        out_field=params.get("out_field"),
-        overwrite=bool(params.get("overwrite", False)),
+        set_knobs(params, RUN, ("out_field", "overwrite", "batch_size", "mask_dir", "fail_fast", "shard")),
         save_prompts=bool(params.get("save_prompts", "prompts" in side_fields)),
         save_instances=bool(params.get("save_instances", "instances" in side_fields)),
-        batch_size=int(params.get("batch_size") or 16),
-        shard=params.get("shard"),
     )
 
 

@@ -4,6 +4,9 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from . import forms
+from ._sdk import samtext
+
+S = samtext.settings.RerunSettings  # the action's knobs: defaults and checks
 
 PASSED_ON = ("device", "precision", "sam_checkpoint", "clip_checkpoint", "max_approved", "threshold",
              "min_similarity")
@@ -35,7 +38,7 @@ class RerunFromApproved(forms.ActionOperator):
         fields = _rerunnable_fields(ctx)
         inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}),
                     description="A field made by 'Annotate by reference mask' or 'Annotate by few-shot examples'")
-        inputs.str("approved_tag", default="approved", label="Approved tag",
+        inputs.str("approved_tag", default=S.default("approved_tag"), label="Approved tag",
                    description="The label tag (or sample tag) you gave the labels you checked or corrected")
         inputs.view("note", types.Notice(label="Approved labels stay as they are; every other sample of the target "
                                                "is relabelled"))
@@ -45,7 +48,7 @@ class RerunFromApproved(forms.ActionOperator):
     def sdk_args(self, ctx):
         p = ctx.params
         run = forms.run_kwargs(p, side_fields=())
-        kwargs = dict(approved_tag=p.get("approved_tag") or "approved", batch_size=run["batch_size"],
+        kwargs = dict(approved_tag=p.get("approved_tag") or S.default("approved_tag"), batch_size=run["batch_size"],
                       shard=run["shard"])
         # settings a Python caller may change for the rerun (models given as files, the device, ...)
         kwargs.update({k: p[k] for k in PASSED_ON if p.get(k) is not None})
@@ -57,6 +60,6 @@ class RerunFromApproved(forms.ActionOperator):
         Example usage::
 
             op = foo.get_operator("@samtext/samtext/rerun_from_approved")
-            op(dataset, "cat_masks", approved_tag="approved")
+            op(dataset, "cat_masks")
         """
         return forms.call_operator(self, sample_collection, dict(params, field=field), delegate)

@@ -10,13 +10,11 @@ import fiftyone.operators.types as types
 from . import forms
 from ._sdk import samtext
 
+S = samtext.settings.TrainSettings  # the action's knobs: defaults and checks
+
 logger = logging.getLogger(__name__)
 
-ARCH_CHOICES = {
-    "lraspp": "LR-ASPP MobileNetV3-Large (3 M parameters; fast on CPU)",
-    "deeplabv3": "DeepLabV3 MobileNetV3-Large (11 M)",
-    "deeplabv3_resnet50": "DeepLabV3 ResNet-50 (42 M; for a GPU)",
-}
+ARCH_CHOICES = samtext.models.registry.choices(samtext.models.registry.SEGNETS)
 RESULT_FIELDS = [("label_field", "Trained on", "str"), ("status", "Status", "str"), ("model_path", "Model", "str"),
                  ("train_samples", "Training images", "int"), ("val_samples", "Validation images", "int"),
                  ("background_only", "Images without the classes", "int"),
@@ -57,19 +55,19 @@ class TrainSegmentationModel(foo.Operator):
             prop.invalid, prop.error_message = True, str(e)
         inputs.enum("arch", list(ARCH_CHOICES), default="lraspp", label="Network",
                     view=forms.choice_view(ARCH_CHOICES))
-        inputs.int("epochs", default=30, min=1, label="Epochs")
-        inputs.int("image_size", default=320, min=32, label="Input size (pixels, square)")
-        inputs.int("batch_size", default=8, min=1, label="Batch size")
-        inputs.float("lr", default=2e-3, min=0.0, label="Learning rate (peak)")
-        inputs.float("val_fraction", default=0.1, min=0.0, max=0.9, label="Validation fraction")
+        inputs.int("epochs", default=S.default("epochs"), min=1, label="Epochs")
+        inputs.int("image_size", default=S.default("image_size"), min=32, label="Input size (pixels, square)")
+        inputs.int("batch_size", default=S.default("batch_size"), min=1, label="Batch size")
+        inputs.float("lr", default=S.default("lr"), min=0.0, label="Learning rate (peak)")
+        inputs.float("val_fraction", default=S.default("val_fraction"), min=0.0, max=0.9, label="Validation fraction")
         inputs.str("model_path", label="Model file (optional)",
                    description="Default: ~/.samtext/models/<dataset>_<field>.pt; an interrupted run resumes from it")
-        inputs.bool("restart", default=False, label="Start afresh (replace that file)")
-        inputs.str("skip_tag", default="samtext:reject", label="Leave out labels tagged",
+        inputs.bool("restart", default=S.default("restart"), label="Start afresh (replace that file)")
+        inputs.str("skip_tag", default=S.default("skip_tag"), label="Leave out labels tagged",
                    description="The review's reject tag (empty: train on every label)")
-        inputs.bool("allow_running", default=False, label="Train although a samtext run is still writing the field",
+        inputs.bool("allow_running", default=S.default("allow_running"), label="Train although a samtext run is still writing the field",
                     description="Only for a run that died without saying so")
-        inputs.enum("device", ["auto", "cpu", "cuda"], default="auto", label="Device",
+        inputs.enum("device", ["auto", "cpu", "cuda"], default=S.default("device"), label="Device",
                     view=forms.choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
         return types.Property(inputs, view=types.View(label="Train a segmentation model"))
 
@@ -88,12 +86,12 @@ class TrainSegmentationModel(foo.Operator):
         summary = samtext.train(
             ctx.target_view(), p["label_field"], model_path=p.get("model_path") or None,
             classes=_names(p.get("classes")), label_targets=forms.parse_targets(p.get("label_targets")),
-            arch=p.get("arch") or "lraspp", epochs=number("epochs", 30), image_size=number("image_size", 320),
-            batch_size=number("batch_size", 8), lr=number("lr", 2e-3, float),
-            val_fraction=number("val_fraction", 0.1, float), seed=number("seed", 0),
-            device=p.get("device") or "auto", backbone_weights=p.get("backbone_weights", "auto"),
-            resume=bool(p.get("resume", True)), restart=bool(p.get("restart", False)),
-            allow_running=bool(p.get("allow_running", False)), skip_tag=p.get("skip_tag", "samtext:reject") or None,
+            arch=p.get("arch") or S.default("arch"), epochs=number("epochs", S.default("epochs")), image_size=number("image_size", S.default("image_size")),
+            batch_size=number("batch_size", S.default("batch_size")), lr=number("lr", S.default("lr"), float),
+            val_fraction=number("val_fraction", S.default("val_fraction"), float), seed=number("seed", S.default("seed")),
+            device=p.get("device") or S.default("device"), backbone_weights=p.get("backbone_weights", S.default("backbone_weights")),
+            resume=bool(p.get("resume", S.default("resume"))), restart=bool(p.get("restart", S.default("restart"))),
+            allow_running=bool(p.get("allow_running", False)), skip_tag=p.get("skip_tag", S.default("skip_tag")) or None,
             progress=progress)
         return summary.to_dict(max_errors=20)
 
@@ -149,16 +147,15 @@ class PredictWithModel(forms.ActionOperator):
                 inputs.view("overlap", types.Warning(
                     label="%d of these samples were in the model's training split: their predictions flatter it"
                     % overlap))
-        forms.output_field(inputs, ctx, default="samtext_predictions", side_fields=())
-        inputs.enum("device", ["auto", "cpu", "cuda"], default="auto", label="Device",
+        forms.output_field(inputs, ctx, default=samtext.names.PREDICTIONS_FIELD, side_fields=())
+        inputs.enum("device", ["auto", "cpu", "cuda"], default=S.default("device"), label="Device",
                     view=forms.choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Predict with a trained model"))
 
     def sdk_args(self, ctx):
         p = ctx.params
-        kwargs = dict(forms.run_kwargs(p, side_fields=()), device=p.get("device", "auto"))
-        kwargs["out_field"] = kwargs["out_field"] or "samtext_predictions"
+        kwargs = dict(forms.run_kwargs(p, side_fields=()), device=p.get("device") or samtext.settings.PredictSettings.default("device"))
         return (ctx.target_view(), p.get("model_path")), kwargs
 
     def __call__(self, sample_collection, model_path, delegate=False, **params):

@@ -11,60 +11,42 @@ The public SDK::
     model = samtext.train(view, "cat_masks").model_path; samtext.predict(test_view, model, out_field="cat_model")
     samtext.export_labels(view, "cat_masks", "/data/cats")
 
-FiftyOne is imported only when an SDK function that needs it is first used, so the model and pipeline
-layers (``samtext.models``, ``samtext.pipelines``) stay quick to import.
+Every public name is imported plainly (heavy packages such as umap, the Brain and Grad-CAM are imported when a
+function first needs them). Where each piece lives: ``docs/NOTES.md``, "Where do I change X".
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "annotate_by_reference": ("actions.by_reference", "annotate_by_reference"),
-    "iter_annotate_by_reference": ("actions.by_reference", "iter_annotate_by_reference"),
-    "prepare_annotate_by_reference": ("actions.by_reference", "prepare_annotate_by_reference"),
-    "load_references": ("actions.by_reference", "load_references"),
-    "compute_mask_proposals": ("actions.mask_proposals", "compute_mask_proposals"),
-    "iter_compute_mask_proposals": ("actions.mask_proposals", "iter_compute_mask_proposals"),
-    "prepare_compute_mask_proposals": ("actions.mask_proposals", "prepare_compute_mask_proposals"),
-    "proposal_embeddings": ("actions.mask_proposals", "proposal_embeddings"),
-    "compute_proposal_map": ("actions.proposal_map", "compute_proposal_map"),
-    "annotate_by_examples": ("actions.by_examples", "annotate_by_examples"),
-    "iter_annotate_by_examples": ("actions.by_examples", "iter_annotate_by_examples"),
-    "prepare_annotate_by_examples": ("actions.by_examples", "prepare_annotate_by_examples"),
-    "Exemplars": ("actions.by_examples", "Exemplars"),
-    "annotate_by_text": ("actions.by_text", "annotate_by_text"),
-    "iter_annotate_by_text": ("actions.by_text", "iter_annotate_by_text"),
-    "prepare_annotate_by_text": ("actions.by_text", "prepare_annotate_by_text"),
-    "parse_prompts": ("pipelines.text", "parse_prompts"),
-    "evaluate": ("actions.evaluation", "evaluate"),
-    "SegmentationReport": ("actions.evaluation", "SegmentationReport"),
-    "review": ("actions.review", "review"),
-    "train": ("actions.train", "train"),
-    "iter_train": ("actions.train", "iter_train"),
-    "TrainSummary": ("actions.train", "TrainSummary"),
-    "predict": ("actions.train", "predict"),
-    "iter_predict": ("actions.train", "iter_predict"),
-    "prepare_predict": ("actions.train", "prepare_predict"),
-    "training_overlap": ("actions.train", "training_overlap"),
-    "rerun_from_approved": ("actions.rerun", "rerun_from_approved"),
-    "iter_rerun_from_approved": ("actions.rerun", "iter_rerun_from_approved"),
-    "prepare_rerun_from_approved": ("actions.rerun", "prepare_rerun_from_approved"),
-    "export_labels": ("actions.export", "export_labels"),
-    "RunSummary": ("run.driver", "RunSummary"),
-    "RunStopped": ("run.driver", "RunStopped"),
-    "run_with_progress": ("run.driver", "run_with_progress"),
-    "load_sam": ("models", "load_sam"),
-    "load_clip": ("models", "load_clip"),
-    "download_weights": ("download", "download_weights"),
-    "make_demo_dataset": ("demo", "make_demo_dataset"),
-}
+from . import names, settings  # noqa: E402  every knob and shared name
+from .actions import ACTIONS  # noqa: E402
+from .actions.by_examples import (Exemplars, annotate_by_examples, iter_annotate_by_examples,  # noqa: E402
+                                  prepare_annotate_by_examples)
+from .actions.by_reference import (annotate_by_reference, iter_annotate_by_reference,  # noqa: E402
+                                   load_references, prepare_annotate_by_reference)
+from .actions.by_text import annotate_by_text, iter_annotate_by_text, prepare_annotate_by_text  # noqa: E402
+from .actions.evaluation import SegmentationReport, evaluate  # noqa: E402
+from .actions.export import export_labels  # noqa: E402
+from .actions.mask_proposals import (compute_mask_proposals, iter_compute_mask_proposals,  # noqa: E402
+                                     prepare_compute_mask_proposals, proposal_embeddings)
+from .actions.proposal_map import compute_proposal_map  # noqa: E402
+from .actions.rerun import iter_rerun_from_approved, prepare_rerun_from_approved, rerun_from_approved  # noqa: E402
+from .actions.review import review  # noqa: E402
+from .actions.train import (TrainSummary, iter_predict, iter_train, predict, prepare_predict, train,  # noqa: E402
+                            training_overlap)
+from .demo import make_demo_dataset  # noqa: E402
+from .download import download_weights  # noqa: E402
+from .models import load_clip, load_sam, registry  # noqa: E402,F401
+from .pipelines.text import parse_prompts  # noqa: E402
+from .run.driver import RunStopped, RunSummary, run_with_progress  # noqa: E402
 
-__all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module("." + module, __name__), attr)
-    raise AttributeError("module 'samtext' has no attribute %r" % name)
+__all__ = [
+    "ACTIONS", "Exemplars", "RunStopped", "RunSummary", "SegmentationReport", "TrainSummary", "__version__",
+    "annotate_by_examples", "annotate_by_reference", "annotate_by_text", "compute_mask_proposals",
+    "compute_proposal_map", "download_weights", "evaluate", "export_labels", "iter_annotate_by_examples",
+    "iter_annotate_by_reference", "iter_annotate_by_text", "iter_compute_mask_proposals", "iter_predict",
+    "iter_rerun_from_approved", "iter_train", "load_clip", "load_references", "load_sam", "make_demo_dataset",
+    "names", "parse_prompts", "predict", "prepare_annotate_by_examples", "prepare_annotate_by_reference",
+    "prepare_annotate_by_text", "prepare_compute_mask_proposals", "prepare_predict", "prepare_rerun_from_approved",
+    "proposal_embeddings", "rerun_from_approved", "review", "run_with_progress", "settings", "train",
+    "training_overlap",
+]

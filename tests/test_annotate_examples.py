@@ -372,11 +372,13 @@ def test_bad_mask_exemplars_are_refused(scenes, tmp_path, double_embedder):
 
 def test_mask_exemplars_use_the_weights_the_proposals_used():
     from samtext.actions.exemplars import proposals_embedder
+    from samtext.settings import ExamplesSettings
 
     with pytest.raises(ValueError, match="pass its path as clip_checkpoint"):
         proposals_embedder(dict(embedder="clip", clip_model="tiny", clip_checkpoint="mine.pt"))
     with pytest.raises(ValueError, match="not the weights file"):
-        proposals_embedder(dict(embedder="sam", sam_model="tiny", sam_checkpoint="a.pth"), sam_checkpoint="/x/b.pth")
+        proposals_embedder(dict(embedder="sam", sam_model="tiny", sam_checkpoint="a.pth"),
+                           ExamplesSettings(sam_checkpoint="/x/b.pth"))
     with pytest.raises(ValueError, match="without embeddings"):
         proposals_embedder(dict(embedder=None))
 

@@ -7,8 +7,8 @@ import pytest
 from doubles import BACKGROUND, BLUE, GREEN, RED, YELLOW, FakeSegmenter, TextClip, canvas, disc, rect
 from samtext.pipelines.geometry import iou
 from samtext.pipelines.text import MAX_CLASSES, TextLabeller, TextSettings, negative_subject, parse_prompts
-from samtext.pipelines.text_boxes import BoxLocalizer, BoxSettings, selective_search, shortlist
-from samtext.pipelines.text_patches import PatchLocalizer, PatchSettings, find_peaks, patch_boxes
+from samtext.pipelines.text_boxes import BoxLocalizer, selective_search, shortlist
+from samtext.pipelines.text_patches import PatchLocalizer, find_peaks, patch_boxes
 
 WORDS = {"red": [RED], "blue": [BLUE], "green": [GREEN], "yellow": [YELLOW]}
 
@@ -88,7 +88,7 @@ def test_selective_search_boxes_each_shape():
 def test_shortlist_dedupes_and_keeps_every_size():
     small = [(i, 0, i + 20, 20) for i in range(0, 400, 4)]  # 100 small boxes first in rank order, many repeats
     boxes = np.array(small + [(0, 0, 400, 300), (0, 0, 401, 300)], np.int64)  # a big box last, and its twin
-    keep = shortlist(boxes, (300, 400), BoxSettings(max_proposals=8))
+    keep = shortlist(boxes, (300, 400), TextSettings(max_proposals=8))
     assert len(keep) == 8
     assert 100 in keep and 101 not in keep  # the whole-image box reaches CLIP; its near-duplicate does not
     kept_small = boxes[[k for k in keep if k < 100]]
@@ -107,7 +107,7 @@ def test_the_right_proposal_wins_not_the_first_emitted():
     assert len(result.instances) == 1 and result.instances[0].label == "red thing"
     assert iou(result.instances[0].mask, target) > 0.95
     assert 0 < result.instances[0].confidence <= 1 and result.instances[0].scores["clip_score"] > 0.5
-    assert sum(clip.encode_calls[:1]) <= BoxSettings().max_proposals  # capped before CLIP, in one batch
+    assert sum(clip.encode_calls[:1]) <= TextSettings.max_proposals  # capped before CLIP, in one batch
 
 
 def test_two_instances_are_both_found_and_embedded_once():
@@ -146,7 +146,7 @@ def test_many_prompts_do_not_multiply_the_places_sam_looks_at():
     assert set(by_label) == {"red thing", "blue box"}
     assert iou(by_label["red thing"], r) > 0.95 and iou(by_label["blue box"], b) > 0.95
     (call,) = sam.predict_calls
-    assert len(call["boxes"]) <= BoxSettings().max_proposals  # each box looked at for one prompt, not 32
+    assert len(call["boxes"]) <= TextSettings.max_proposals  # each box looked at for one prompt, not 32
 
 
 def test_an_absent_class_gives_an_empty_result_with_its_reason():
@@ -233,15 +233,15 @@ def test_cam_peaks_become_points_inside_small_objects():
     assert maps.shape[1:] == img.shape[:2] and scale == 1.0
     peak = np.unravel_index(maps[0].argmax(), maps[0].shape)
     assert a[peak] or b[peak]
-    assert sum(clip.saliency_calls) <= PatchSettings().top_k and len(clip.saliency_calls) == 1  # one batch
+    assert sum(clip.saliency_calls) <= TextSettings.top_k_patches and len(clip.saliency_calls) == 1  # one batch
 
 
 def test_cam_is_unpadded_and_scaled_back_on_wide_images():
     img = canvas(80, 700)  # patches of 100 px are 80 px tall here: padded to a square for CLIP; map at 512 px
     a = disc(img, 40, 500, 14, RED)
     clip = TextClip({"red": [RED], "background": []})
-    s = TextSettings()
-    localizer = PatchLocalizer(clip, s, PatchSettings(sizes=[100]))
+    s = TextSettings(patch_sizes=[100])
+    localizer = PatchLocalizer(clip, s)
     result = TextLabeller(FakeSegmenter(), clip, ["red thing"], localizer, [], s)(img)
     maps, scale = localizer.last_maps
     assert scale == 512 / 700 and maps.shape[1:] == (round(80 * scale), 512)
@@ -258,8 +258,8 @@ def test_cam_of_a_shrunk_padded_patch_lands_on_the_object():
     img = canvas(500, 1400)  # 600 px patches: 500 px tall here, padded to 600, shrunk to 448 for CLIP
     a = disc(img, 380, 1000, 30, RED)
     clip = TextClip({"red": [RED], "background": []})
-    s = TextSettings()
-    localizer = PatchLocalizer(clip, s, PatchSettings(sizes=[600], top_k=1))
+    s = TextSettings(patch_sizes=[600], top_k_patches=1)
+    localizer = PatchLocalizer(clip, s)
     result = TextLabeller(FakeSegmenter(), clip, ["red thing"], localizer, [], s)(img)
     maps, scale = localizer.last_maps
     r, c = np.unravel_index(maps[0].argmax(), maps[0].shape)
@@ -309,8 +309,8 @@ def test_gradcam_runs_on_real_clip_towers_and_pastes_image_sized_maps(clip_name)
         assert not frozen.requires_grad  # a weight frozen before stays frozen
     finally:
         frozen.requires_grad_(True)
-    s = TextSettings(threshold=0.0)
-    localizer = PatchLocalizer(clip, s, PatchSettings(top_k=2))
+    s = TextSettings(threshold=0.0, top_k_patches=2)
+    localizer = PatchLocalizer(clip, s)
     result = TextLabeller(load_sam("tiny", None, "cpu", "fp32"), clip, ["cat", "dog"], localizer, [], s)(img)
     cams, scale = localizer.last_maps
     assert cams.shape[1:] == img.shape[:2] and scale == 1.0 and cams.max() > 0

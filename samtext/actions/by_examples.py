@@ -32,7 +32,9 @@ from ..run import fields as sds
 from ..run import records
 from ..run import driver
 from ..images import InputError
-from ..pipelines.examples import SCORINGS, ExampleClass, ExampleMatcher, ImageProposals
+from ..names import EXAMPLES_FIELD
+from ..pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
+from ..settings import ExamplesSettings, ProposalSettings, RunOptions, signature_with
 from .mask_proposals import ACTION as PROPOSALS_ACTION
 from .mask_proposals import DEFAULT_FIELD
 from .exemplars import mask_exemplar_vectors, proposals_embedder
@@ -40,7 +42,7 @@ from ..run.store import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
-ACTION = "annotate_by_examples"
+ACTION = ExamplesSettings.action
 
 
 @dataclass
@@ -243,20 +245,15 @@ def examples_action(
     dataset: fo.Dataset,
     examples: Dict[str, Union[Exemplars, dict, Sequence[str]]],
     samples=None,
-    proposals_field: str = DEFAULT_FIELD,
-    threshold: float = 0.85,
-    scoring: str = "max",
-    top_k: Optional[int] = None,
-    sam_checkpoint: Optional[str] = None,
-    clip_checkpoint: Optional[str] = None,
-    device: str = "auto",
-    precision: str = "auto",
+    settings: Optional[ExamplesSettings] = None,
 ) -> driver.Action:
     """Checks every argument and reads (or, for mask exemplars, computes) the exemplars' embeddings; returns the
     :class:`samtext.run.driver.Action` for ``samples`` (default: the dataset). Raises ValueError naming the
     problem; creates nothing. The model options serve mask exemplars only, which are embedded as the proposals
     were."""
     samples = dataset if samples is None else samples
+    settings = (settings or ExamplesSettings()).check()
+    proposals_field = settings.proposals_field
     if not isinstance(examples, dict) or not examples:
         raise ValueError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
     names = [n.strip() if isinstance(n, str) else "" for n in examples]
@@ -264,10 +261,6 @@ def examples_action(
         raise ValueError("every class needs a non-empty name, got %r" % (list(examples),))
     if len(set(names)) < len(names):
         raise ValueError("class names repeat once spaces are trimmed: %r" % (list(examples),))
-    if threshold is None:
-        raise ValueError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")
-    if scoring not in SCORINGS:
-        raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(SCORINGS)))
     sds.check_label_field(dataset, proposals_field, fo.Detections)
     if not dataset.has_field(proposals_field):
         raise ValueError("dataset %r has no field %r: run samtext.compute_mask_proposals first"
@@ -280,22 +273,21 @@ def examples_action(
     def masks_embedder():
         if "embed" not in built:
             proposal_settings = record.get("settings") or {}
-            built["embed"] = (proposals_embedder(proposal_settings, sam_checkpoint, clip_checkpoint, device,
-                                                 precision), int(proposal_settings.get("min_area", 100)))
+            built["embed"] = (proposals_embedder(proposal_settings, settings),
+                              int(proposal_settings.get("min_area", ProposalSettings.min_area)))
         return built["embed"]
 
     classes = [_class_examples(dataset, proposals_field, name, spec, store, masks_embedder)
                for name, spec in specs.items()]
-    matcher = ExampleMatcher(classes, threshold=threshold, scoring=scoring, top_k=top_k)
+    matcher = ExampleMatcher(classes, threshold=settings.threshold, scoring=settings.scoring, top_k=settings.top_k)
     sample_ids = samples.values("id")
-    settings = dict(proposals_field=proposals_field, threshold=float(threshold), scoring=scoring, top_k=top_k,
-                    examples={name: spec.record() for name, spec in specs.items()})
+    recorded = dict(settings.record(), examples={name: spec.record() for name, spec in specs.items()})
 
     def info():
         return dict(exemplars={c.name: dict(positives=len(c.positives), negatives=len(c.negatives))
                                for c in classes})
 
-    return driver.Action(ACTION, names, settings, lambda: matcher, info, input_fields=[proposals_field],
+    return driver.Action(ACTION, names, recorded, lambda: matcher, info, input_fields=[proposals_field],
                          loader=ProposalReader(dataset, proposals_field, store, sample_ids),
                          exclude_ids=without_proposals(dataset, sample_ids, proposals_field))
 
@@ -312,9 +304,10 @@ def without_proposals(dataset: fo.Dataset, sample_ids: Sequence[str], field: str
 
 
 def _action(samples, examples, kwargs):
-    run, options = driver.split_run_options(kwargs, out_field="samtext_examples")
+    run, options = driver.split_run_options(kwargs, out_field=EXAMPLES_FIELD)
+    settings = ExamplesSettings.from_kwargs(options, "annotate_by_examples")
     dataset, samples = driver.sample_collection(samples)
-    return examples_action(dataset, examples, samples=samples, **options), run
+    return examples_action(dataset, examples, samples=samples, settings=settings), run
 
 
 def iter_annotate_by_examples(samples, examples, **kwargs) -> driver.Progress:
@@ -345,15 +338,15 @@ def annotate_by_examples(
             cluster, or masks in another field), a dict of its fields, or a list of proposal label ids. Several
             classes give a multi-class mask.
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: ``proposals_field`` ("samtext_proposals"), ``threshold`` (0.85: the least cosine similarity
-            to the exemplars), ``scoring`` ("max": the best exemplar; "prototype": their mean), ``top_k`` (the
-            most objects per class and image), ``out_field`` ("samtext_examples"), for mask exemplars the
-            proposals' weights files if they were given as files (``sam_checkpoint``, ``clip_checkpoint``) and
-            ``device``, ``precision``; and the run options
-            ``overwrite``, ``save_instances``, ``mask_dir``, ``batch_size``, ``fail_fast``, ``shard`` (see
-            :func:`samtext.annotate_by_reference`).
+        **kwargs: the settings (:class:`samtext.settings.ExamplesSettings`: ``proposals_field``,
+            ``threshold``, ``scoring``, ``top_k``, and for mask exemplars the proposals' weights files,
+            ``device``, ``precision``) and the run options (:class:`samtext.settings.RunOptions`; ``out_field``
+            defaults to "samtext_examples").
 
     Returns:
         a :class:`samtext.run.driver.RunSummary`.
     """
     return driver.run_with_progress_option(iter_annotate_by_examples(samples, examples, **kwargs), progress)
+
+
+signature_with(annotate_by_examples, ExamplesSettings, RunOptions)

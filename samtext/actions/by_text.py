@@ -18,15 +18,15 @@ from typing import Callable, Optional, Sequence, Union
 
 import fiftyone as fo
 
+from .. import names
+from ..models import load_clip, load_sam, sam_record
+from ..pipelines.text import TextLabeller, negative_subject, parse_prompts
+from ..pipelines.text_boxes import BoxLocalizer
+from ..pipelines.text_patches import PatchLocalizer
 from ..run import driver
-from ..models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
-                     load_clip, load_sam, sam_record)
-from ..pipelines.text import TextLabeller, TextSettings, negative_subject, parse_prompts
-from ..pipelines.text_boxes import BoxLocalizer, BoxSettings
-from ..pipelines.text_patches import PatchLocalizer, PatchSettings
+from ..settings import RunOptions, TextSettings, signature_with
 
-ACTION = "annotate_by_text"
-LOCALIZERS = ("boxes", "patches")
+ACTION = TextSettings.action
 CLIP_CONTEXT_TOKENS = 75  # CLIP reads 77 tokens, two of them the start and end markers
 
 
@@ -42,9 +42,9 @@ def uses_clip_bpe(clip_model: str) -> bool:
     Hugging Face tokenizer of its own."""
     import open_clip
 
-    from ..models import TINY_CLIPS
+    from ..models import CLIP_PRESETS
 
-    if clip_model in TINY_CLIPS:
+    if clip_model in CLIP_PRESETS:
         return True
     config = open_clip.get_model_config(clip_model) or {}
     return not (config.get("text_cfg") or {}).get("hf_tokenizer_name")
@@ -64,83 +64,39 @@ def check_prompt_lengths(texts: Sequence[str], what: str = "prompt") -> None:
                                 CLIP_CONTEXT_TOKENS))
 
 
-def build_labeller(classes, negatives, localizer, settings: TextSettings, boxes: BoxSettings,
-                   patches: PatchSettings, sam_model=DEFAULT_SAM, sam_checkpoint=None, clip_model=DEFAULT_CLIP,
-                   clip_pretrained=DEFAULT_CLIP_PRETRAINED, clip_checkpoint=None, device="auto",
-                   precision="auto") -> TextLabeller:
+def build_labeller(classes, negatives, settings: TextSettings) -> TextLabeller:
     """Loads SAM and CLIP and builds the ``image -> MaskResult`` labeller."""
-    sam = load_sam(sam_model, sam_checkpoint, device, precision)
-    clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint)
-    if localizer == "boxes":
-        where = BoxLocalizer(clip, settings, boxes)
+    s = settings
+    sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
+    clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint)
+    if s.localizer == "boxes":
+        where = BoxLocalizer(clip, s)
     else:
         from ..models.gradcam import target_layer
 
         target_layer(clip.model.visual)  # a tower Grad-CAM cannot explain fails here, once, not on every sample
-        where = PatchLocalizer(clip, settings, patches)
-    return TextLabeller(sam, clip, classes, where, negatives, settings)
+        where = PatchLocalizer(clip, s)
+    return TextLabeller(sam, clip, classes, where, negatives, s)
 
 
-def text_action(
-    dataset: fo.Dataset,
-    prompts: Union[str, Sequence[str]],
-    negative_prompts: Union[str, Sequence[str], None] = None,
-    localizer: str = "boxes",
-    threshold: float = 0.5,
-    region_threshold: Optional[float] = None,
-    max_instances: int = 10,
-    nms_iou: float = 0.3,
-    search_mode: str = "fast",
-    max_proposals: int = 48,
-    patch_sizes: Optional[Sequence[int]] = None,
-    top_k_patches: int = 4,
-    peak_threshold: float = 0.5,
-    sam_model: str = DEFAULT_SAM,
-    sam_checkpoint: Optional[str] = None,
-    clip_model: str = DEFAULT_CLIP,
-    clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
-    clip_checkpoint: Optional[str] = None,
-    device: str = "auto",
-    precision: str = "auto",
-) -> driver.Action:
+def text_action(dataset: fo.Dataset, prompts: Union[str, Sequence[str]],
+                settings: Optional[TextSettings] = None) -> driver.Action:
     """Checks every argument; returns the :class:`samtext.run.driver.Action` (models load only when the driver
     builds it). Raises ValueError naming the problem; creates nothing."""
+    settings = (settings or TextSettings()).check()
     classes = parse_prompts(prompts)
-    negatives = parse_prompts(negative_prompts, what="negative prompts", allow_none=True)
+    negatives = parse_prompts(settings.negative_prompts, what="negative prompts", allow_none=True)
     clash = sorted({negative_subject(n).lower() for n in negatives} & {c.lower() for c in classes})
     if clash:
         raise ValueError("%r is both a prompt and a negative prompt" % clash[0])
-    check_model_options(sam_model, clip_model, device, precision)
-    if uses_clip_bpe(clip_model):
+    if uses_clip_bpe(settings.clip_model):
         check_prompt_lengths(classes)
         check_prompt_lengths([negative_subject(n) for n in negatives], "negative prompt")
-    if localizer not in LOCALIZERS:
-        raise ValueError("unknown localizer %r; choose 'boxes' (selective search + CLIP) or 'patches' (sliding "
-                         "patches + Grad-CAM, for small objects)" % (localizer,))
-    settings = TextSettings(threshold=threshold, region_threshold=region_threshold, max_instances=max_instances,
-                            nms_iou=nms_iou).check()
-    boxes = BoxSettings(mode=search_mode, max_proposals=max_proposals).check()
-    patches = PatchSettings(sizes=list(patch_sizes) if patch_sizes else None, top_k=top_k_patches,
-                            peak_threshold=peak_threshold).check()
-    recorded = dict(
-        prompts=classes, negative_prompts=negatives, localizer=localizer, threshold=settings.threshold,
-        region_threshold=settings.region_threshold, max_instances=settings.max_instances, nms_iou=settings.nms_iou,
-        sam_model=sam_model,
-        sam_checkpoint=checkpoint_name(sam_checkpoint), clip_model=clip_model,
-        clip_pretrained=clip_pretrained, clip_checkpoint=checkpoint_name(clip_checkpoint),
-    )
-    if localizer == "boxes":
-        recorded.update(search_mode=search_mode, max_proposals=boxes.max_proposals)
-    else:
-        recorded.update(patch_sizes=patches.sizes, top_k_patches=patches.top_k,
-                        peak_threshold=patches.peak_threshold)
+    recorded = dict(settings.record(), prompts=classes, negative_prompts=negatives)
     built = {}
 
     def build():
-        built["labeller"] = build_labeller(
-            classes, negatives, localizer, settings, boxes, patches, sam_model=sam_model,
-            sam_checkpoint=sam_checkpoint, clip_model=clip_model, clip_pretrained=clip_pretrained,
-            clip_checkpoint=clip_checkpoint, device=device, precision=precision)
+        built["labeller"] = build_labeller(classes, negatives, settings)
         return built["labeller"]
 
     def info():
@@ -151,9 +107,10 @@ def text_action(
 
 
 def _action(samples, prompts, kwargs):
-    run, options = driver.split_run_options(kwargs, out_field="samtext_text")
+    run, options = driver.split_run_options(kwargs, out_field=names.TEXT_FIELD)
+    settings = TextSettings.from_kwargs(options, "annotate_by_text")
     dataset, _ = driver.sample_collection(samples)
-    return text_action(dataset, prompts, **options), run
+    return text_action(dataset, prompts, settings), run
 
 
 def iter_annotate_by_text(samples, prompts, **kwargs) -> driver.Progress:
@@ -184,22 +141,14 @@ def annotate_by_text(
             class of the output mask (its name in ``mask_targets``), at most 255; CLIP reads it as "a photo of
             a <prompt>." (at most 75 tokens).
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: ``negative_prompts`` (things not to label, e.g. "window" or "not the window": they compete
-            with the prompts for every region and mask, and give SAM negative points where they win),
-            ``localizer`` ("boxes": selective search + CLIP, the default; "patches": sliding patches + Grad-CAM,
-            for small objects), ``threshold`` (0.5: the least CLIP probability of the class, against the other
-            prompts and background prompts, on an object's masked crop; the decision to keep it),
-            ``region_threshold`` (None: SAM looks at the best ``max_instances`` regions of each class; a number: only
-            at regions whose crop reaches it), ``max_instances`` (10 per class and image), ``nms_iou`` (0.3),
-            ``search_mode`` ("fast" or "quality"), ``max_proposals`` (48 boxes CLIP scores per image),
-            ``patch_sizes`` (pixels; default a third of the short side), ``top_k_patches`` (4), ``peak_threshold``
-            (0.5 of the map's maximum), ``out_field`` ("samtext_text"), the models (``sam_model``,
-            ``sam_checkpoint``, ``clip_model`` such as "ViT-B-32" or "RN50", ``clip_pretrained``,
-            ``clip_checkpoint``, ``device``, ``precision``) and the run options ``overwrite``, ``save_instances``,
-            ``save_prompts``, ``mask_dir``, ``batch_size``, ``fail_fast``, ``shard`` (see
-            :func:`samtext.annotate_by_reference`).
+        **kwargs: the action's settings (:class:`samtext.settings.TextSettings`: ``negative_prompts``,
+            ``localizer`` ("boxes" or "patches"), ``threshold``, ``max_instances``, the models, ...) and the run
+            options (:class:`samtext.settings.RunOptions`; ``out_field`` defaults to "samtext_text").
 
     Returns:
         a :class:`samtext.run.driver.RunSummary`.
     """
     return driver.run_with_progress_option(iter_annotate_by_text(samples, prompts, **kwargs), progress)
+
+
+signature_with(annotate_by_text, TextSettings, RunOptions)

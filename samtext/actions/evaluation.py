@@ -43,6 +43,7 @@ from ..run import records
 from ..run import class_maps as lm
 from ..run.driver import SampleError, run_with_progress_option, sample_collection
 from ..images import InputError
+from ..settings import EvaluateSettings
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ def _training_overlap_note(dataset, samples, pred_field: str) -> Optional[str]:
     return note
 
 
-def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = "samtext_eval",
+def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = EvaluateSettings.eval_key,
              classes: Optional[Sequence[str]] = None, gt_targets: Optional[Mapping] = None,
              pred_targets: Optional[Mapping] = None,
              progress: Union[bool, Callable[[int, int], None], None] = None) -> SegmentationReport:

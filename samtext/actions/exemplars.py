@@ -16,14 +16,16 @@ import fiftyone as fo
 from ..run import fields as sds
 from ..images import InputError, fit_mask, load_image, read_mask_values
 from ..pipelines.geometry import components
-from .by_reference import _class_value_from_targets, _reference_samples, check_class_value
+from ..run.class_maps import class_value_from_targets
+from ..run.fields import samples_by_id
+from ..settings import ExamplesSettings, ProposalSettings, check_class_value
 
 Embedder = Callable[[np.ndarray, List[np.ndarray]], np.ndarray]
 
 
-def proposals_embedder(settings: dict, sam_checkpoint: Optional[str] = None, clip_checkpoint: Optional[str] = None,
-                       device: str = "auto", precision: str = "auto") -> Embedder:
-    """``(image, masks) -> (N, D) vectors`` made as the proposals run with ``settings`` (its record) made them.
+def proposals_embedder(settings: dict, given: Optional[ExamplesSettings] = None) -> Embedder:
+    """``(image, masks) -> (N, D) vectors`` made as the proposals run with ``settings`` (its record) made them, on
+    the device and with the weights files of ``given`` (the few-shot run's settings).
 
     Raises:
         ValueError: the proposals were embedded with a weights file that is not passed again (or another one
@@ -32,6 +34,8 @@ def proposals_embedder(settings: dict, sam_checkpoint: Optional[str] = None, cli
     from ..models import load_clip, load_sam
     from ..pipelines.embeddings import clip_mask_embeddings, sam_mask_embeddings
 
+    given = given or ExamplesSettings()
+    device, precision = given.device, given.precision
     embedder = settings.get("embedder")
     if embedder not in ("clip", "sam"):
         raise ValueError("the proposals were computed without embeddings (embedder=%r)" % (embedder,))
@@ -48,10 +52,10 @@ def proposals_embedder(settings: dict, sam_checkpoint: Optional[str] = None, cli
 
     if embedder == "clip":
         clip = load_clip(settings.get("clip_model"), settings.get("clip_pretrained"), device, precision,
-                         weights("clip", clip_checkpoint))
-        context = float(settings.get("crop_context", 0.1))
+                         weights("clip", given.clip_checkpoint))
+        context = float(settings.get("crop_context", ProposalSettings.crop_context))
         return lambda image, masks: clip_mask_embeddings(clip, image, masks, context)
-    seg = load_sam(settings.get("sam_model"), weights("sam", sam_checkpoint), device, precision)
+    seg = load_sam(settings.get("sam_model"), weights("sam", given.sam_checkpoint), device, precision)
     return lambda image, masks: sam_mask_embeddings(seg, seg.embed(image), masks)
 
 
@@ -101,10 +105,10 @@ def mask_exemplar_vectors(dataset: fo.Dataset, field: str, class_name: str, embe
         raise ValueError("mask_field %r holds %s; exemplar masks must be in a fo.Segmentation or fo.Detections "
                          "field" % (field, getattr(kind, "__name__", type(schema[field]).__name__)))
     mask_class = class_name if mask_class is None or mask_class == "" else mask_class
-    chosen = _reference_samples(dataset, list(samples)) if samples else list(dataset.exists(field))
+    chosen = samples_by_id(dataset, list(samples), what="mask_samples") if samples else list(dataset.exists(field))
     if not chosen:
         raise ValueError("no sample of dataset %r has masks in field %r" % (dataset.name, field))
-    targets_value = _class_value_from_targets(dataset, field, str(mask_class))
+    targets_value = class_value_from_targets(dataset, field, str(mask_class))
     vectors = []
     for sample in chosen:
         try:

@@ -20,19 +20,19 @@ from ..run import fields as sds
 from ..run import records
 from ..run import driver
 from ..run import class_maps as lm
-from .review import REJECT_TAG
+from ..settings import EXPORT_FORMATS, ExportSettings
 
-FORMATS = ("segmentation", "coco")
+FORMATS = EXPORT_FORMATS
 
 
 def export_labels(
     samples,
     field: str,
     export_dir: str,
-    format: str = "segmentation",
-    skip_tag: Optional[str] = REJECT_TAG,
-    export_media: bool = True,
-    overwrite: bool = False,
+    format: str = ExportSettings.format,
+    skip_tag: Optional[str] = ExportSettings.skip_tag,
+    export_media: bool = ExportSettings.export_media,
+    overwrite: bool = ExportSettings.overwrite,
 ) -> Dict[str, object]:
     """Exports ``field`` (a ``fo.Segmentation``) of ``samples``.
 

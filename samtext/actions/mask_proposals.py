@@ -14,68 +14,40 @@ an embedding (CLIP on its masked crop, or SAM's features under it), kept out of 
 run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
-import os
 from typing import Callable, Optional, Union
 
 from ..run import fields as sds
 
 from ..run import records
 from ..run import driver
-from ..models import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, check_model_options, checkpoint_name,
-                     load_clip, load_sam, sam_record)
-from ..pipelines.embeddings import EMBEDDERS, EmbeddedProposals
-from ..pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator, ProposalSettings
+from .. import names
+from ..models import load_clip, load_sam, sam_record
+from ..pipelines.embeddings import EmbeddedProposals
+from ..pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator
+from ..settings import ProposalSettings, RunOptions, signature_with
 from ..run.store import EmbeddingSidecar, EmbeddingStore, default_root
 
-ACTION = "compute_mask_proposals"
-DEFAULT_FIELD = "samtext_proposals"
+ACTION = ProposalSettings.action
+DEFAULT_FIELD = names.PROPOSALS_FIELD
 
 
-def proposals_action(
-    sam_model: str = DEFAULT_SAM,
-    sam_checkpoint: Optional[str] = None,
-    embedder: Optional[str] = "clip",
-    clip_model: str = DEFAULT_CLIP,
-    clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED,
-    clip_checkpoint: Optional[str] = None,
-    crop_context: float = 0.1,
-    embeddings_dir: Optional[str] = None,
-    device: str = "auto",
-    precision: str = "auto",
-    **knobs,
-) -> driver.Action:
-    """Checks the arguments and returns the :class:`samtext.run.driver.Action` (the models load only when the
-    driver builds it). ``knobs`` are :class:`samtext.pipelines.proposals.ProposalSettings`' fields.
+def proposals_action(settings: Optional[ProposalSettings] = None) -> driver.Action:
+    """Checks the settings and returns the :class:`samtext.run.driver.Action` (the models load only when the
+    driver builds it).
 
     Raises:
-        ValueError: an unknown knob, model, embedder, device or precision, or a knob out of range; creates
-            nothing.
+        ValueError: a bad model, embedder, device, precision or knob; creates nothing.
     """
-    unknown = sorted(set(knobs) - set(ProposalSettings.__dataclass_fields__))
-    if unknown:
-        raise ValueError("unknown option %r for mask proposals; the options are %s"
-                         % (unknown[0], ", ".join(sorted(ProposalSettings.__dataclass_fields__))))
-    settings = ProposalSettings(**knobs).check()
-    if embedder not in EMBEDDERS + (None,):
-        raise ValueError("unknown embedder %r; choose one of %s, or None" % (embedder, ", ".join(EMBEDDERS)))
-    if not 0.0 <= float(crop_context) <= 1.0:
-        raise ValueError("crop_context must be between 0 and 1 (a fraction of the box), got %r" % (crop_context,))
-    check_model_options(sam_model, clip_model if embedder == "clip" else None, device, precision)
-    record = dict({k: v for k, v in vars(settings).items() if k != "points_per_batch"},  # speed, not results
-                  sam_model=sam_model, embedder=embedder,
-                  sam_checkpoint=checkpoint_name(sam_checkpoint),
-                  embeddings_dir=os.path.abspath(os.path.expanduser(embeddings_dir)) if embeddings_dir else None)
-    if embedder == "clip":
-        record.update(clip_model=clip_model, clip_pretrained=clip_pretrained, crop_context=float(crop_context),
-                      clip_checkpoint=checkpoint_name(clip_checkpoint))
+    s = settings = (settings or ProposalSettings()).check()
+    record = settings.record()
     built = {}
 
     def build():
-        generator = ProposalGenerator(load_sam(sam_model, sam_checkpoint, device, precision), settings)
+        generator = ProposalGenerator(load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision), settings)
         clip = None
-        if embedder == "clip":
-            clip = load_clip(clip_model, clip_pretrained, device, precision, clip_checkpoint)
-        built["labeller"] = EmbeddedProposals(generator, embedder, clip, crop_context) if embedder else generator
+        if s.uses_clip():
+            clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint)
+        built["labeller"] = EmbeddedProposals(generator, s.embedder, clip, s.crop_context) if s.embedder else generator
         return built["labeller"]
 
     def info():
@@ -89,11 +61,11 @@ def proposals_action(
         return learnt
 
     def sidecar(dataset, fields):
-        built["store"] = EmbeddingStore(embeddings_dir or default_root(dataset.name, fields.out))
+        built["store"] = EmbeddingStore(s.embeddings_dir or default_root(dataset.name, fields.out))
         return EmbeddingSidecar(built["store"], fields.out)
 
     return driver.Action(ACTION, [PROPOSAL_LABEL], record, build, info, output="detections",
-                         sidecar=sidecar if embedder else None)
+                         sidecar=sidecar if s.embedder else None)
 
 
 def proposal_embeddings(samples, field: str = DEFAULT_FIELD):
@@ -120,7 +92,7 @@ def _action(samples, kwargs):
         # resolved once, here, so that every shard of a run (and its record) names the same folder
         dataset, _ = driver.sample_collection(samples)
         options["embeddings_dir"] = default_root(dataset.name, run["out_field"])
-    return proposals_action(**options), run
+    return proposals_action(ProposalSettings.from_kwargs(options, "compute_mask_proposals")), run
 
 
 def iter_compute_mask_proposals(samples, **kwargs) -> driver.Progress:
@@ -150,18 +122,16 @@ def compute_mask_proposals(
     Arguments:
         samples: a ``fo.Dataset`` or view (a patches view stands for its images).
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: ``out_field`` ("samtext_proposals"), ``sam_model`` ("vit_b", "vit_l", "vit_h", "mobile_sam",
-            "tiny"), ``sam_checkpoint``, ``device``, ``precision``; ``embedder`` ("clip": CLIP on each masked crop;
-            "sam": SAM's features under the mask, free; None: no embeddings), ``clip_model``,
-            ``clip_pretrained``, ``clip_checkpoint``, ``crop_context`` (0.1 of the box around each crop),
-            ``embeddings_dir`` (default ``~/.samtext/embeddings/<dataset>/<field>``); the proposal knobs
-            ``points_per_side`` (None: 16 on CPU, 32 on CUDA), ``points_per_batch`` (None: 2 on CPU, 64 on
-            CUDA), ``pred_iou_thresh`` (0.88), ``stability_score_thresh`` (0.95), ``stability_score_offset``
-            (1.0), ``box_nms_thresh`` (0.7), ``min_area`` (100 px), ``max_proposals`` (200 per image; None:
-            all); and the run options ``overwrite``, ``mask_dir`` (instance masks as PNG files there, absolute
-            paths stored), ``batch_size``, ``fail_fast``, ``shard`` (see :func:`samtext.annotate_by_reference`).
+        **kwargs: the settings (:class:`samtext.settings.ProposalSettings`: SAM's automatic mask generator's
+            knobs, ``embedder`` ("clip", "sam" or None), ``embeddings_dir`` (default
+            ``~/.samtext/embeddings/<dataset>/<field>``), the models) and the run options
+            (:class:`samtext.settings.RunOptions`; ``out_field`` defaults to "samtext_proposals"; ``mask_dir``
+            writes the instance masks as PNG files there).
 
     Returns:
         a :class:`samtext.run.driver.RunSummary`; ``instances`` counts the proposals written.
     """
     return driver.run_with_progress_option(iter_compute_mask_proposals(samples, **kwargs), progress)
+
+
+signature_with(compute_mask_proposals, ProposalSettings, RunOptions)

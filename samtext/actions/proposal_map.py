@@ -21,7 +21,9 @@ from ..run import fields as sds
 
 from ..run import records
 from ..run import driver
-from ..pipelines.clusters import DEFAULT_FIT_CAP, cluster_embeddings, map_2d
+from ..pipelines.clusters import cluster_embeddings, map_2d
+from ..settings import MapSettings
+from ..names import MAP_SUFFIX
 from .mask_proposals import DEFAULT_FIELD, proposal_embeddings
 
 
@@ -43,11 +45,11 @@ def compute_proposal_map(
     samples,
     field: str = DEFAULT_FIELD,
     brain_key: Optional[str] = None,
-    num_clusters: Union[int, str] = "auto",
-    cluster_attribute: str = "cluster",
-    fit_cap: int = DEFAULT_FIT_CAP,
-    seed: int = 51,
-    overwrite: bool = False,
+    num_clusters: Union[int, str] = MapSettings.num_clusters,
+    cluster_attribute: str = MapSettings.cluster_attribute,
+    fit_cap: int = MapSettings.fit_cap,
+    seed: int = MapSettings.seed,
+    overwrite: bool = MapSettings.overwrite,
 ) -> ProposalMap:
     """Clusters the proposals of ``samples`` in ``field`` and stores their map as a Brain visualization.
 
@@ -67,8 +69,10 @@ def compute_proposal_map(
     """
     import fiftyone.brain as fob
 
+    MapSettings(brain_key=brain_key, num_clusters=num_clusters, cluster_attribute=cluster_attribute, fit_cap=fit_cap,
+                seed=seed, overwrite=overwrite).check()
     dataset, samples = driver.sample_collection(samples)
-    brain_key = brain_key or field + "_map"
+    brain_key = brain_key or field + MAP_SUFFIX
     sds.check_field_name(brain_key)
     sds.check_field_name(cluster_attribute)
     if cluster_attribute in RESERVED_ATTRIBUTES:

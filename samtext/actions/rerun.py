@@ -33,19 +33,21 @@ from ..run import fields as sds
 from ..run import records
 from ..run import driver
 from ..run import class_maps as lm
-from .review import APPROVED_TAG, approved_expression
+from ..names import APPROVED_SUFFIX, APPROVED_TAG
+from ..settings import ExamplesSettings, ReferenceSettings, RerunSettings, TextSettings
+from .review import approved_expression
 
-MAX_APPROVED = 32
-REFERENCE = "annotate_by_reference"
-EXAMPLES = "annotate_by_examples"
-TEXT = "annotate_by_text"
+MAX_APPROVED = RerunSettings.max_approved
+REFERENCE = ReferenceSettings.action
+EXAMPLES = ExamplesSettings.action
+TEXT = TextSettings.action
 
 logger = logging.getLogger(__name__)
 
 
 def approved_field(field: str) -> str:
     """The field holding the approved masks that feed a rerun of ``field``."""
-    return field + "_approved"
+    return field + APPROVED_SUFFIX
 
 
 def approved_labels(dataset: fo.Dataset, field: str, approved_tag: str = APPROVED_TAG) -> Tuple[List[str], List[str]]:
@@ -154,23 +156,31 @@ def _examples_settings(dataset, field, settings, approved) -> dict:
     return dict(examples=examples)
 
 
+def _recorded_knobs(settings_class, recorded: dict, overrides: dict):
+    """The action's settings for a rerun: the knobs its run record kept, changed by ``overrides`` (the caller's)."""
+    # the approved masks are read through their field's class names, not the original reference's pixel value
+    knobs = {k: recorded[k] for k in settings_class.knobs() if k in recorded and k != "reference_class_value"}
+    if "sam_checkpoint" in knobs and "sam_checkpoint" not in overrides:
+        knobs.pop("sam_checkpoint")  # the record keeps the file's name only: found again by name, or passed again
+    if "clip_checkpoint" in knobs and "clip_checkpoint" not in overrides:
+        knobs.pop("clip_checkpoint")
+    return settings_class.from_kwargs(dict(knobs, **overrides), "rerun_from_approved")
+
+
 def _build(dataset, samples, field, settings, action_name, overrides):
     """The action of a rerun whose settings (``settings``, with ``approved``) are known."""
     approved = settings["approved"]
     if action_name == REFERENCE:
         from .by_reference import reference_action
 
-        keep = ("method", "sam_model", "refine", "min_similarity", "max_instances", "clip_threshold", "clip_model",
-                "clip_pretrained", "num_prompt_sets")
-        kwargs = dict({k: settings[k] for k in keep if k in settings}, **overrides)
+        knobs = _recorded_knobs(ReferenceSettings, settings, overrides)
         action = reference_action(dataset, settings["class_name"], reference=settings["reference_ids"],
-                                  reference_field=settings["reference_field"], **kwargs)
+                                  reference_field=settings["reference_field"], settings=knobs)
     else:
         from .by_examples import examples_action
 
-        keep = ("proposals_field", "threshold", "scoring", "top_k")
-        kwargs = dict({k: settings[k] for k in keep if k in settings}, **overrides)
-        action = examples_action(dataset, settings["examples"], samples=samples, **kwargs)
+        knobs = _recorded_knobs(ExamplesSettings, settings, overrides)
+        action = examples_action(dataset, settings["examples"], samples=samples, settings=knobs)
         action.exclude_ids = list(action.exclude_ids) + list(approved["sample_ids"])
     action.settings = dict(action.settings, approved=approved)
     return action

@@ -36,11 +36,11 @@ from ..run import records
 from ..run import driver
 from ..run import class_maps as lm
 from ..images import InputError
+from ..names import APPROVED_TAG, REJECT_TAG
+from ..settings import REVIEW_FLAGS, ReviewSettings
 
-FLAGS = ("low_confidence", "empty", "tiny", "whole_image", "fragments", "disagreement")
-DEFAULT_REJECT = ("low_confidence", "tiny", "whole_image", "fragments", "disagreement")
-REJECT_TAG = "samtext:reject"
-APPROVED_TAG = "approved"
+FLAGS = REVIEW_FLAGS
+DEFAULT_REJECT = ReviewSettings.reject
 CHUNK = 256  # samples read per database query (masks stay out of memory but for one chunk)
 
 
@@ -112,19 +112,19 @@ def _check_flags(reject) -> List[str]:
 def review(
     samples,
     field: str,
-    min_confidence: Optional[float] = 0.5,
-    min_area: float = 0.001,
-    max_area: float = 0.95,
-    max_fragments: int = 5,
-    min_fragment_pixels: int = 64,
+    min_confidence: Optional[float] = ReviewSettings.min_confidence,
+    min_area: float = ReviewSettings.min_area,
+    max_area: float = ReviewSettings.max_area,
+    max_fragments: int = ReviewSettings.max_fragments,
+    min_fragment_pixels: int = ReviewSettings.min_fragment_pixels,
     compare_field: Optional[str] = None,
-    min_agreement: float = 0.5,
+    min_agreement: float = ReviewSettings.min_agreement,
     targets: Optional[Dict] = None,
     compare_targets: Optional[Dict] = None,
     reject: Sequence[str] = DEFAULT_REJECT,
     reject_tag: str = REJECT_TAG,
     approved_tag: str = APPROVED_TAG,
-    view_name: Optional[str] = "samtext_to_review",
+    view_name: Optional[str] = ReviewSettings.view_name,
     progress: Union[bool, Callable[[int, int], None], None] = None,
 ) -> ReviewReport:
     """Flags the labels of the ``fo.Segmentation`` field ``field`` on ``samples`` (see the module's docstring),

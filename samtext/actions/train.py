@@ -41,22 +41,20 @@ from ..run import class_maps as lm
 from ..images import InputError, load_image
 from ..pipelines import training as segtrain
 from ..pipelines.result import Instance, MaskResult
-from .review import REJECT_TAG
+from ..names import PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
+from ..settings import PredictSettings, TrainSettings
 from ..progress import run_events
 
 logger = logging.getLogger(__name__)
 
-TRAIN_ACTION = "train"
-PREDICT_ACTION = "predict"
-DEFAULT_EPOCHS = 30
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_LR = 2e-3
+TRAIN_ACTION = TrainSettings.action
+PREDICT_ACTION = PredictSettings.action
 MODELS_DIR_ENV = "SAMTEXT_MODELS_DIR"
 
 
 def train_run_key(label_field: str) -> str:
     """The run key of the training record of ``label_field``: ``samtext_train_<label_field>``."""
-    return "samtext_train_" + label_field
+    return TRAIN_RUN_KEY_PREFIX + label_field
 
 
 def models_dir() -> str:
@@ -238,19 +236,19 @@ def iter_train(
     model_path: Optional[str] = None,
     classes: Optional[Sequence[str]] = None,
     label_targets: Optional[Mapping] = None,
-    arch: str = "lraspp",
-    epochs: int = DEFAULT_EPOCHS,
-    image_size: int = segtrain.DEFAULT_IMAGE_SIZE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    lr: float = DEFAULT_LR,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    device: str = "auto",
-    backbone_weights="auto",
-    resume: bool = True,
-    restart: bool = False,
-    allow_running: bool = False,
-    skip_tag: Optional[str] = REJECT_TAG,
+    arch: str = TrainSettings.arch,
+    epochs: int = TrainSettings.epochs,
+    image_size: int = TrainSettings.image_size,
+    batch_size: int = TrainSettings.batch_size,
+    lr: float = TrainSettings.lr,
+    val_fraction: float = TrainSettings.val_fraction,
+    seed: int = TrainSettings.seed,
+    device: str = TrainSettings.device,
+    backbone_weights=TrainSettings.backbone_weights,
+    resume: bool = TrainSettings.resume,
+    restart: bool = TrainSettings.restart,
+    allow_running: bool = TrainSettings.allow_running,
+    skip_tag: Optional[str] = TrainSettings.skip_tag,
     **options,
 ) -> Generator[segtrain.TrainEvent, None, TrainSummary]:
     """The work of :func:`train`, as a generator of :class:`samtext.pipelines.training.TrainEvent` progress
@@ -382,12 +380,14 @@ def _record_end(dataset: fo.Dataset, key: str, summary: TrainSummary, error: Opt
 
 
 def train(train_view, label_field: str, model_path: Optional[str] = None, classes: Optional[Sequence[str]] = None,
-          label_targets: Optional[Mapping] = None, arch: str = "lraspp", epochs: int = DEFAULT_EPOCHS,
-          image_size: int = segtrain.DEFAULT_IMAGE_SIZE, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
-          val_fraction: float = 0.1, seed: int = 0, device: str = "auto", backbone_weights="auto",
-          resume: bool = True, restart: bool = False,
-          progress: Union[bool, Callable[..., None], None] = None, allow_running: bool = False,
-          skip_tag: Optional[str] = REJECT_TAG, **options) -> TrainSummary:
+          label_targets: Optional[Mapping] = None, arch: str = TrainSettings.arch, epochs: int = TrainSettings.epochs,
+          image_size: int = TrainSettings.image_size, batch_size: int = TrainSettings.batch_size, lr: float = TrainSettings.lr,
+          val_fraction: float = TrainSettings.val_fraction, seed: int = TrainSettings.seed,
+          device: str = TrainSettings.device, backbone_weights=TrainSettings.backbone_weights,
+          resume: bool = TrainSettings.resume, restart: bool = TrainSettings.restart,
+          progress: Union[bool, Callable[..., None], None] = None,
+          allow_running: bool = TrainSettings.allow_running,
+          skip_tag: Optional[str] = TrainSettings.skip_tag, **options) -> TrainSummary:
     """Trains a segmentation network on the labels in ``label_field`` of ``train_view``'s samples.
 
     Arguments:
@@ -489,7 +489,7 @@ class _Labeller:
         return MaskResult(tuple(cmap.shape), instances, np.zeros((0, 2), np.float32), np.zeros((0,), int))
 
 
-def predict_action(samples, model_path: str, device: str = "auto") -> driver.Action:
+def predict_action(samples, model_path: str, device: str = PredictSettings.device) -> driver.Action:
     """Reads the checkpoint and returns the "predict" :class:`samtext.run.driver.Action`; the network is built when
     the driver builds the action. Warns when ``samples`` include samples the model was trained on.
 
@@ -523,12 +523,10 @@ def predict_action(samples, model_path: str, device: str = "auto") -> driver.Act
 
 
 def _predict_action(samples, model_path, kwargs):
-    run, options = driver.split_run_options(kwargs, out_field="samtext_predictions", save_instances=False)
-    unknown = set(options) - {"device"}
-    if unknown:
-        raise TypeError("predict() got unexpected keyword arguments %s" % sorted(unknown))
+    run, options = driver.split_run_options(kwargs, out_field=PREDICTIONS_FIELD, save_instances=False)
+    settings = PredictSettings.from_kwargs(options, "predict")
     _, view = driver.sample_collection(samples)
-    return predict_action(view, model_path, **options), run
+    return predict_action(view, model_path, settings.device), run
 
 
 def iter_predict(samples, model_path: str, **kwargs) -> driver.Progress:
@@ -545,7 +543,7 @@ def prepare_predict(samples, model_path: str, **kwargs) -> int:
     return driver.prepare_outputs(samples, action, **run)
 
 
-def predict(samples, model_path: str, out_field: str = "samtext_predictions", device: str = "auto",
+def predict(samples, model_path: str, out_field: str = PREDICTIONS_FIELD, device: str = PredictSettings.device,
             progress: Union[bool, Callable[[int, int], None], None] = None, **kwargs) -> driver.RunSummary:
     """Labels ``samples`` with the network at ``model_path`` (a :func:`train` checkpoint): a ``fo.Segmentation``
     in ``out_field`` whose ``mask_targets`` name the checkpoint's classes, its ``confidence`` the mean softmax

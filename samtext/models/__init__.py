@@ -13,20 +13,12 @@ from typing import Optional
 
 from .clip import ClipModel
 from .fast_encoder import encoder_workload, fast_encoder_default
-from .mobilesam import MOBILE_SAM, TINY_MOBILE_SAM
 from .precision import resolve_device, resolve_precision
+from .registry import CLIP_PRESETS, DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, SAM_MODELS, checkpoint_name, sam_spec
 from .sam import ImageEmbedding, Prediction, SamSegmenter
-from .weights import SAM_CHECKPOINTS, WeightsUnavailableError, resolve_sam_checkpoint
+from .weights import WeightsUnavailableError, resolve_sam_checkpoint
 
 logger = logging.getLogger(__name__)
-
-TINY = "tiny"
-TINY_RN = "tiny-rn"  # a tiny ResNet CLIP (Grad-CAM on a CNN tower)
-TINY_CLIPS = (TINY, TINY_RN)
-SAM_MODELS = ("vit_b", "vit_l", "vit_h", MOBILE_SAM, TINY, TINY_MOBILE_SAM)
-DEFAULT_SAM = "vit_b"
-DEFAULT_CLIP = "ViT-B-32"
-DEFAULT_CLIP_PRETRAINED = "openai"
 
 __all__ = [
     "ClipModel",
@@ -61,8 +53,7 @@ def load_sam(
     precision: str = "auto",
     fast_encoder: Optional[bool] = None,
 ) -> SamSegmenter:
-    """Builds (once per process) the SAM ``name`` ("vit_b", "vit_l", "vit_h", "mobile_sam", "tiny" or
-    "tiny-mobile").
+    """Builds (once per process) the SAM ``name``, one of :data:`samtext.models.registry.SAM_MODELS`.
 
     Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint`; the tiny presets need none.
     ``fast_encoder``: the encoder's fast path (:mod:`samtext.models.fast_encoder`); None: on unless
@@ -75,29 +66,11 @@ def load_sam(
 
 @functools.lru_cache(maxsize=6)
 def _load_sam(name, checkpoint, device, precision, fast_encoder) -> SamSegmenter:
-    if name in (TINY, TINY_MOBILE_SAM):
-        if name == TINY:
-            from .tiny import build_tiny_sam
-
-            sam = build_tiny_sam()
-        else:
-            from .mobilesam import build_mobile_sam
-
-            sam = build_mobile_sam(tiny=True)
-        if checkpoint:
-            sam.load_state_dict(_load_state_dict(checkpoint))
-    else:
-        if name not in SAM_CHECKPOINTS:
-            raise ValueError("unknown SAM model %r; choose one of %s" % (name, SAM_MODELS))
-        path = resolve_sam_checkpoint(name, checkpoint)
-        if name == MOBILE_SAM:
-            from .mobilesam import build_mobile_sam
-
-            sam = build_mobile_sam()
-        else:
-            from segment_anything import sam_model_registry
-
-            sam = sam_model_registry[name](checkpoint=None)
+    spec = sam_spec(name)
+    # a tiny preset has no published weights: random unless a file is given
+    path = resolve_sam_checkpoint(name, checkpoint) if spec.checkpoint is not None else checkpoint
+    sam = spec.build()
+    if path:
         sam.load_state_dict(_load_state_dict(path))
     return SamSegmenter(sam, device=device, precision=precision, name=name, fast_encoder=fast_encoder)
 
@@ -130,10 +103,8 @@ def load_clip(
 
 @functools.lru_cache(maxsize=4)
 def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
-    if name in TINY_CLIPS:
-        from .tiny import build_tiny_clip
-
-        model, tokenizer = build_tiny_clip(tower="rn" if name == TINY_RN else "vit")
+    if name in CLIP_PRESETS:
+        model, tokenizer = CLIP_PRESETS[name].build()
         return ClipModel(model, tokenizer, device=device, precision=precision, name=name)
 
     import open_clip
@@ -165,11 +136,6 @@ def sam_record(segmenter) -> dict:
     return dict(sam=getattr(segmenter, "name", None), sam_encoder=describe() if describe else None)
 
 
-def checkpoint_name(path: Optional[str]) -> Optional[str]:
-    """How a run record names a weights file: its base name (shards on other machines keep it elsewhere), or None."""
-    return os.path.basename(path) if path else None
-
-
 def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] = None, device: str = "auto",
                         precision: str = "auto") -> None:
     """Checks model names, device and precision without loading anything (``clip_model=None``: no CLIP).
@@ -177,9 +143,8 @@ def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] 
     Raises:
         ValueError: what is wrong, with the choices.
     """
-    if sam_model not in SAM_MODELS:
-        raise ValueError("unknown sam_model %r; choose one of %s" % (sam_model, ", ".join(SAM_MODELS)))
-    if clip_model is not None and clip_model not in TINY_CLIPS:
+    sam_spec(sam_model)
+    if clip_model is not None and clip_model not in CLIP_PRESETS:
         import open_clip
 
         if clip_model not in open_clip.list_models():

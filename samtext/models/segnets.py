@@ -22,15 +22,12 @@ import os
 from typing import Optional
 from urllib.parse import urlparse
 
+from .registry import DEFAULT_SEGNET, SEGNETS
+
 logger = logging.getLogger(__name__)
 
 # arch -> (torchvision builder in torchvision.models.segmentation, backbone weights enum, its member)
-ARCHS = {
-    "lraspp": ("lraspp_mobilenet_v3_large", "MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
-    "deeplabv3": ("deeplabv3_mobilenet_v3_large", "MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
-    "deeplabv3_resnet50": ("deeplabv3_resnet50", "ResNet50_Weights", "IMAGENET1K_V1"),
-}
-DEFAULT_ARCH = "lraspp"
+ARCHS = {name: spec.detail for name, spec in SEGNETS.items()}
 BACKBONE_CHOICES = ("auto", "imagenet", "none")
 SCRATCH = "scratch (random initialisation)"
 
@@ -70,7 +67,7 @@ def cached_weights_path(arch: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
-def build_segnet(arch: str = DEFAULT_ARCH, num_classes: int = 2, backbone_weights="auto"):
+def build_segnet(arch: str = DEFAULT_SEGNET, num_classes: int = 2, backbone_weights="auto"):
     """Builds ``arch`` with ``num_classes`` outputs (class 0 is background): ``(model, start)``, where ``start``
     says what the backbone started from ("imagenet: <weights>" or "scratch ...").
 
@@ -78,13 +75,11 @@ def build_segnet(arch: str = DEFAULT_ARCH, num_classes: int = 2, backbone_weight
         ValueError: an unknown arch or ``backbone_weights`` value, fewer than 2 classes.
         BackboneWeightsError: "imagenet" and the weights could be neither found nor downloaded.
     """
-    import torchvision.models.segmentation as tvs
-
     check_arch(arch)
     choice = check_backbone_weights(backbone_weights)
     if int(num_classes) < 2:
         raise ValueError("a segmentation model needs at least 2 classes (background + one), got %r" % (num_classes,))
-    builder = getattr(tvs, ARCHS[arch][0])
+    builder = SEGNETS[arch].build
     weights = None
     if choice != "none":
         enum = backbone_weights_enum(arch)

@@ -20,8 +20,9 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from typing import Optional
+
+from .registry import SAM_MODELS, Checkpoint, checkpoint_env_var
 
 logger = logging.getLogger(__name__)
 
@@ -30,62 +31,13 @@ class WeightsUnavailableError(RuntimeError):
     """Raised when a checkpoint is neither on disk nor downloadable."""
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A published checkpoint: file name, download URL and a checksum of the file: its MD5, or its git blob id
-    (``git_sha1``, the SHA-1 of ``b"blob <size>\\0" + content``) where the publisher keeps it in a git
-    repository and states no hash."""
-
-    filename: str
-    url: str
-    md5: Optional[str] = None
-    git_sha1: Optional[str] = None
-
-    @property
-    def checksum(self) -> str:
-        return "MD5 %s" % self.md5 if self.md5 else "git blob %s" % self.git_sha1
-
-    def verify(self, path: str) -> Optional[str]:
-        """None when the file at ``path`` has the published checksum, else what it has instead."""
-        actual = md5sum(path) if self.md5 else git_blob_sha1(path)
-        expected = self.md5 or self.git_sha1
-        return None if actual == expected else ("MD5 %s" if self.md5 else "git blob %s") % actual
-
-
-SAM_CHECKPOINTS = {
-    "vit_b": Checkpoint(
-        "sam_vit_b_01ec64.pth",
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        "01ec64d29a2fca3f0661936605ae66f8",
-    ),
-    "vit_l": Checkpoint(
-        "sam_vit_l_0b3195.pth",
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-        "0b3195507c641ddb6910d2bb5adee89c",
-    ),
-    "vit_h": Checkpoint(
-        "sam_vit_h_4b8939.pth",
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-        "4b8939a88964f0f4ff5f5b2642c598a6",
-    ),
-    # MobileSAM's weights live in its repository (weights/mobile_sam.pt, 39 MB), pinned to the last commit that
-    # changed them.
-    "mobile_sam": Checkpoint(
-        "mobile_sam.pt",
-        "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/a509aac54fdd7af59f843135f2f7cee307283c88/"
-        "weights/mobile_sam.pt",
-        git_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
-    ),
-}
+# {name: published checkpoint} of the SAM models that have one (the registry's table; tests may patch it)
+SAM_CHECKPOINTS = {name: spec.checkpoint for name, spec in SAM_MODELS.items() if spec.checkpoint is not None}
 
 
 def cache_dir() -> str:
     """samtext's weights folder: ``$SAMTEXT_CACHE_DIR`` or ``~/.cache/samtext``."""
     return os.path.expanduser(os.environ.get("SAMTEXT_CACHE_DIR", "~/.cache/samtext"))
-
-
-def _env_var(model_name: str) -> str:
-    return "SAMTEXT_SAM_%s_CHECKPOINT" % model_name.upper()
 
 
 def _fiftyone_zoo_candidates(filename: str):
@@ -134,10 +86,10 @@ def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, do
     if model_name not in SAM_CHECKPOINTS:
         raise ValueError("unknown SAM model %r; choose one of %s" % (model_name, sorted(SAM_CHECKPOINTS)))
     ckpt = SAM_CHECKPOINTS[model_name]
-    env_path = os.environ.get(_env_var(model_name))
+    env_path = os.environ.get(checkpoint_env_var(model_name))
     if env_path:
         if not os.path.isfile(env_path):
-            raise WeightsUnavailableError("%s=%r does not exist" % (_env_var(model_name), env_path))
+            raise WeightsUnavailableError("%s=%r does not exist" % (checkpoint_env_var(model_name), env_path))
         return env_path
     cached = os.path.join(cache_dir(), "sam", ckpt.filename)
     if os.path.isfile(cached):
@@ -155,7 +107,7 @@ def _missing_message(ckpt: Checkpoint, dest: str, model_name: str, reason: str =
     return (
         "SAM checkpoint %s is not available%s. Download it from %s (%s) on a machine with "
         "internet and put it at %s, or set %s to its path, or pass sam_checkpoint=<path>."
-        % (ckpt.filename, why, ckpt.url, ckpt.checksum, dest, _env_var(model_name))
+        % (ckpt.filename, why, ckpt.url, ckpt.checksum, dest, checkpoint_env_var(model_name))
     )
 
 

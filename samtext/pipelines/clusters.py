@@ -7,7 +7,8 @@ from typing import Tuple, Union
 
 import numpy as np
 
-DEFAULT_FIT_CAP = 20000  # vectors a clustering or a map is fit on; the rest are assigned or placed
+from ..settings import MapSettings
+
 AUTO_MAX_CLUSTERS = 24
 
 
@@ -17,8 +18,8 @@ def _fit_sample(n: int, cap: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
-def cluster_embeddings(vectors: np.ndarray, num_clusters: Union[int, str] = "auto", fit_cap: int = DEFAULT_FIT_CAP,
-                       seed: int = 51) -> Tuple[np.ndarray, int]:
+def cluster_embeddings(vectors: np.ndarray, num_clusters: Union[int, str] = MapSettings.num_clusters,
+                       fit_cap: int = MapSettings.fit_cap, seed: int = MapSettings.seed) -> Tuple[np.ndarray, int]:
     """k-means clusters of ``(N, D)`` unit vectors: ``((N,) int cluster ids, k)``.
 
     ``num_clusters="auto"`` picks k in 2..24 by the silhouette score (cosine) on at most 3000 of the vectors;
@@ -61,7 +62,7 @@ def cluster_embeddings(vectors: np.ndarray, num_clusters: Union[int, str] = "aut
     return model.predict(vectors).astype(np.int64), k
 
 
-def map_2d(vectors: np.ndarray, fit_cap: int = DEFAULT_FIT_CAP, seed: int = 51, num_neighbors: int = 15,
+def map_2d(vectors: np.ndarray, fit_cap: int = MapSettings.fit_cap, seed: int = MapSettings.seed, num_neighbors: int = 15,
            min_dist: float = 0.1) -> np.ndarray:
     """``(N, 2)`` UMAP coordinates of ``(N, D)`` vectors (cosine metric): fit on at most ``fit_cap`` of them,
     the rest placed by the fitted map."""

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import masked_crop
+from ..settings import EMBEDDERS, ProposalSettings
 from .result import PreparesImages
 
-EMBEDDERS = ("clip", "sam")
 
 
 def pool_features(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,8 @@ def pool_features(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
     return F.normalize(pooled, dim=0)
 
 
-def clip_mask_embeddings(clip, image: np.ndarray, masks: Sequence[np.ndarray], context: float = 0.1,
+def clip_mask_embeddings(clip, image: np.ndarray, masks: Sequence[np.ndarray],
+                         context: float = ProposalSettings.crop_context,
                          batch_size: int = 32) -> np.ndarray:
     """``(N, D)`` float32 unit CLIP embeddings of the masked crops of ``masks`` (each ``(H, W)`` bool, not
     empty) in the ``(H, W, 3)`` uint8 ``image``."""
@@ -64,7 +65,8 @@ class EmbeddedProposals(PreparesImages):
         context: the masked crop's margin, a fraction of the mask's box.
     """
 
-    def __init__(self, generator, embedder: str = "clip", clip=None, context: float = 0.1):
+    def __init__(self, generator, embedder: str = ProposalSettings.embedder, clip=None,
+                 context: float = ProposalSettings.crop_context):
         if embedder not in EMBEDDERS:
             raise ValueError("unknown embedder %r; choose one of %s" % (embedder, ", ".join(EMBEDDERS)))
         if embedder == "clip" and clip is None:

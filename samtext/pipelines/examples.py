@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .geometry import mask_to_box
+from ..settings import EXAMPLE_SCORINGS, ExamplesSettings
 from .result import Instance, MaskResult
 
-SCORINGS = ("max", "prototype")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -113,12 +113,12 @@ class ExampleMatcher:
             replace that one.
     """
 
-    def __init__(self, classes: Sequence[ExampleClass], threshold: float = 0.85, scoring: str = "max",
-                 top_k: Optional[int] = None, overlap: float = 0.8, margin: float = 0.02):
+    def __init__(self, classes: Sequence[ExampleClass], threshold: float = ExamplesSettings.threshold,
+                 scoring: str = ExamplesSettings.scoring, top_k: Optional[int] = ExamplesSettings.top_k, overlap: float = 0.8, margin: float = 0.02):
         if not classes:
             raise ValueError("no class to label: give at least one class with exemplars")
-        if scoring not in SCORINGS:
-            raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(SCORINGS)))
+        if scoring not in EXAMPLE_SCORINGS:
+            raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(EXAMPLE_SCORINGS)))
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError("threshold is a cosine similarity between -1 and 1, got %r" % (threshold,))
         if top_k is not None and int(top_k) < 1:

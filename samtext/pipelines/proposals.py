@@ -23,65 +23,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..settings import ProposalSettings
 from .result import Instance, MaskResult, PreparesImages
 
 PROPOSAL_LABEL = "proposal"
-
-
-@dataclass
-class ProposalSettings:
-    """The knobs of :class:`ProposalGenerator` (SAM's automatic mask generator's names and defaults, except the
-    grid, whose default depends on the device).
-
-    Attributes:
-        points_per_side: the prompt grid is ``points_per_side x points_per_side`` points over the image
-            (None: 32 on CUDA, 16 on CPU).
-        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA, 2 on CPU,
-            where the decoder costs less per prompt in small batches that stay in the cache: about 18 ms at 2,
-            23 ms at 4 and 33 ms at 16 for ViT-B's decoder on this project's 2-core machine).
-        pred_iou_thresh: keep masks whose predicted IoU is above this (0: no filter, not even of negative ones).
-        stability_score_thresh: keep masks whose stability score is at least this (0: no filter).
-        stability_score_offset: the logit offset of the stability score.
-        box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
-        min_area: drop proposals smaller than this, in pixels of the image.
-        max_proposals: keep at most this many per image, the best by predicted IoU (None: all).
-    """
-
-    points_per_side: Optional[int] = None
-    points_per_batch: Optional[int] = None
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_area: int = 100
-    max_proposals: Optional[int] = 200
-
-    def check(self) -> "ProposalSettings":
-        """Raises ValueError naming the first bad knob; returns self."""
-        if self.points_per_side is not None and not 1 <= int(self.points_per_side) <= 128:
-            raise ValueError("points_per_side must be between 1 and 128, got %r" % (self.points_per_side,))
-        if self.points_per_batch is not None and int(self.points_per_batch) < 1:
-            raise ValueError("points_per_batch must be at least 1, got %r" % (self.points_per_batch,))
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError("%s must be between 0 and 1, got %r" % (name, getattr(self, name)))
-        if float(self.stability_score_offset) <= 0:
-            raise ValueError("stability_score_offset must be positive, got %r" % (self.stability_score_offset,))
-        if int(self.min_area) < 0:
-            raise ValueError("min_area must be 0 or more pixels, got %r" % (self.min_area,))
-        if self.max_proposals is not None and int(self.max_proposals) < 1:
-            raise ValueError("max_proposals must be at least 1 (or None: all), got %r" % (self.max_proposals,))
-        return self
-
-    def grid_side(self, device) -> int:
-        if self.points_per_side is not None:
-            return int(self.points_per_side)
-        return 32 if torch.device(device).type == "cuda" else 16
-
-    def batch_size(self, device) -> int:
-        if self.points_per_batch is not None:
-            return int(self.points_per_batch)
-        return 64 if torch.device(device).type == "cuda" else 2
 
 
 def point_grid(side: int, size) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .geometry import components, iou, mask_to_box, masked_crop, sample_points
 from .embeddings import pool_features
+from ..settings import Gate, ReferenceSettings, check_gate
 from .result import Instance, MaskResult, PreparesImages
 
 # The calibrated gate sits this far from the references' outside level towards their inside level.
@@ -38,7 +39,6 @@ GATE_FRACTION = 0.5
 # A reference mask must leave at least this fraction of its image as background.
 MIN_BACKGROUND_FRACTION = 0.01
 
-Gate = Union[str, float, None]
 
 
 @dataclass
@@ -64,15 +64,6 @@ class Reference:
                 % (self.name, "all" if background == 0 else "%.1f%%" % (100 * (1 - background)),
                    round(100 * MIN_BACKGROUND_FRACTION))
             )
-
-
-def check_gate(value: Gate, name: str = "min_similarity") -> Gate:
-    if value is None or value == "auto":
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value)) from None
 
 
 class ClipCheck:
@@ -146,9 +137,9 @@ class PriorMatcher(PreparesImages):
         self,
         segmenter,
         references: Sequence[Reference],
-        refine: bool = True,
-        min_similarity: Gate = "auto",
-        max_instances: int = 10,
+        refine: bool = ReferenceSettings.refine,
+        min_similarity: Gate = ReferenceSettings.min_similarity,
+        max_instances: int = ReferenceSettings.max_instances,
         instance_ratio: float = 0.5,
         clip_check: Optional[ClipCheck] = None,
     ):
@@ -423,12 +414,12 @@ class StitchMatcher:
         class_name: str,
         num_ref_points: int = 5,
         num_target_points: int = 5,
-        num_prompt_sets: int = 4,
+        num_prompt_sets: int = ReferenceSettings.num_prompt_sets,
         window_fraction: float = 1 / 3,
         window_ratio: float = 0.6,
         refine_levels: int = 2,
-        min_similarity: Gate = "auto",
-        max_instances: int = 10,
+        min_similarity: Gate = ReferenceSettings.min_similarity,
+        max_instances: int = ReferenceSettings.max_instances,
         seed: int = 0,
         clip_check: Optional[ClipCheck] = None,
     ):

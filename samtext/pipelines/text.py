@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .geometry import NEUTRAL_FILL, iou, masked_crop
+from ..settings import TextSettings
 from .result import Instance, MaskResult, PreparesImages
 
 MAX_CLASSES = 255  # one uint8 mask value each
@@ -77,62 +78,6 @@ def negative_subject(prompt: str) -> str:
     """What a negative prompt names: "not the window" -> "window", "without a hat" -> "hat" (it is scored as a thing
     to avoid). "no" is left alone: "no entry sign" names a thing."""
     return _NEGATION.sub("", prompt).strip() or prompt
-
-
-def as_whole_numbers(settings, names: Sequence[str]) -> None:
-    """Turns the attributes ``names`` of ``settings`` into ints in place. Raises ValueError naming one that is not
-    a number."""
-    for name in names:
-        try:
-            setattr(settings, name, int(getattr(settings, name)))
-        except (TypeError, ValueError):
-            raise ValueError("%s must be a whole number, got %r" % (name, getattr(settings, name))) from None
-
-
-@dataclass
-class TextSettings:
-    """The knobs shared by both localizers.
-
-    Attributes:
-        threshold: the least probability of its class (softmax against the other prompts, the negatives and the
-            background prompts) that CLIP gives an object's masked crop for the object to be kept.
-        region_threshold: the least probability a region (a box's crop, a patch) needs for SAM to look there
-            (None: no gate; the best ``max_instances`` regions of each class are looked at).
-        max_instances: the most objects per class and image.
-        nms_iou: regions of one class overlapping a better one by more than this box IoU are the same object.
-        mask_iou: masks of one class overlapping a better one by more than this mask IoU are dropped.
-        context: the margin of CLIP's crops, a fraction of the box's size.
-    """
-
-    threshold: float = 0.5
-    region_threshold: Optional[float] = None
-    max_instances: int = 10
-    nms_iou: float = 0.3
-    mask_iou: float = 0.6
-    context: float = 0.1
-
-    def check(self) -> "TextSettings":
-        """Raises ValueError naming the first bad knob (not a number, out of range); returns self with the numbers
-        as float and int."""
-        names = ["threshold", "nms_iou", "mask_iou", "context", "max_instances"]
-        names += ["region_threshold"] if self.region_threshold is not None else []
-        for name in names:
-            try:
-                value = float(getattr(self, name))
-            except (TypeError, ValueError):
-                raise ValueError("%s must be a number, got %r" % (name, getattr(self, name))) from None
-            setattr(self, name, int(value) if name == "max_instances" else value)
-            if name != "max_instances" and not 0.0 <= value <= 1.0:
-                raise ValueError("%s must be between 0 and 1, got %r" % (name, value))
-        if self.max_instances < 1:
-            raise ValueError("max_instances must be at least 1, got %r" % (self.max_instances,))
-        return self
-
-    def gate(self, probabilities: np.ndarray) -> np.ndarray:
-        """The indices of ``probabilities`` ``(N,)`` at the region threshold (all without one)."""
-        if self.region_threshold is None:
-            return np.arange(len(probabilities))
-        return np.flatnonzero(probabilities >= self.region_threshold)
 
 
 class PromptScorer:
@@ -246,7 +191,7 @@ class TextLabeller(PreparesImages):
         localizer: a :class:`samtext.pipelines.text_boxes.BoxLocalizer` or
             :class:`samtext.pipelines.text_patches.PatchLocalizer`.
         negatives: prompts naming what not to label.
-        settings: :class:`TextSettings` (the localizer holds the same object).
+        settings: :class:`samtext.settings.TextSettings` (the localizer holds the same object).
     """
 
     def __init__(self, segmenter, clip, classes: Sequence[str], localizer, negatives: Sequence[str] = (),

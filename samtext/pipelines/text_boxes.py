@@ -16,41 +16,18 @@
 Boxes are ``XYXY`` pixels of the original image. Nothing here imports FiftyOne.
 """
 
-from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 
 from .geometry import box_crop
-from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits, box_nms
-
-SS_MODES = ("fast", "quality")
-
-
-@dataclass
-class BoxSettings:
-    """Selective search's knobs (see the module docstring)."""
-
-    mode: str = "fast"
-    max_side: int = 384
-    min_box: int = 4
-    dedupe_iou: float = 0.8
-    max_proposals: int = 48
-
-    def check(self) -> "BoxSettings":
-        as_whole_numbers(self, ("max_side", "min_box", "max_proposals"))
-        if self.mode not in SS_MODES:
-            raise ValueError("unknown selective search mode %r; choose one of %s" % (self.mode, ", ".join(SS_MODES)))
-        if int(self.max_side) < 32:
-            raise ValueError("max_side must be at least 32 pixels, got %r" % (self.max_side,))
-        if int(self.max_proposals) < 1:
-            raise ValueError("max_proposals must be at least 1, got %r" % (self.max_proposals,))
-        if not 0.0 < float(self.dedupe_iou) <= 1.0:
-            raise ValueError("dedupe_iou must be in (0, 1], got %r" % (self.dedupe_iou,))
-        return self
+from ..settings import TextSettings
+from .text import Candidate, Localized, negative_hits, box_nms
 
 
-def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384, seed: int = 0) -> np.ndarray:
+
+def selective_search(image: np.ndarray, mode: str = TextSettings.search_mode, max_side: int = TextSettings.max_side,
+                     seed: int = 0) -> np.ndarray:
     """``(N, 4)`` int64 XYXY boxes of OpenCV's selective search, in a seeded rank order, in pixels of ``image``
     (``(H, W, 3)`` uint8 RGB), which is searched at most ``max_side`` pixels on its longest side.
 
@@ -79,7 +56,7 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_side: int = 384,
     return boxes[np.random.default_rng(seed).permutation(len(boxes))].astype(np.int64)
 
 
-def shortlist(boxes: np.ndarray, size, settings: BoxSettings) -> np.ndarray:
+def shortlist(boxes: np.ndarray, size, settings: TextSettings) -> np.ndarray:
     """The boxes CLIP will score (see the module docstring, step 2), as indices into ``boxes`` (in rank order)."""
     h, w = size
     sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -106,20 +83,18 @@ class BoxLocalizer:
 
     Arguments:
         clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_images``).
-        settings: :class:`samtext.pipelines.text.TextSettings`.
-        boxes: :class:`BoxSettings`.
+        settings: :class:`samtext.settings.TextSettings` (its selective search knobs too).
         proposals: ``image -> (N, 4) boxes``, in rank order (default: :func:`selective_search`).
     """
 
-    def __init__(self, clip, settings: TextSettings, boxes: BoxSettings = None, proposals=None):
+    def __init__(self, clip, settings: TextSettings, proposals=None):
         self.clip, self.settings = clip, settings
-        self.boxes = (boxes or BoxSettings()).check()
-        self.proposals = proposals or (lambda image: selective_search(image, self.boxes.mode, self.boxes.max_side))
+        self.proposals = proposals or (lambda image: selective_search(image, settings.search_mode, settings.max_side))
 
     def __call__(self, image: np.ndarray, scorer) -> Localized:
         s = self.settings
         all_boxes = self.proposals(image)
-        keep = shortlist(all_boxes, image.shape[:2], self.boxes)
+        keep = shortlist(all_boxes, image.shape[:2], s)
         if len(keep) == 0:
             return Localized([], np.zeros(scorer.num_classes), {"num_regions": 0.0})
         boxes = all_boxes[keep].astype(np.float32)
@@ -130,7 +105,7 @@ class BoxLocalizer:
         candidates = []
         owner = probs[:, :c].argmax(axis=1)  # each box is looked at for its best class only
         for k in range(c):
-            hits = np.intersect1d(s.gate(probs[:, k]), np.flatnonzero(owner == k))
+            hits = np.intersect1d(s.region_gate(probs[:, k]), np.flatnonzero(owner == k))
             order = hits[box_nms(boxes[hits], probs[hits, k], s.nms_iou)][: s.max_instances]
             for i in order:
                 candidates.append(self._candidate(k, boxes[i], float(probs[i, k]), negatives))

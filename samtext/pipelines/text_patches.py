@@ -17,64 +17,23 @@
 Points are ``(x, y)`` pixels of the original image. Nothing here imports FiftyOne.
 """
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .geometry import box_crop
 from .reference import window_grid
-from .text import Candidate, Localized, TextSettings, as_whole_numbers, negative_hits
+from ..settings import TextSettings
+from .text import Candidate, Localized, negative_hits
 
 LOW_SALIENCY = 0.1  # negatives come from where the map is below this fraction of its maximum
 
 
-@dataclass
-class PatchSettings:
-    """The patch localizer's knobs (see the module docstring).
-
-    Attributes:
-        sizes: patch sides in pixels (None: a third of the short side, at least ``min_patch``).
-        overlap: the fraction of a patch its neighbour overlaps (0.5: stride half a patch).
-        top_k: the most patches per class that Grad-CAM explains.
-        peak_threshold: a peak must reach this fraction of its class map's maximum.
-        min_distance: pixels between two peaks (None: a twentieth of the long side, at least 8).
-        map_side: the long side of the saliency maps.
-    """
-
-    sizes: Optional[Sequence[int]] = None
-    overlap: float = 0.5
-    min_patch: int = 64
-    top_k: int = 4
-    peak_threshold: float = 0.5
-    min_distance: Optional[int] = None
-    map_side: int = 512
-
-    def check(self) -> "PatchSettings":
-        as_whole_numbers(self, ("top_k", "min_patch", "map_side"))
-        if self.sizes is not None:
-            try:
-                self.sizes = [int(v) for v in self.sizes]
-            except (TypeError, ValueError):
-                raise ValueError("patch sizes must be whole pixels, got %r" % (self.sizes,)) from None
-            if not self.sizes or min(self.sizes) < 8:
-                raise ValueError("patch sizes must be whole pixels of at least 8, got %r" % (self.sizes,))
-        try:
-            self.peak_threshold, self.overlap = float(self.peak_threshold), float(self.overlap)
-        except (TypeError, ValueError):
-            raise ValueError("peak_threshold and overlap must be numbers, got %r and %r"
-                             % (self.peak_threshold, self.overlap)) from None
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError("overlap must be in [0, 1), got %r" % (self.overlap,))
-        if int(self.top_k) < 1:
-            raise ValueError("top_k must be at least 1, got %r" % (self.top_k,))
-        if not 0.0 < float(self.peak_threshold) <= 1.0:
-            raise ValueError("peak_threshold must be in (0, 1], got %r" % (self.peak_threshold,))
-        return self
-
-    def patch_sizes(self, h: int, w: int) -> List[int]:
-        sizes = self.sizes or [max(int(self.min_patch), min(h, w) // 3)]
-        return sorted({int(v) for v in sizes})
+def patch_sides(settings: TextSettings, h: int, w: int) -> List[int]:
+    """The patch sides in pixels for an ``h x w`` image: ``settings.patch_sizes``, or a third of the short side (at
+    least ``settings.min_patch``)."""
+    sizes = settings.patch_sizes or [max(int(settings.min_patch), min(h, w) // 3)]
+    return sorted({int(v) for v in sizes})
 
 
 def patch_boxes(h: int, w: int, sizes: Sequence[int], overlap: float = 0.5) -> np.ndarray:
@@ -107,23 +66,21 @@ class PatchLocalizer:
 
     Arguments:
         clip: a :class:`samtext.models.ClipModel` (or a double with ``encode_images`` and ``saliency_maps``).
-        settings: :class:`samtext.pipelines.text.TextSettings`.
-        patches: :class:`PatchSettings`.
+        settings: :class:`samtext.settings.TextSettings` (its patch knobs too).
     """
 
-    def __init__(self, clip, settings: TextSettings, patches: PatchSettings = None):
+    def __init__(self, clip, settings: TextSettings):
         self.clip, self.settings = clip, settings
-        self.patches = (patches or PatchSettings()).check()
         self.last_maps = None  # the maps of the last image ((T, h, w), map pixels per image pixel): for inspection
 
     def __call__(self, image: np.ndarray, scorer) -> Localized:
-        s, p = self.settings, self.patches
+        s = p = self.settings
         h, w = image.shape[:2]
-        boxes = patch_boxes(h, w, p.patch_sizes(h, w), p.overlap)
+        boxes = patch_boxes(h, w, patch_sides(p, h, w), p.overlap)
         crops = [box_crop(image, b, context=0.0) for b in boxes]
         probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
         c, texts = scorer.num_classes, probs.shape[1]
-        kept = [self._kept(probs[:, t], s.gate(probs[:, t]) if t < c else negative_hits(probs, c, t - c))
+        kept = [self._kept(probs[:, t], s.region_gate(probs[:, t]) if t < c else negative_hits(probs, c, t - c))
                 for t in range(texts)]
         scale = min(1.0, p.map_side / max(h, w))
         maps = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
@@ -150,7 +107,7 @@ class PatchLocalizer:
 
     def _kept(self, column: np.ndarray, hits: np.ndarray) -> np.ndarray:
         """The ``top_k`` best of the patches ``hits`` by ``column``, best first."""
-        return hits[np.argsort(-column[hits], kind="stable")][: self.patches.top_k]
+        return hits[np.argsort(-column[hits], kind="stable")][: self.settings.top_k_patches]
 
     @staticmethod
     def _region_score(point: np.ndarray, boxes: np.ndarray, kept: np.ndarray, column: np.ndarray) -> float:

@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import run_events
+from ..settings import TrainRecipe
 
 logger = logging.getLogger(__name__)
 
 IGNORE = 255
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, of images scaled to [0, 1]
 STD = (0.229, 0.224, 0.225)
-DEFAULT_IMAGE_SIZE = 320
+DEFAULT_IMAGE_SIZE = TrainRecipe.image_size
 CHECKPOINT_FORMAT = "samtext-segnet/1"
 MAX_CLASSES = 254  # class map values 1..254; 255 is IGNORE
 BN_MOMENTUM = 0.1  # see set_bn_momentum
@@ -277,8 +278,9 @@ def validate(model, dataset: PairDataset, image_size: int, num_classes: int, dev
 
 
 @dataclass
-class TrainConfig:
-    """What shapes a training run; a resumed run must have the same.
+class TrainConfig(TrainRecipe):
+    """What shapes a training run; a resumed run must have the same: the recipe
+    (:class:`samtext.settings.TrainRecipe`), the classes and the data.
 
     Attributes:
         classes: class names; the network has ``1 + len(classes)`` outputs (0 = background).
@@ -293,46 +295,14 @@ class TrainConfig:
         data: what identifies the training data (the caller's: label field, a digest of the sample ids).
     """
 
-    classes: List[str]
-    arch: str = "lraspp"
-    image_size: int = DEFAULT_IMAGE_SIZE
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: float = 0.1
-    final_lr: float = 0.01
-    scale_range: Tuple[float, float] = (0.75, 1.25)
-    flip: bool = True
-    jitter: float = 0.2
-    seed: int = 0
-    backbone_weights: str = "auto"
+    classes: List[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)
 
     def check(self) -> "TrainConfig":
-        from ..models.segnets import check_arch, check_backbone_weights
-
-        check_arch(self.arch)
-        self.backbone_weights = check_backbone_weights(self.backbone_weights)
+        super().check()
         self.classes = [str(c) for c in self.classes]
         if not self.classes or len(set(self.classes)) != len(self.classes) or len(self.classes) > MAX_CLASSES:
             raise ValueError("classes must be 1 to %d distinct names, got %r" % (MAX_CLASSES, self.classes))
-        for name in ("image_size", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError("%s must be at least 1, got %r" % (name, getattr(self, name)))
-            setattr(self, name, int(getattr(self, name)))
-        if int(self.image_size) < 32:
-            raise ValueError("image_size must be at least 32 pixels, got %r" % (self.image_size,))
-        if self.arch.startswith("deeplabv3") and self.batch_size < 2:
-            raise ValueError("%s needs batch_size >= 2 (its pooling branch normalises over the batch)" % self.arch)
-        if not float(self.lr) > 0:
-            raise ValueError("lr must be above 0, got %r" % (self.lr,))
-        lo, hi = (float(v) for v in self.scale_range)
-        if not 0 < lo <= hi:
-            raise ValueError("scale_range must be (low, high) with 0 < low <= high, got %r" % (self.scale_range,))
-        self.scale_range = (lo, hi)
-        self.lr, self.weight_decay, self.warmup, self.final_lr, self.jitter = (
-            float(self.lr), float(self.weight_decay), float(self.warmup), float(self.final_lr), float(self.jitter))
         return self
 
     def to_dict(self) -> dict:

@@ -266,3 +266,13 @@ def match_classes(samples, pred_field: str, gt_field: str, classes: Optional[Seq
             raise ValueError("class %r is not a class of field %s (ground truth classes %s, prediction classes %s)"
                              % (name, " or ".join(repr(f) for f in lacking), gt_names, pred_names))
     return wanted
+
+
+def class_value_from_targets(dataset: fo.Dataset, field: str, class_name: str) -> Optional[int]:
+    """The mask value that ``field``'s ``mask_targets`` (else the dataset's default ones) give ``class_name``, or
+    None."""
+    targets = dataset.mask_targets.get(field) or dataset.default_mask_targets or {}
+    for value, name in targets.items():
+        if str(name) == class_name:
+            return int(value)
+    return None

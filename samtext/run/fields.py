@@ -315,3 +315,30 @@ class OutputFields:
     def ensure(self, dataset: fo.Dataset) -> None:
         for name, cls in self.types():
             ensure_label_field(dataset, name, cls)
+
+
+def samples_by_id(dataset: fo.Dataset, samples, what: str = "reference") -> List[fo.Sample]:
+    """The samples a caller named: ``fo.Sample`` objects as given, sample IDs looked up in ``dataset``.
+
+    Arguments:
+        samples: a sample, a sample ID, or a list of them.
+        what: the parameter's name, for messages ("reference", "mask_samples").
+
+    Raises:
+        ValueError: none given; an ID that is not an ObjectId, or names no sample of the dataset.
+    """
+    from bson import ObjectId
+
+    given = [] if samples is None else list(samples) if isinstance(samples, (list, tuple)) else [samples]
+    if not given:
+        raise ValueError("no %s sample given: pass %s=<sample, sample ID, or a list of them>" % (what, what))
+    is_sample = lambda r: isinstance(r, (fo.Sample, fo.core.sample.SampleView))  # noqa: E731
+    ids = [r for r in given if not is_sample(r)]
+    bad = [r for r in ids if not isinstance(r, str) or not ObjectId.is_valid(r)]
+    if bad:
+        raise ValueError("%s %r is not a sample ID (a 24-character hex ObjectId) or a fo.Sample" % (what, bad[0]))
+    found = {s.id: s for s in dataset.select(ids)} if ids else {}
+    missing = [r for r in ids if r not in found]
+    if missing:
+        raise ValueError("%s %r: no sample with this ID in dataset %r" % (what, missing[0], dataset.name))
+    return [r if is_sample(r) else found[r] for r in given]

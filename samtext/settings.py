@@ -1,0 +1,757 @@
+"""Every knob of every action, in one place: its name, its default, its check and what the run record keeps.
+
+One dataclass per action. The SDK functions take their knobs as keyword arguments and build the settings with
+:meth:`Settings.from_kwargs` (an unknown name is an error that lists the knobs); the operators' forms take their
+defaults from here and pass on only what the user set; the CLI (``python -m samtext run ACTION --help``) lists
+them from here. Defaults are written once, in this module (models: :mod:`samtext.models.registry`; shared names:
+:mod:`samtext.names`).
+
+Importing this module imports neither FiftyOne nor torch; :meth:`Settings.check` imports what a check needs.
+"""
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from . import names
+from .models.registry import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, DEFAULT_SEGNET, checkpoint_name
+
+AUTO = "auto"
+Gate = Union[str, float, None]  # "auto" (calibrated), a number, or None (off)
+
+
+def _meta(internal: bool = False, recorded: bool = True) -> dict:
+    return dict(internal=internal, recorded=recorded)
+
+
+def internal(default, **kwargs):
+    """A knob the forms do not show (the SDK takes it); recorded only when it differs from its default, so that a
+    record written before the knob existed still matches."""
+    return field(default=default, metadata=_meta(internal=True), **kwargs)
+
+
+def not_recorded(default=None, **kwargs):
+    """A knob that changes how a run goes, not what it writes (speed, hardware, bookkeeping)."""
+    if "default_factory" in kwargs:
+        return field(metadata=_meta(recorded=False), **kwargs)
+    return field(default=default, metadata=_meta(recorded=False), **kwargs)
+
+
+def number(settings, name: str, kind=float, low=None, high=None, low_open=False, allow_none=False):
+    """Checks and converts the knob ``name`` of ``settings`` in place: a number of ``kind`` (int: a whole number)
+    in ``[low, high]`` (``low_open``: above ``low``). Booleans and NaN are refused.
+
+    Raises:
+        ValueError: naming the knob, the bad value and the range.
+    """
+    value = getattr(settings, name)
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, bool) or isinstance(value, (list, tuple, dict)):
+            raise TypeError
+        converted = float(value)
+        if math.isnan(converted):
+            raise TypeError
+        if kind is int:
+            if not converted.is_integer():
+                raise TypeError
+            converted = int(converted)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError("%s must be %s%s, got %r" % (name, what, " or None" if allow_none else "", value)) from None
+    below = converted <= low if (low is not None and low_open) else (low is not None and converted < low)
+    if below or (high is not None and converted > high):
+        if low is not None and high is not None:
+            span = "in %s%s, %s]" % ("(" if low_open else "[", low, high)
+        elif low is not None:
+            span = "above %s" % low if low_open else "at least %s" % low
+        else:
+            span = "at most %s" % high
+        raise ValueError("%s must be %s, got %r" % (name, span, value))
+    setattr(settings, name, converted)
+    return converted
+
+
+def one_of(settings, name: str, choices: Sequence, allow_none=False):
+    value = getattr(settings, name)
+    if (value is None and allow_none) or value in choices:
+        return value
+    raise ValueError("unknown %s %r; choose one of %s" % (name, value, ", ".join(map(str, choices))))
+
+
+def flag(settings, name: str) -> bool:
+    value = getattr(settings, name)
+    if not isinstance(value, bool):
+        raise ValueError("%s must be True or False, got %r" % (name, value))
+    return value
+
+
+def check_gate(value: Gate, name: str = "min_similarity") -> Gate:
+    """``value`` as a gate: "auto", a number, or None (off)."""
+    if value is None or value == AUTO:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value))
+    try:
+        gate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value)) from None
+    if math.isnan(gate):
+        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value))
+    return gate
+
+
+class Settings:
+    """What every settings dataclass shares: its knobs, their defaults, building from keyword arguments, the check
+    and the run record's dict. A subclass is a dataclass whose fields are the knobs, each with its default."""
+
+    action = ""  # the action's name, for messages
+
+    @classmethod
+    def knobs(cls, shown_only: bool = False) -> Tuple[str, ...]:
+        """The knobs' names (``shown_only``: without the internal ones the forms do not show)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if not (shown_only and f.metadata.get("internal")))
+
+    @classmethod
+    def default(cls, name: str):
+        """The default of the knob ``name``."""
+        f = cls.__dataclass_fields__[name]
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return f.default
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {name: cls.default(name) for name in cls.knobs()}
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict, what: Optional[str] = None):
+        """The settings of ``kwargs`` (every other knob at its default), checked.
+
+        Raises:
+            TypeError: a name that is no knob of the action, with the knobs listed.
+            ValueError: a knob's value is bad (see :meth:`check`).
+        """
+        unknown = sorted(set(kwargs) - set(cls.knobs()))
+        if unknown:
+            raise TypeError("%s() got an unexpected keyword argument %r; its settings are %s (see samtext.settings.%s)"
+                            % (what or cls.action, unknown[0], ", ".join(cls.knobs()), cls.__name__))
+        return cls(**kwargs).check()
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def check(self):
+        """Raises ValueError naming the first bad knob, its value and what it must be; converts numbers to their
+        types. Returns self."""
+        return self
+
+    def record(self) -> dict:
+        """The knobs that shape the labels, as the run record keeps them (a resumed run must have the same)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata.get("recorded", True):
+                continue
+            if f.metadata.get("internal") and value == self.default(f.name):
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+# ------------------------------------------------------------------------------------------- shared blocks
+
+
+@dataclass
+class Hardware(Settings):
+    """Where models run. ``device``: "auto" (CUDA when available), "cpu", "cuda", "cuda:1"; ``precision``: "auto"
+    (bf16 where the hardware runs it fast), "fp32" or "bf16"."""
+
+    device: str = not_recorded(AUTO)
+    precision: str = not_recorded(AUTO)
+
+    def check(self):
+        from .models import check_model_options
+
+        check_model_options(DEFAULT_SAM, None, self.device, self.precision)
+        return super().check()
+
+
+@dataclass
+class ModelSettings(Hardware):
+    """The models an action runs: ``sam_model`` (a name of :data:`samtext.models.registry.SAM_MODELS`),
+    ``sam_checkpoint`` (a weights file; default: found or downloaded), ``clip_model`` (an open_clip name such as
+    "ViT-B-32" or "RN50", or a tiny preset), ``clip_pretrained`` (an open_clip weights tag or a file path),
+    ``clip_checkpoint`` (a local file of the tag's weights)."""
+
+    sam_model: str = DEFAULT_SAM
+    sam_checkpoint: Optional[str] = None
+    clip_model: str = DEFAULT_CLIP
+    clip_pretrained: Optional[str] = DEFAULT_CLIP_PRETRAINED
+    clip_checkpoint: Optional[str] = None
+
+    def uses_clip(self) -> bool:
+        """Whether the action runs CLIP with these settings (its CLIP knobs are checked and recorded only then)."""
+        return True
+
+    def check(self):
+        from .models import check_model_options
+
+        check_model_options(self.sam_model, self.clip_model if self.uses_clip() else None, self.device, self.precision)
+        return self
+
+    def record(self) -> dict:
+        out = super().record()
+        out["sam_checkpoint"] = checkpoint_name(self.sam_checkpoint)
+        if self.uses_clip():
+            out["clip_checkpoint"] = checkpoint_name(self.clip_checkpoint)
+        else:
+            for name in ("clip_model", "clip_pretrained", "clip_checkpoint"):
+                out.pop(name, None)
+        return out
+
+
+@dataclass
+class RunOptions(Settings):
+    """How the run driver labels a view (:func:`samtext.run.driver.iter_run`): ``out_field`` (default: the
+    action's own field), ``overwrite`` (relabel samples that have it, and allow other settings than the run that
+    wrote it), ``save_prompts``/``save_instances`` (write ``<out_field>_prompts``/``_instances`` too), ``mask_dir`` (PNG files there instead of masks in the database), ``batch_size`` (samples
+    per database write), ``fail_fast`` (stop when the first this many samples all fail; 0: never), ``shard``
+    (``(index, count)``: label only that shard)."""
+
+    out_field: Optional[str] = None
+    overwrite: bool = False
+    save_prompts: bool = False
+    save_instances: bool = True
+    mask_dir: Optional[str] = None
+    batch_size: int = 16
+    fail_fast: int = 10
+    shard: Optional[Sequence[int]] = None
+
+    def check(self):
+        number(self, "batch_size", int, low=1)
+        number(self, "fail_fast", int, low=0)
+        for name in ("overwrite", "save_prompts", "save_instances"):
+            setattr(self, name, bool(getattr(self, name)))
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ actions
+
+REFERENCE_METHODS = ("prior", "stitch")
+STITCH_CLIP_THRESHOLD = 0.5  # stitch runs CLIP anyway, and its window gate alone lets look-alikes through
+
+
+@dataclass
+class ReferenceSettings(ModelSettings):
+    """"Annotate by reference mask" (:func:`samtext.annotate_by_reference`).
+
+    Attributes:
+        method: "prior" (PerSAM-style: SAM features pooled under the mask, matched on each target) or "stitch"
+            (reference and target side by side, CLIP-scored windows as SAM's points).
+        reference_class_value: the object's pixel value in a multi-class reference mask.
+        refine: prior: a second SAM pass with each mask's box.
+        min_similarity: the absent-object gate: "auto" (calibrated on the references), a number, or None (off:
+            always label the best match).
+        max_instances: the most objects per image.
+        clip_threshold: drop each object whose masked crop CLIP does not see as the class (a fraction of the
+            reference's own CLIP score); "auto": 0.5 for stitch, off for prior; None: off.
+        num_prompt_sets: stitch: the prompt sets SAM tries per image.
+    """
+
+    action = "annotate_by_reference"
+    method: str = "prior"
+    reference_class_value: Optional[int] = None
+    refine: bool = True
+    min_similarity: Gate = AUTO
+    max_instances: int = 10
+    clip_threshold: Union[str, float, None] = AUTO
+    num_prompt_sets: int = 4
+
+    def uses_clip(self) -> bool:
+        return self.method == "stitch" or self.clip_threshold is not None
+
+    def check(self):
+        one_of(self, "method", REFERENCE_METHODS)
+        if self.clip_threshold == AUTO:
+            self.clip_threshold = STITCH_CLIP_THRESHOLD if self.method == "stitch" else None
+        number(self, "clip_threshold", float, 0.0, 1.0, allow_none=True)
+        self.min_similarity = check_gate(self.min_similarity)
+        number(self, "max_instances", int, low=1)
+        number(self, "num_prompt_sets", int, low=1)
+        self.reference_class_value = check_class_value(self.reference_class_value)
+        self.refine = bool(self.refine)
+        return super().check()
+
+    def record(self) -> dict:
+        out = super().record()
+        if self.method != "stitch":
+            out.pop("num_prompt_sets")
+        return out
+
+
+def check_class_value(value) -> Optional[int]:
+    """A pixel value (``reference_class_value``, ``mask_class``) as an int (a string that spells one is accepted),
+    or None.
+
+    Raises:
+        ValueError: not a whole non-negative pixel value.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        converted = float(value)
+    except (TypeError, ValueError):
+        converted = None
+    if isinstance(value, bool) or converted is None or not converted.is_integer() or converted < 0:
+        raise ValueError("reference_class_value must be a non-negative whole pixel value such as 255, got %r"
+                         % (value,))
+    return int(converted)
+
+
+TEXT_LOCALIZERS = ("boxes", "patches")
+SEARCH_MODES = ("fast", "quality")
+
+
+@dataclass
+class TextSettings(ModelSettings):
+    """"Annotate by text" (:func:`samtext.annotate_by_text`) and its pipelines (:mod:`samtext.pipelines.text`).
+
+    Attributes:
+        negative_prompts: what not to label ("window; reflection", or "not the window"): they compete with the
+            prompts for every region and mask, and give SAM negative points where they win.
+        localizer: "boxes" (selective search + CLIP: objects of any size) or "patches" (sliding patches +
+            Grad-CAM: small objects).
+        threshold: the least CLIP probability of its class (softmax against the other prompts, the negatives and
+            the background prompts) on an object's masked crop for the object to be kept.
+        region_threshold: the least probability a region's crop needs for SAM to look there (None: at the best
+            ``max_instances`` regions of each class).
+        max_instances: the most objects per class and image.
+        nms_iou: regions of one class overlapping a better one by more than this box IoU are the same object.
+        search_mode: boxes: selective search's "fast" or "quality" mode.
+        max_proposals: boxes: the regions CLIP scores per image.
+        patch_sizes: patches: their sides in pixels (None: a third of the short side, at least ``min_patch``).
+        top_k_patches: patches: the most patches per class that Grad-CAM explains.
+        peak_threshold: patches: a peak must reach this fraction of its class map's maximum.
+        mask_iou: masks of one class overlapping a better one by more than this mask IoU are dropped.
+        context: the margin of CLIP's crops, a fraction of the box's size.
+        max_side, min_box, dedupe_iou: boxes: selective search runs on the image scaled to at most ``max_side``
+            pixels; boxes under ``min_box`` pixels a side are dropped, and boxes overlapping a kept one by more
+            than ``dedupe_iou`` too.
+        overlap, min_patch, min_distance, map_side: patches: the fraction of a patch its neighbour overlaps, the
+            smallest default patch, pixels between two peaks (None: a twentieth of the long side, at least 8), the
+            long side of the saliency maps.
+    """
+
+    action = "annotate_by_text"
+    negative_prompts: Union[str, Sequence[str], None] = None
+    localizer: str = "boxes"
+    threshold: float = 0.5
+    region_threshold: Optional[float] = None
+    max_instances: int = 10
+    nms_iou: float = 0.3
+    search_mode: str = "fast"
+    max_proposals: int = 48
+    patch_sizes: Optional[Sequence[int]] = None
+    top_k_patches: int = 4
+    peak_threshold: float = 0.5
+    mask_iou: float = internal(0.6)
+    context: float = internal(0.1)
+    max_side: int = internal(384)
+    min_box: int = internal(4)
+    dedupe_iou: float = internal(0.8)
+    overlap: float = internal(0.5)
+    min_patch: int = internal(64)
+    min_distance: Optional[int] = internal(None)
+    map_side: int = internal(512)
+
+    def check(self):
+        one_of(self, "localizer", TEXT_LOCALIZERS)
+        one_of(self, "search_mode", SEARCH_MODES)
+        for name in ("threshold", "nms_iou", "mask_iou", "context"):
+            number(self, name, float, 0.0, 1.0)
+        number(self, "region_threshold", float, 0.0, 1.0, allow_none=True)
+        number(self, "max_instances", int, low=1)
+        number(self, "max_proposals", int, low=1)
+        number(self, "max_side", int, low=32)
+        number(self, "min_box", int, low=0)
+        number(self, "dedupe_iou", float, 0.0, 1.0, low_open=True)
+        number(self, "top_k_patches", int, low=1)
+        number(self, "min_patch", int, low=1)
+        number(self, "map_side", int, low=1)
+        number(self, "min_distance", int, low=1, allow_none=True)
+        number(self, "peak_threshold", float, 0.0, 1.0, low_open=True)
+        number(self, "overlap", float, 0.0, 1.0)
+        if self.overlap >= 1.0:
+            raise ValueError("overlap must be in [0, 1), got %r" % (self.overlap,))
+        if self.patch_sizes is not None:
+            given = [self.patch_sizes] if isinstance(self.patch_sizes, (int, float)) else list(self.patch_sizes)
+            whole = [v for v in given if not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer()]
+            if not given or len(whole) < len(given) or min(whole) < 8:
+                raise ValueError("patch_sizes must be whole pixels of at least 8, got %r" % (self.patch_sizes,))
+            self.patch_sizes = [int(v) for v in whole]
+        return super().check()
+
+    def record(self) -> dict:
+        out = super().record()
+        out.pop("negative_prompts")  # the action records them parsed
+        drop = (("patch_sizes", "top_k_patches", "peak_threshold") if self.localizer == "boxes"
+                else ("search_mode", "max_proposals"))
+        for name in drop:
+            out.pop(name, None)
+        return out
+
+    def region_gate(self, probabilities):
+        """The indices of ``probabilities`` ``(N,)`` at the region threshold (all without one)."""
+        import numpy as np
+
+        if self.region_threshold is None:
+            return np.arange(len(probabilities))
+        return np.flatnonzero(probabilities >= self.region_threshold)
+
+
+EMBEDDERS = ("clip", "sam")
+
+
+@dataclass
+class ProposalSettings(ModelSettings):
+    """"Compute mask proposals" (:func:`samtext.compute_mask_proposals`) and its generator
+    (:class:`samtext.pipelines.proposals.ProposalGenerator`, SAM's automatic mask generator's names and defaults,
+    except the grid, whose default depends on the device).
+
+    Attributes:
+        points_per_side: the prompt grid is ``points_per_side x points_per_side`` points over the image
+            (None: 32 on CUDA, 16 on CPU).
+        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA, 2 on CPU, where
+            the decoder costs less per prompt in small batches that stay in the cache).
+        pred_iou_thresh: keep masks whose predicted IoU is above this (0: no filter, not even of negative ones).
+        stability_score_thresh: keep masks whose stability score is at least this (0: no filter).
+        stability_score_offset: the logit offset of the stability score.
+        box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
+        min_area: drop proposals smaller than this, in pixels of the image.
+        max_proposals: keep at most this many per image, the best by predicted IoU (None: all).
+        embedder: "clip" (CLIP on each proposal's masked crop), "sam" (SAM's features pooled under it) or None.
+        crop_context: the margin of the CLIP crops, a fraction of the box.
+        embeddings_dir: the folder of the embedding store (default: beside the dataset, under ~/.samtext).
+    """
+
+    action = "compute_mask_proposals"
+    points_per_side: Optional[int] = None
+    points_per_batch: Optional[int] = not_recorded(None)
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_area: int = 100
+    max_proposals: Optional[int] = 200
+    embedder: Optional[str] = "clip"
+    crop_context: float = 0.1
+    embeddings_dir: Optional[str] = None
+
+    def uses_clip(self) -> bool:
+        return self.embedder == "clip"
+
+    def check(self):
+        number(self, "points_per_side", int, 1, 128, allow_none=True)
+        number(self, "points_per_batch", int, low=1, allow_none=True)
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            number(self, name, float, 0.0, 1.0)
+        number(self, "stability_score_offset", float, low=0.0, low_open=True)
+        number(self, "min_area", int, low=0)
+        number(self, "max_proposals", int, low=1, allow_none=True)
+        one_of(self, "embedder", EMBEDDERS, allow_none=True)
+        number(self, "crop_context", float, 0.0, 1.0)
+        return super().check()
+
+    def record(self) -> dict:
+        import os
+
+        out = super().record()
+        out["embeddings_dir"] = os.path.abspath(os.path.expanduser(self.embeddings_dir)) if self.embeddings_dir else None
+        if not self.uses_clip():
+            out.pop("crop_context")
+        return out
+
+    def grid_side(self, device) -> int:
+        if self.points_per_side is not None:
+            return int(self.points_per_side)
+        return 32 if str(device).startswith("cuda") else 16
+
+    def batch_size(self, device) -> int:
+        if self.points_per_batch is not None:
+            return int(self.points_per_batch)
+        return 64 if str(device).startswith("cuda") else 2
+
+
+FIT_CAP = 20000  # vectors a clustering or a map is fit on; the rest are assigned or placed
+
+
+@dataclass
+class MapSettings(Settings):
+    """"Compute proposal map" (:func:`samtext.compute_proposal_map`): ``brain_key`` (default
+    ``<field>_map``), ``num_clusters`` (k of k-means, or "auto": by silhouette score), ``cluster_attribute`` (the
+    proposals' attribute that gets the cluster id), ``fit_cap`` (the most proposals the clusters and the map are fit
+    on; the rest are assigned and placed), ``seed``, ``overwrite`` (replace an existing brain run of that key)."""
+
+    action = "compute_proposal_map"
+    brain_key: Optional[str] = None
+    num_clusters: Union[int, str] = AUTO
+    cluster_attribute: str = "cluster"
+    fit_cap: int = FIT_CAP
+    seed: int = 51
+    overwrite: bool = False
+
+    def check(self):
+        if self.num_clusters != AUTO:
+            number(self, "num_clusters", int, low=1)
+        number(self, "fit_cap", int, low=1)
+        number(self, "seed", int)
+        flag(self, "overwrite")
+        return self
+
+
+EXAMPLE_SCORINGS = ("max", "prototype")
+
+
+@dataclass
+class ExamplesSettings(Hardware):
+    """"Annotate by few-shot examples" (:func:`samtext.annotate_by_examples`): ``proposals_field``,
+    ``threshold`` (the least cosine similarity to the exemplars), ``scoring`` ("max": the closest exemplar;
+    "prototype": their mean), ``top_k`` (the most objects per class and image; None: all). For exemplars given as
+    masks, which are embedded as the proposals were: the proposals' weights files when they were given as files
+    (``sam_checkpoint``, ``clip_checkpoint``), ``device`` and ``precision``."""
+
+    action = "annotate_by_examples"
+    proposals_field: str = names.PROPOSALS_FIELD
+    threshold: float = 0.85
+    scoring: str = "max"
+    top_k: Optional[int] = None
+    sam_checkpoint: Optional[str] = not_recorded(None)
+    clip_checkpoint: Optional[str] = not_recorded(None)
+
+    def check(self):
+        if self.threshold is None:
+            raise ValueError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")
+        number(self, "threshold", float, -1.0, 1.0)
+        one_of(self, "scoring", EXAMPLE_SCORINGS)
+        number(self, "top_k", int, low=1, allow_none=True)
+        return super().check()
+
+
+REVIEW_FLAGS = ("low_confidence", "empty", "tiny", "whole_image", "fragments", "disagreement")
+
+
+@dataclass
+class ReviewSettings(Settings):
+    """"Review pseudo-labels" (:func:`samtext.review`).
+
+    Attributes:
+        min_confidence: below it, ``low_confidence`` (None: no confidence check).
+        min_area, max_area: a label covering less (but more than nothing) / more than this fraction of the image
+            is ``tiny`` / ``whole_image``.
+        max_fragments: more pieces than this is ``fragments``; pieces under ``min_fragment_pixels`` do not count.
+        compare_field: another field labelling the same classes; their IoU is ``agreement``, below
+            ``min_agreement`` it is ``disagreement``.
+        targets, compare_targets: ``{value: name}`` naming the masks of the field / ``compare_field``.
+        reject: the flags that tag a label ``reject_tag``.
+        approved_tag: labels (or samples) with this tag are reviewed but never rejected.
+        view_name: the saved view of flagged, unapproved samples, worst first (None: none saved).
+    """
+
+    action = "review"
+    min_confidence: Optional[float] = 0.5
+    min_area: float = 0.001
+    max_area: float = 0.95
+    max_fragments: int = 5
+    min_fragment_pixels: int = 64
+    compare_field: Optional[str] = None
+    min_agreement: float = 0.5
+    targets: Optional[Dict] = None
+    compare_targets: Optional[Dict] = None
+    reject: Sequence[str] = ("low_confidence", "tiny", "whole_image", "fragments", "disagreement")
+    reject_tag: str = names.REJECT_TAG
+    approved_tag: str = names.APPROVED_TAG
+    view_name: Optional[str] = names.REVIEW_VIEW
+
+    def check(self):
+        self.reject = [self.reject] if isinstance(self.reject, str) else list(self.reject or ())
+        unknown = [f for f in self.reject if f not in REVIEW_FLAGS]
+        if unknown:
+            raise ValueError("unknown review flag %r; flags are %s" % (unknown[0], ", ".join(REVIEW_FLAGS)))
+        number(self, "min_area", float, 0.0, 1.0)
+        number(self, "max_area", float, 0.0, 1.0)
+        if not self.min_area < self.max_area:
+            raise ValueError("need 0 <= min_area < max_area <= 1, got %r and %r" % (self.min_area, self.max_area))
+        number(self, "min_confidence", float, 0.0, 1.0, allow_none=True)
+        number(self, "max_fragments", int, low=1)
+        number(self, "min_fragment_pixels", int, low=0)
+        number(self, "min_agreement", float, 0.0, 1.0)
+        if not self.reject_tag or not isinstance(self.reject_tag, str):
+            raise ValueError("reject_tag must be a non-empty label tag")
+        return self
+
+
+@dataclass
+class RerunSettings(Settings):
+    """"Rerun from approved labels" (:func:`samtext.rerun_from_approved`): ``approved_tag`` (the label or sample
+    tag of an approved label) and ``max_approved`` (use at most this many approved labels, a seeded sample of them
+    when there are more: each costs an image read, and as a reference an encoder pass). Other keyword arguments
+    change the action's own settings (:class:`ReferenceSettings`, :class:`ExamplesSettings`)."""
+
+    action = "rerun_from_approved"
+    approved_tag: str = names.APPROVED_TAG
+    max_approved: int = 32
+
+    def check(self):
+        number(self, "max_approved", int, low=1)
+        if not self.approved_tag or not isinstance(self.approved_tag, str):
+            raise ValueError("approved_tag must be a non-empty tag")
+        return self
+
+
+@dataclass
+class TrainRecipe(Settings):
+    """What shapes a trained network (a resumed training must have the same): ``arch`` (a name of
+    :data:`samtext.models.registry.SEGNETS`), ``image_size`` (the square input side; images are letterboxed to it),
+    ``epochs``, ``batch_size``, ``lr`` (peak AdamW learning rate), ``weight_decay``, ``warmup`` (the fraction of
+    steps over which the learning rate rises to ``lr``; cosine decay to ``lr * final_lr`` follows),
+    ``scale_range``, ``flip``, ``jitter`` (augmentation), ``seed`` (the split, the initial weights, the data order
+    and augmentation), ``backbone_weights`` ("auto": ImageNet weights when torchvision's file is cached, else from
+    scratch; "imagenet": downloaded when missing; None or "none": from scratch)."""
+
+    arch: str = DEFAULT_SEGNET
+    image_size: int = 320
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = internal(1e-4)
+    warmup: float = internal(0.1)
+    final_lr: float = internal(0.01)
+    scale_range: Tuple[float, float] = internal((0.75, 1.25))
+    flip: bool = internal(True)
+    jitter: float = internal(0.2)
+    seed: int = 0
+    backbone_weights: Optional[str] = AUTO
+
+    def check(self):
+        from .models.segnets import check_arch, check_backbone_weights
+
+        check_arch(self.arch)
+        self.backbone_weights = check_backbone_weights(self.backbone_weights)
+        number(self, "image_size", int, low=32)
+        number(self, "epochs", int, low=1)
+        number(self, "batch_size", int, low=1)
+        number(self, "seed", int)
+        if self.arch.startswith("deeplabv3") and self.batch_size < 2:
+            raise ValueError("%s needs batch_size >= 2 (its pooling branch normalises over the batch)" % self.arch)
+        number(self, "lr", float, low=0.0, low_open=True)
+        for name in ("weight_decay", "warmup", "final_lr", "jitter"):
+            number(self, name, float, low=0.0)
+        try:
+            lo, hi = (float(v) for v in self.scale_range)
+        except (TypeError, ValueError):
+            lo = hi = -1.0
+        if not 0 < lo <= hi:
+            raise ValueError("scale_range must be (low, high) with 0 < low <= high, got %r" % (self.scale_range,))
+        self.scale_range = (lo, hi)
+        return self
+
+
+@dataclass
+class TrainSettings(TrainRecipe):
+    """"Train a segmentation model" (:func:`samtext.train`): the recipe (:class:`TrainRecipe`) and
+    ``model_path`` (the checkpoint; default ``~/.samtext/models/<dataset>_<field>.pt``), ``classes`` (default:
+    every class the field names), ``label_targets`` (``{value: name}`` naming the field's mask values),
+    ``val_fraction`` (held out for validation mIoU), ``device``, ``resume`` (continue a checkpoint trained the
+    same way), ``restart`` (replace it), ``allow_running`` (train on a field a samtext run still writes),
+    ``skip_tag`` (leave out labels with this tag; None: train on all)."""
+
+    action = "train"
+    model_path: Optional[str] = not_recorded(None)
+    classes: Optional[Sequence[str]] = not_recorded(None)
+    label_targets: Optional[Dict] = not_recorded(None)
+    val_fraction: float = 0.1
+    device: str = not_recorded(AUTO)
+    resume: bool = not_recorded(True)
+    restart: bool = not_recorded(False)
+    allow_running: bool = not_recorded(False)
+    skip_tag: Optional[str] = not_recorded(names.REJECT_TAG)
+
+    def check(self):
+        number(self, "val_fraction", float, 0.0, 1.0)
+        if self.val_fraction >= 1.0:
+            raise ValueError("val_fraction must be in [0, 1), got %r" % (self.val_fraction,))
+        if isinstance(self.classes, str):
+            self.classes = [self.classes]
+        return super().check()
+
+    def recipe(self) -> dict:
+        """The :class:`TrainRecipe` knobs' values."""
+        return {name: getattr(self, name) for name in TrainRecipe.knobs()}
+
+
+@dataclass
+class PredictSettings(Settings):
+    """"Predict with a trained model" (:func:`samtext.predict`): ``device``."""
+
+    action = "predict"
+    device: str = not_recorded(AUTO)
+
+    def check(self):
+        from .models import check_model_options
+
+        check_model_options(DEFAULT_SAM, None, self.device, AUTO)
+        return self
+
+
+@dataclass
+class EvaluateSettings(Settings):
+    """"Evaluate" (:func:`samtext.evaluate`): ``eval_key`` (None: report only, store nothing), ``classes`` (the
+    class names to compare; default every class both fields name), ``gt_targets``/``pred_targets``
+    (``{mask value: class name}`` overriding a Segmentation field's ``mask_targets``)."""
+
+    action = "evaluate"
+    eval_key: Optional[str] = names.EVAL_KEY
+    classes: Optional[Sequence[str]] = None
+    gt_targets: Optional[Dict] = None
+    pred_targets: Optional[Dict] = None
+
+
+EXPORT_FORMATS = ("segmentation", "coco")
+
+
+@dataclass
+class ExportSettings(Settings):
+    """"Export labels" (:func:`samtext.export_labels`): ``format`` ("segmentation": images and PNG class masks;
+    "coco": COCO instances JSON), ``skip_tag`` (leave out labels with this tag; None: all), ``export_media``
+    (copy the images too), ``overwrite`` (replace an existing export folder)."""
+
+    action = "export_labels"
+    format: str = "segmentation"
+    skip_tag: Optional[str] = names.REJECT_TAG
+    export_media: bool = True
+    overwrite: bool = False
+
+    def check(self):
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError("unknown export format %r; choose one of %s" % (self.format, ", ".join(EXPORT_FORMATS)))
+        return self
+
+
+def signature_with(function, *settings_classes, drop=("kwargs",)):
+    """Sets ``function.__signature__`` to its own parameters (less ``**kwargs``) plus a keyword-only parameter for
+    each knob of ``settings_classes`` at its default, so that ``help()`` and editors show every knob. The function
+    still takes them through ``**kwargs``. Returns ``function``."""
+    sig = inspect.signature(function)
+    params = [p for name, p in sig.parameters.items() if name not in drop]
+    seen = {p.name for p in params}
+    for cls in settings_classes:
+        for name in cls.knobs():
+            if name not in seen:
+                seen.add(name)
+                params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=cls.default(name)))
+    function.__signature__ = sig.replace(parameters=params)
+    return function
