@@ -40,7 +40,7 @@ def _propose(ds):
 
     double = EmbeddedProposals(ProposalGenerator(FakeSegmenter(features=LOOKALIKE_FEATURES, noise=0.1),
                                                  ProposalSettings(points_per_side=16)), "sam")
-    action = dataclasses.replace(proposals_action(sam_model="tiny", embedder="sam"), build=lambda: double)
+    action = dataclasses.replace(proposals_action(ProposalSettings(sam_model="tiny", embedder="sam")), build=lambda: double)
     return driver.run_with_progress(driver.iter_run(ds, action, out_field="props"))
 
 

@@ -34,7 +34,7 @@ def _run_with_doubles(ds, prompts, **kwargs):
     from samtext.pipelines.text_boxes import BoxLocalizer
     from samtext.actions.by_text import text_action
 
-    action = text_action(ds, prompts, **dict(dict(sam_model="tiny", clip_model="tiny"), **kwargs))
+    action = text_action(ds, prompts, TextSettings(**dict(dict(sam_model="tiny", clip_model="tiny"), **kwargs)))
 
     def build():
         clip, settings = TextClip(WORDS), TextSettings()
