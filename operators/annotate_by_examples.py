@@ -95,7 +95,7 @@ class AnnotateByExamples(forms.ActionOperator):
         inputs.str("class_name", required=True, label="Class name", description="What the exemplars show, e.g. 'car'")
         fields = forms.fields_of_types(ctx, fo.Detections)
         default_field = "samtext_proposals" if "samtext_proposals" in fields else (fields[0] if fields else None)
-        inputs.enum("proposals_field", fields, default=S.default("proposals_field"), required=True, label="Proposals field",
+        inputs.enum("proposals_field", fields, default=default_field, required=True, label="Proposals field",
                     view=forms.choice_view({f: f for f in fields}),
                     description="Mask proposals from 'Compute mask proposals'")
         field = ctx.params.get("proposals_field") or default_field
