@@ -65,7 +65,7 @@ def number(settings, name: str, kind=float, low=None, high=None, low_open=False,
     below = converted <= low if (low is not None and low_open) else (low is not None and converted < low)
     if below or (high is not None and converted > high):
         if low is not None and high is not None:
-            span = "in %s%s, %s]" % ("(" if low_open else "[", low, high)
+            span = ("in (%g, %g]" % (low, high)) if low_open else "between %g and %g" % (low, high)
         elif low is not None:
             span = "above %s" % low if low_open else "at least %s" % low
         else:
