@@ -8,7 +8,7 @@ from ._sdk import samtext
 
 S = samtext.settings.RerunSettings  # the action's knobs: defaults and checks
 
-PASSED_ON = ("device", "precision", "sam_checkpoint", "clip_checkpoint", "max_approved", "threshold",
+PASSED_ON = ("device", "precision", "sam_checkpoint", "clip_checkpoint", "threshold",
              "min_similarity")
 
 
@@ -48,8 +48,7 @@ class RerunFromApproved(forms.ActionOperator):
     def sdk_args(self, ctx):
         p = ctx.params
         run = forms.run_kwargs(p, side_fields=())
-        kwargs = dict(approved_tag=p.get("approved_tag") or S.default("approved_tag"), batch_size=run["batch_size"],
-                      shard=run["shard"])
+        kwargs = dict(forms.set_knobs(p, S), **{k: run[k] for k in ("batch_size", "shard") if k in run})
         # settings a Python caller may change for the rerun (models given as files, the device, ...)
         kwargs.update({k: p[k] for k in PASSED_ON if p.get(k) is not None})
         return (ctx.target_view(), p.get("field")), kwargs

@@ -35,7 +35,7 @@ from .actions.train import (TrainSummary, iter_predict, iter_train, predict, pre
                             training_overlap)
 from .demo import make_demo_dataset  # noqa: E402
 from .download import download_weights  # noqa: E402
-from .models import load_clip, load_sam, registry  # noqa: E402,F401
+from .models import load_clip, load_sam  # noqa: E402
 from .pipelines.text import parse_prompts  # noqa: E402
 from .run.driver import RunStopped, RunSummary, run_with_progress  # noqa: E402
 

@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 from . import names
 from .models.registry import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, DEFAULT_SEGNET, checkpoint_name
@@ -75,11 +75,13 @@ def number(settings, name: str, kind=float, low=None, high=None, low_open=False,
     return converted
 
 
-def one_of(settings, name: str, choices: Sequence, allow_none=False):
+def one_of(settings, name: str, choices: Sequence, allow_none=False, what: Optional[str] = None):
+    """Checks that the knob ``name`` is one of ``choices`` (``what``: how the message calls it)."""
     value = getattr(settings, name)
     if (value is None and allow_none) or value in choices:
         return value
-    raise ValueError("unknown %s %r; choose one of %s" % (name, value, ", ".join(map(str, choices))))
+    raise ValueError("unknown %s %r; choose one of %s%s" % (what or name, value, ", ".join(map(str, choices)),
+                                                           ", or None" if allow_none else ""))
 
 
 def flag(settings, name: str) -> bool:
@@ -132,13 +134,12 @@ class Settings:
         """The settings of ``kwargs`` (every other knob at its default), checked.
 
         Raises:
-            TypeError: a name that is no knob of the action, with the knobs listed.
-            ValueError: a knob's value is bad (see :meth:`check`).
+            ValueError: a name that is no knob of the action (the knobs listed), or a bad value (see :meth:`check`).
         """
         unknown = sorted(set(kwargs) - set(cls.knobs()))
         if unknown:
-            raise TypeError("%s() got an unexpected keyword argument %r; its settings are %s (see samtext.settings.%s)"
-                            % (what or cls.action, unknown[0], ", ".join(cls.knobs()), cls.__name__))
+            raise ValueError("unknown option %r for %s; its options are %s (see samtext.settings.%s)"
+                             % (unknown[0], what or cls.action, ", ".join(cls.knobs()), cls.__name__))
         return cls(**kwargs).check()
 
     def replace(self, **changes):
@@ -370,7 +371,7 @@ class TextSettings(ModelSettings):
 
     def check(self):
         one_of(self, "localizer", TEXT_LOCALIZERS)
-        one_of(self, "search_mode", SEARCH_MODES)
+        one_of(self, "search_mode", SEARCH_MODES, what="selective search mode")
         for name in ("threshold", "nms_iou", "mask_iou", "context"):
             number(self, name, float, 0.0, 1.0)
         number(self, "region_threshold", float, 0.0, 1.0, allow_none=True)
@@ -391,7 +392,7 @@ class TextSettings(ModelSettings):
             given = [self.patch_sizes] if isinstance(self.patch_sizes, (int, float)) else list(self.patch_sizes)
             whole = [v for v in given if not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer()]
             if not given or len(whole) < len(given) or min(whole) < 8:
-                raise ValueError("patch_sizes must be whole pixels of at least 8, got %r" % (self.patch_sizes,))
+                raise ValueError("patch_sizes: patch sizes must be whole pixels of at least 8, got %r" % (self.patch_sizes,))
             self.patch_sizes = [int(v) for v in whole]
         return super().check()
 

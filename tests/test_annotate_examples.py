@@ -435,7 +435,6 @@ def test_a_rerun_from_an_approved_correction_adds_its_look_to_the_exemplars(scen
     """Red exemplar only: the orange objects stay unlabelled. A person paints sample 1's orange disc into its
     label and approves it; the rerun labels the orange rect of sample 2 too, and leaves sample 1 as corrected."""
     import samtext
-    import samtext.run.fields as sds
     import samtext.run.records as records
 
     ds, truth = scenes

@@ -180,7 +180,6 @@ def _fruit_ious(ds, truth):
 
 def test_a_rerun_from_an_approved_corrected_label_moves_the_other_labels_toward_it(fruit):
     import samtext
-    import samtext.run.fields as sds
     import samtext.run.records as records
 
     ds, truth = fruit
@@ -269,7 +268,6 @@ def test_rerun_operator_relabels_from_approved_labels(fruit):
 
 def test_a_field_still_being_written_is_read_with_a_warning_by_review_and_evaluate(reviewed):
     import samtext
-    import samtext.run.fields as sds
     import samtext.run.records as records
 
     ds = reviewed
@@ -307,7 +305,6 @@ def test_a_sample_tag_approves_too_and_masks_in_files_are_read(reviewed, tmp_pat
 
 def test_a_second_rerun_forgets_an_unapproved_label_and_shards_share_one_copy(fruit):
     import samtext
-    import samtext.run.fields as sds
     import samtext.run.records as records
 
     ds, truth = fruit

@@ -140,7 +140,6 @@ def test_backbone_weights_auto_imagenet_none(tmp_path, monkeypatch, caplog):
 
 def test_resume_after_interruption(db, tmp_path):
     import samtext.actions.train as st
-    from samtext.run import fields as sds
     from samtext.run import records
 
     ds = cat_dataset(cats=5)
@@ -194,7 +193,6 @@ def test_refuses_bad_inputs(db, tmp_path):
     import fiftyone as fo
 
     import samtext.actions.train as st
-    from samtext.run import fields as sds
     from samtext.run import records
 
     ds = cat_dataset(cats=2)
@@ -280,7 +278,6 @@ def test_other_ways_to_name_the_classes(db, tmp_path):
     import fiftyone as fo
 
     import samtext.actions.train as st
-    from samtext.run import fields as sds
     from samtext.run import records
 
     ds = cat_dataset(cats=3)
@@ -306,7 +303,6 @@ def test_a_file_lost_during_training_fails_the_run_and_names_it(db, tmp_path):
     import shutil
 
     import samtext.actions.train as st
-    from samtext.run import fields as sds
     from samtext.run import records
 
     ds = cat_dataset(cats=3)

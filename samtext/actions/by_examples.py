@@ -36,7 +36,6 @@ from ..names import EXAMPLES_FIELD
 from ..pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
 from ..settings import ExamplesSettings, ProposalSettings, RunOptions, signature_with
 from .mask_proposals import ACTION as PROPOSALS_ACTION
-from .mask_proposals import DEFAULT_FIELD
 from .exemplars import mask_exemplar_vectors, proposals_embedder
 from ..run.store import EmbeddingStore
 

@@ -29,7 +29,7 @@ What samtext's method does differently from FiftyOne's "simple" one:
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -37,13 +37,12 @@ import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.utils.eval.segmentation as fous
 
-from ..run import fields as sds
 
 from ..run import records
 from ..run import class_maps as lm
 from ..run.driver import SampleError, run_with_progress_option, sample_collection
 from ..images import InputError
-from ..settings import EvaluateSettings
+from ..settings import EvaluateSettings, signature_with
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +295,8 @@ def _training_overlap_note(dataset, samples, pred_field: str) -> Optional[str]:
     return note
 
 
-def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = EvaluateSettings.eval_key,
-             classes: Optional[Sequence[str]] = None, gt_targets: Optional[Mapping] = None,
-             pred_targets: Optional[Mapping] = None,
-             progress: Union[bool, Callable[[int, int], None], None] = None) -> SegmentationReport:
+def evaluate(samples, pred_field: str, gt_field: str, progress: Union[bool, Callable[[int, int], None], None] = None,
+             **kwargs) -> SegmentationReport:
     """Evaluates ``pred_field`` against ``gt_field`` on ``samples`` and stores it as the FiftyOne evaluation
     ``eval_key``.
 
@@ -329,6 +326,7 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
         gt_targets, pred_targets: ``{mask value: class name}`` overriding a Segmentation field's
             ``mask_targets`` (e.g. ``gt_targets={255: "cat"}`` for a 0/255 ground truth).
         progress: True for a progress bar, or a callable ``(done, total)``.
+        (``eval_key``, ``classes``, ``gt_targets`` and ``pred_targets`` are :class:`samtext.settings.EvaluateSettings`.)
 
     Returns:
         a :class:`SegmentationReport`; ``report.miou`` is the dataset mIoU (intersections and unions summed over
@@ -339,6 +337,9 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
             (the message lists both fields' classes); an existing evaluation ``eval_key`` that FiftyOne will not
             replace.
     """
+    settings = EvaluateSettings.from_kwargs(kwargs, "evaluate")
+    eval_key, classes, gt_targets, pred_targets = (settings.eval_key, settings.classes, settings.gt_targets,
+                                                   settings.pred_targets)
     dataset, samples = sample_collection(samples)
     names = lm.match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
     warnings = [n for n in (records.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
@@ -380,3 +381,6 @@ def evaluate(samples, pred_field: str, gt_field: str, eval_key: Optional[str] = 
         class_iou=as_dict(iou), class_dice=as_dict(dice), miou=_mean(iou), mean_dice=_mean(dice),
         images=method.images, missing_predictions=method.missing_predictions, skipped=list(method.skipped),
         warnings=warnings, results=results)
+
+
+signature_with(evaluate, EvaluateSettings)

@@ -11,29 +11,19 @@ labels (the object is absent) are exported as all-background masks, or images wi
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 import fiftyone as fo
 
-from ..run import fields as sds
 
 from ..run import records
 from ..run import driver
 from ..run import class_maps as lm
-from ..settings import EXPORT_FORMATS, ExportSettings
-
-FORMATS = EXPORT_FORMATS
+from ..settings import ExportSettings, signature_with
 
 
-def export_labels(
-    samples,
-    field: str,
-    export_dir: str,
-    format: str = ExportSettings.format,
-    skip_tag: Optional[str] = ExportSettings.skip_tag,
-    export_media: bool = ExportSettings.export_media,
-    overwrite: bool = ExportSettings.overwrite,
-) -> Dict[str, object]:
+
+def export_labels(samples, field: str, export_dir: str, **kwargs) -> Dict[str, object]:
     """Exports ``field`` (a ``fo.Segmentation``) of ``samples``.
 
     Arguments:
@@ -48,6 +38,7 @@ def export_labels(
         skip_tag: leave out labels with this label tag (None: export all).
         export_media: copy the images too (False: labels only).
         overwrite: replace an existing ``export_dir``.
+        (``format``, ``skip_tag``, ``export_media`` and ``overwrite`` are :class:`samtext.settings.ExportSettings`.)
 
     Returns:
         ``{"export_dir", "format", "exported", "skipped_rejected", "without_label", "warnings"}``.
@@ -58,8 +49,8 @@ def export_labels(
     """
     from fiftyone import ViewField as F
 
-    if format not in FORMATS:
-        raise ValueError("unknown export format %r; choose one of %s" % (format, ", ".join(FORMATS)))
+    settings = ExportSettings.from_kwargs(kwargs, "export_labels")
+    format, skip_tag, overwrite = settings.format, settings.skip_tag, settings.overwrite
     dataset, samples = driver.sample_collection(samples)
     if lm.field_type(dataset, field) is not fo.Segmentation:
         raise ValueError("export_labels writes a fo.Segmentation field; %r holds fo.Detections" % field)
@@ -74,7 +65,7 @@ def export_labels(
     if skip_tag:
         view = labelled.match(~F(field + ".tags").contains(skip_tag))
     targets = {int(k): v for k, v in (dataset.mask_targets.get(field) or dataset.default_mask_targets or {}).items()}
-    media = True if export_media else False
+    media = bool(settings.export_media)
     if format == "segmentation":
         view.export(export_dir=export_dir, dataset_type=fo.types.ImageSegmentationDirectory, label_field=field,
                     mask_targets=targets or None, export_media=media, overwrite=overwrite)
@@ -119,3 +110,6 @@ def _export_coco(view, field, export_dir, targets, media, overwrite):
         for sample in view.select_fields(field):
             dets = sample[field].to_detections(mask_targets=targets or None, mask_types="thing")
             exporter.export_sample(sample.filepath, dets, metadata=sample.metadata)
+
+
+signature_with(export_labels, ExportSettings)

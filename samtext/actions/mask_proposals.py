@@ -16,7 +16,6 @@ run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driv
 
 from typing import Callable, Optional, Union
 
-from ..run import fields as sds
 
 from ..run import records
 from ..run import driver

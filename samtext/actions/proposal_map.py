@@ -13,7 +13,6 @@ images.
 """
 
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from fiftyone import ViewField as F
 
@@ -22,7 +21,7 @@ from ..run import fields as sds
 from ..run import records
 from ..run import driver
 from ..pipelines.clusters import cluster_embeddings, map_2d
-from ..settings import MapSettings
+from ..settings import MapSettings, signature_with
 from ..names import MAP_SUFFIX
 from .mask_proposals import DEFAULT_FIELD, proposal_embeddings
 
@@ -44,24 +43,17 @@ class ProposalMap:
 def compute_proposal_map(
     samples,
     field: str = DEFAULT_FIELD,
-    brain_key: Optional[str] = None,
-    num_clusters: Union[int, str] = MapSettings.num_clusters,
-    cluster_attribute: str = MapSettings.cluster_attribute,
-    fit_cap: int = MapSettings.fit_cap,
-    seed: int = MapSettings.seed,
-    overwrite: bool = MapSettings.overwrite,
+    **kwargs,
 ) -> ProposalMap:
     """Clusters the proposals of ``samples`` in ``field`` and stores their map as a Brain visualization.
 
     Arguments:
         samples: a dataset or view whose samples hold proposals from :func:`samtext.compute_mask_proposals`.
         field: the proposals field.
-        brain_key: the visualization's key (default ``<field>_map``).
-        num_clusters: k of k-means, or "auto" (chosen by silhouette score).
-        cluster_attribute: the attribute of each proposal that gets its cluster id.
-        fit_cap: the most proposals the clusters and the UMAP are fit on (the rest are assigned and placed).
-        seed: the random seed of both.
-        overwrite: replace an existing brain run with that key.
+        **kwargs: the map's settings (:class:`samtext.settings.MapSettings`): ``brain_key`` (default
+            ``<field>_map``), ``num_clusters`` (k of k-means, or "auto": by silhouette score), ``cluster_attribute``,
+            ``fit_cap`` (the most proposals the clusters and the UMAP are fit on; the rest are assigned and placed),
+            ``seed``, ``overwrite`` (replace an existing brain run with that key).
 
     Raises:
         ValueError: the field holds no proposals with embeddings; the brain key is taken (without
@@ -69,8 +61,9 @@ def compute_proposal_map(
     """
     import fiftyone.brain as fob
 
-    MapSettings(brain_key=brain_key, num_clusters=num_clusters, cluster_attribute=cluster_attribute, fit_cap=fit_cap,
-                seed=seed, overwrite=overwrite).check()
+    settings = MapSettings.from_kwargs(kwargs, "compute_proposal_map")
+    brain_key, num_clusters, cluster_attribute = settings.brain_key, settings.num_clusters, settings.cluster_attribute
+    fit_cap, seed, overwrite = settings.fit_cap, settings.seed, settings.overwrite
     dataset, samples = driver.sample_collection(samples)
     brain_key = brain_key or field + MAP_SUFFIX
     sds.check_field_name(brain_key)
@@ -107,3 +100,6 @@ def compute_proposal_map(
     result = ProposalMap(brain_key, int(k), len(ids), cluster_attribute)
     records.update_run(dataset, records.run_key_for(field), map=vars(result))
     return result
+
+
+signature_with(compute_proposal_map, MapSettings)

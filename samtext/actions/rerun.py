@@ -34,10 +34,9 @@ from ..run import records
 from ..run import driver
 from ..run import class_maps as lm
 from ..names import APPROVED_SUFFIX, APPROVED_TAG
-from ..settings import ExamplesSettings, ReferenceSettings, RerunSettings, TextSettings
+from ..settings import ExamplesSettings, ReferenceSettings, RerunSettings, TextSettings, signature_with
 from .review import approved_expression
 
-MAX_APPROVED = RerunSettings.max_approved
 REFERENCE = ReferenceSettings.action
 EXAMPLES = ExamplesSettings.action
 TEXT = TextSettings.action
@@ -186,8 +185,11 @@ def _build(dataset, samples, field, settings, action_name, overrides):
     return action
 
 
-def _loop_action(samples, field, approved_tag, max_approved, kwargs):
+def _loop_action(samples, field, kwargs):
     run, overrides = driver.split_run_options(kwargs)
+    own = RerunSettings.from_kwargs({k: overrides.pop(k) for k in RerunSettings.knobs() if k in overrides},
+                                    "rerun_from_approved")
+    approved_tag, max_approved = own.approved_tag, own.max_approved
     for fixed in ("out_field", "overwrite"):
         if fixed in run:
             raise ValueError("%s is fixed for a rerun from approved labels (the field itself, relabelled)" % fixed)
@@ -229,26 +231,22 @@ def _loop_action(samples, field, approved_tag, max_approved, kwargs):
     return action, run
 
 
-def iter_rerun_from_approved(samples, field: str, approved_tag: str = APPROVED_TAG, max_approved: int = MAX_APPROVED,
-                             **kwargs) -> driver.Progress:
+def iter_rerun_from_approved(samples, field: str, **kwargs) -> driver.Progress:
     """The work of :func:`rerun_from_approved` as a generator of ``(done, total)`` that returns the summary."""
-    action, run = _loop_action(samples, field, approved_tag, max_approved, kwargs)
+    action, run = _loop_action(samples, field, kwargs)
     return (yield from driver.iter_run(samples, action, **run))
 
 
-def prepare_rerun_from_approved(samples, field: str, approved_tag: str = APPROVED_TAG,
-                                max_approved: int = MAX_APPROVED, **kwargs) -> int:
+def prepare_rerun_from_approved(samples, field: str, **kwargs) -> int:
     """Checks a rerun and writes its approved masks, record and fields, labelling nothing (before shards are
     queued: each shard then reuses what this wrote). Returns the number of samples to relabel."""
-    action, run = _loop_action(samples, field, approved_tag, max_approved, kwargs)
+    action, run = _loop_action(samples, field, kwargs)
     return driver.prepare_outputs(samples, action, **run)
 
 
 def rerun_from_approved(
     samples,
     field: str,
-    approved_tag: str = APPROVED_TAG,
-    max_approved: int = MAX_APPROVED,
     progress: Union[bool, Callable[[int, int], None], None] = None,
     **kwargs,
 ) -> driver.RunSummary:
@@ -259,11 +257,9 @@ def rerun_from_approved(
         samples: the dataset or view to relabel (approved samples in it are left as they are).
         field: a ``fo.Segmentation`` field written by "Annotate by reference mask" or "Annotate by few-shot
             examples".
-        approved_tag: the label tag (or sample tag) that marks an approved label.
-        max_approved: use at most this many approved labels (a seeded sample of them when there are more):
-            each costs an image read, and as a reference an encoder pass, when the run starts.
         progress: True for a progress bar, or a callable ``(done, total)``.
-        **kwargs: settings of the action to change (e.g. ``sam_checkpoint``, ``device``, ``threshold``) and the
+        **kwargs: the rerun's own settings (:class:`samtext.settings.RerunSettings`: ``approved_tag``,
+            ``max_approved``), settings of the action to change (e.g. ``sam_checkpoint``, ``device``, ``threshold``) and the
             run options ``batch_size``, ``fail_fast``, ``shard``, ``mask_dir``, ``save_instances``.
 
     Returns:
@@ -272,6 +268,8 @@ def rerun_from_approved(
     Raises:
         ValueError: no run record, an action that takes no examples, no approved label, bad settings.
     """
-    events = iter_rerun_from_approved(samples, field, approved_tag, max_approved, **kwargs)
+    events = iter_rerun_from_approved(samples, field, **kwargs)
     return driver.run_with_progress_option(events, progress)
 
+
+signature_with(rerun_from_approved, RerunSettings)

@@ -37,10 +37,8 @@ from ..run import driver
 from ..run import class_maps as lm
 from ..images import InputError
 from ..names import APPROVED_TAG, REJECT_TAG
-from ..settings import REVIEW_FLAGS, ReviewSettings
+from ..settings import REVIEW_FLAGS, ReviewSettings, signature_with
 
-FLAGS = REVIEW_FLAGS
-DEFAULT_REJECT = ReviewSettings.reject
 CHUNK = 256  # samples read per database query (masks stay out of memory but for one chunk)
 
 
@@ -101,31 +99,11 @@ def review_score(confidence: Optional[float], agree: Optional[float], flags: Seq
     return float(np.clip(score * 0.5 ** len(hard), 0.0, 1.0))
 
 
-def _check_flags(reject) -> List[str]:
-    reject = [reject] if isinstance(reject, str) else list(reject or ())
-    unknown = [f for f in reject if f not in FLAGS]
-    if unknown:
-        raise ValueError("unknown review flag %r; flags are %s" % (unknown[0], ", ".join(FLAGS)))
-    return reject
-
-
 def review(
     samples,
     field: str,
-    min_confidence: Optional[float] = ReviewSettings.min_confidence,
-    min_area: float = ReviewSettings.min_area,
-    max_area: float = ReviewSettings.max_area,
-    max_fragments: int = ReviewSettings.max_fragments,
-    min_fragment_pixels: int = ReviewSettings.min_fragment_pixels,
-    compare_field: Optional[str] = None,
-    min_agreement: float = ReviewSettings.min_agreement,
-    targets: Optional[Dict] = None,
-    compare_targets: Optional[Dict] = None,
-    reject: Sequence[str] = DEFAULT_REJECT,
-    reject_tag: str = REJECT_TAG,
-    approved_tag: str = APPROVED_TAG,
-    view_name: Optional[str] = ReviewSettings.view_name,
     progress: Union[bool, Callable[[int, int], None], None] = None,
+    **kwargs,
 ) -> ReviewReport:
     """Flags the labels of the ``fo.Segmentation`` field ``field`` on ``samples`` (see the module's docstring),
     tags the rejects and saves the "to review" view.
@@ -133,37 +111,22 @@ def review(
     Arguments:
         samples: a dataset or view.
         field: the pseudo-label field (``fo.Segmentation``).
-        min_confidence: below it, ``low_confidence`` (None: no confidence check). A label without a
-            confidence (drawn by a person) is never low.
-        min_area, max_area: a label whose objects cover less (but more than nothing) / more than this fraction
-            of the image is ``tiny`` / ``whole_image``.
-        max_fragments: more pieces than this is ``fragments``.
-        compare_field: another field labelling the same classes (``fo.Segmentation`` or ``fo.Detections``);
-            their IoU is ``agreement``, below ``min_agreement`` it is ``disagreement``. Samples where it is
-            missing get no agreement.
-        targets, compare_targets: ``{value: name}`` naming the masks of ``field`` / ``compare_field`` when
-            their ``mask_targets`` do not.
-        reject: the flags that tag a label ``reject_tag``.
-        approved_tag: labels carrying this label tag are reviewed but never rejected.
-        view_name: the saved view of flagged, unapproved samples, worst first (None: none saved).
         progress: True for a progress bar, or a callable ``(done, total)``.
+        **kwargs: the review's settings (:class:`samtext.settings.ReviewSettings`): ``min_confidence`` (a label
+            without a confidence, drawn by a person, is never low), ``min_area``, ``max_area``, ``max_fragments``,
+            ``min_fragment_pixels``, ``compare_field`` (``fo.Segmentation`` or ``fo.Detections``; samples where it
+            is missing get no agreement), ``min_agreement``, ``targets``, ``compare_targets``, ``reject``,
+            ``reject_tag``, ``approved_tag``, ``view_name``.
 
     Raises:
         ValueError: a bad argument or field, before anything is written.
     """
+    s = ReviewSettings.from_kwargs(kwargs, "review")
+    targets, compare_targets, compare_field = s.targets, s.compare_targets, s.compare_field
     dataset, samples = driver.sample_collection(samples)
     if lm.field_type(dataset, field) is not fo.Segmentation:
         raise ValueError("review reads a fo.Segmentation field; %r holds fo.Detections (review the Segmentation "
                          "field the action wrote beside it)" % field)
-    reject = _check_flags(reject)
-    if not 0.0 <= float(min_area) < float(max_area) <= 1.0:
-        raise ValueError("need 0 <= min_area < max_area <= 1, got %r and %r" % (min_area, max_area))
-    if min_confidence is not None and not 0.0 <= float(min_confidence) <= 1.0:
-        raise ValueError("min_confidence must be in [0, 1] or None, got %r" % (min_confidence,))
-    if int(max_fragments) < 1:
-        raise ValueError("max_fragments must be at least 1, got %r" % (max_fragments,))
-    if not reject_tag or not isinstance(reject_tag, str):
-        raise ValueError("reject_tag must be a non-empty label tag")
     names = lm.field_classes(dataset, field, targets) or ["object"]
     reader = lm.ClassMapReader(dataset, field, names, targets)
     other = None
@@ -173,47 +136,45 @@ def review(
         shared = lm.match_classes(samples, field, compare_field, None, targets, compare_targets)
         reader = lm.ClassMapReader(dataset, field, shared, targets)
         other = lm.ClassMapReader(dataset, compare_field, shared, compare_targets)
-    report = ReviewReport(field=field, reject_tag=reject_tag, compare_field=compare_field,
-                          flagged={f: 0 for f in FLAGS})
+    report = ReviewReport(field=field, reject_tag=s.reject_tag, compare_field=compare_field,
+                          flagged={f: 0 for f in REVIEW_FLAGS})
     report.warnings = [n for n in (records.running_note(dataset, f) for f in (field, compare_field) if f) if n]
-    events = _review_events(dataset, samples, field, reader, other, compare_field, report, reject, approved_tag,
-                            dict(min_confidence=min_confidence, min_area=float(min_area), max_area=float(max_area),
-                                 max_fragments=int(max_fragments), min_fragment_pixels=int(min_fragment_pixels),
-                                 min_agreement=float(min_agreement)))
+    events = _review_events(dataset, samples, field, reader, other, compare_field, report, s)
     driver.run_with_progress_option(events, progress)
     sds.declare_attributes(dataset, [field])
-    if view_name:
+    if s.view_name:
         from fiftyone import ViewField as F
 
-        flagged = samples.match(F(field + ".review_flags").length() > 0).match(~approved_expression(field, approved_tag))
-        dataset.save_view(view_name, flagged.sort_by(F(field + ".review_score")), overwrite=True,
+        flagged = samples.match(F(field + ".review_flags").length() > 0).match(
+            ~approved_expression(field, s.approved_tag))
+        dataset.save_view(s.view_name, flagged.sort_by(F(field + ".review_score")), overwrite=True,
                           description="samtext: %s labels flagged by review, worst first" % field)
-        report.view_name = view_name
+        report.view_name = s.view_name
     return report
 
 
-def _flags_of(label, cmap: np.ndarray, agree: Optional[float], limits: dict):
+def _flags_of(label, cmap: np.ndarray, agree: Optional[float], limits: ReviewSettings):
     flags = []
     confidence = getattr(label, "confidence", None)
-    if limits["min_confidence"] is not None and confidence is not None and confidence < limits["min_confidence"]:
+    if limits.min_confidence is not None and confidence is not None and confidence < limits.min_confidence:
         flags.append("low_confidence")
     fg = (cmap > 0) & (cmap != lm.IGNORE)
     fraction = float(fg.mean()) if fg.size else 0.0
-    pieces = fragment_count(fg, limits["min_fragment_pixels"])
+    pieces = fragment_count(fg, limits.min_fragment_pixels)
     if fraction == 0.0:
         flags.append("empty")
-    elif fraction < limits["min_area"]:
+    elif fraction < limits.min_area:
         flags.append("tiny")
-    if fraction > limits["max_area"]:
+    if fraction > limits.max_area:
         flags.append("whole_image")
-    if pieces > limits["max_fragments"]:
+    if pieces > limits.max_fragments:
         flags.append("fragments")
-    if agree is not None and agree < limits["min_agreement"]:
+    if agree is not None and agree < limits.min_agreement:
         flags.append("disagreement")
     return flags, fraction, pieces, confidence
 
 
-def _review_events(dataset, samples, field, reader, other, compare_field, report, reject, approved_tag, limits):
+def _review_events(dataset, samples, field, reader, other, compare_field, report, limits: ReviewSettings):
     ids = samples.values("id")
     columns = ["id", "filepath", "metadata", "tags", field] + ([compare_field] if compare_field else [])
     agreements = []
@@ -245,10 +206,10 @@ def _review_events(dataset, samples, field, reader, other, compare_field, report
                 report.flagged[f] += 1
             if agree is not None:
                 agreements.append(agree)
-            approved = approved_tag in (label.tags or []) or approved_tag in (sample_tags or [])
+            approved = limits.approved_tag in (label.tags or []) or limits.approved_tag in (sample_tags or [])
             report.approved += int(approved)
             cleared.append(label.id)
-            if not approved and any(f in reject for f in flags):
+            if not approved and any(f in limits.reject for f in flags):
                 rejected.append(label.id)
             for key, value in (("review_flags", flags), ("review_score", review_score(confidence, agree, flags)),
                                ("fg_fraction", fraction), ("fragments", pieces), ("agreement", agree)):
@@ -264,3 +225,6 @@ def _review_events(dataset, samples, field, reader, other, compare_field, report
         report.rejected += len(rejected)
         yield min(start + CHUNK, len(ids)), len(ids)
     report.mean_agreement = float(np.mean(agreements)) if agreements else None
+
+
+signature_with(review, ReviewSettings)

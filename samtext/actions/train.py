@@ -33,7 +33,6 @@ import numpy as np
 
 import fiftyone as fo
 
-from ..run import fields as sds
 
 from ..run import records
 from ..run import driver
@@ -42,7 +41,7 @@ from ..images import InputError, load_image
 from ..pipelines import training as segtrain
 from ..pipelines.result import Instance, MaskResult
 from ..names import PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
-from ..settings import PredictSettings, TrainSettings
+from ..settings import PredictSettings, TrainSettings, signature_with
 from ..progress import run_events
 
 logger = logging.getLogger(__name__)
@@ -234,22 +233,7 @@ def iter_train(
     train_view,
     label_field: str,
     model_path: Optional[str] = None,
-    classes: Optional[Sequence[str]] = None,
-    label_targets: Optional[Mapping] = None,
-    arch: str = TrainSettings.arch,
-    epochs: int = TrainSettings.epochs,
-    image_size: int = TrainSettings.image_size,
-    batch_size: int = TrainSettings.batch_size,
-    lr: float = TrainSettings.lr,
-    val_fraction: float = TrainSettings.val_fraction,
-    seed: int = TrainSettings.seed,
-    device: str = TrainSettings.device,
-    backbone_weights=TrainSettings.backbone_weights,
-    resume: bool = TrainSettings.resume,
-    restart: bool = TrainSettings.restart,
-    allow_running: bool = TrainSettings.allow_running,
-    skip_tag: Optional[str] = TrainSettings.skip_tag,
-    **options,
+    **kwargs,
 ) -> Generator[segtrain.TrainEvent, None, TrainSummary]:
     """The work of :func:`train`, as a generator of :class:`samtext.pipelines.training.TrainEvent` progress
     (``epoch, epochs, step, steps, metrics``) that returns the :class:`TrainSummary`. Closing it stops training
@@ -257,29 +241,25 @@ def iter_train(
     from ..models.precision import resolve_device
 
     start = time.time()
+    settings = TrainSettings.from_kwargs(dict(kwargs, model_path=model_path), "train")
     dataset, samples = driver.sample_collection(train_view)
     if len(samples) == 0:
         raise ValueError("the training view is empty: no sample to train on")
     lm.field_type(dataset, label_field, "label_field")
-    if not allow_running:
+    if not settings.allow_running:
         check_not_running(dataset, label_field)
-    names = training_classes(samples, label_field, classes, label_targets)
+    label_targets = settings.label_targets
+    names = training_classes(samples, label_field, settings.classes, label_targets)
     reader = lm.ClassMapReader(dataset, label_field, names, label_targets)
-    unknown = set(options) - {"weight_decay", "warmup", "final_lr", "scale_range", "flip", "jitter"}
-    if unknown:
-        raise TypeError("train() got unexpected keyword arguments %s" % sorted(unknown))
-    config = segtrain.TrainConfig(
-        classes=names, arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        backbone_weights=backbone_weights, **options).check()
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError("val_fraction must be in [0, 1), got %r" % (val_fraction,))
-    model_path = os.path.abspath(os.path.expanduser(model_path or default_model_path(dataset, label_field)))
+    config = segtrain.TrainConfig(classes=names, **settings.recipe()).check()
+    val_fraction, seed = settings.val_fraction, settings.seed
+    model_path = os.path.abspath(os.path.expanduser(settings.model_path or default_model_path(dataset, label_field)))
     if os.path.isdir(model_path):
         raise ValueError("model_path %s is a folder; give the checkpoint's file name" % model_path)
     os.makedirs(os.path.dirname(model_path), exist_ok=True)
-    device = resolve_device(device)
+    device = resolve_device(settings.device)
 
-    plan = scan_samples(samples, label_field, reader, skip_tag)
+    plan = scan_samples(samples, label_field, reader, settings.skip_tag)
     if not plan.ids:
         raise ValueError(
             "no usable sample to train on among the %d of the view: %d have no label in %r, %d could not be read%s"
@@ -295,7 +275,7 @@ def iter_train(
     load = _loader(dataset, label_field, reader, plan.paths)
     val_set = segtrain.PairDataset(val_ids, load) if val_ids else None
     events = segtrain.iter_fit(segtrain.PairDataset(train_ids, load), val_set, config, model_path, device,
-                               resume=resume, restart=restart,
+                               resume=settings.resume, restart=settings.restart,
                                extra=dict(dataset=dataset.name, label_field=label_field))
 
     key = train_run_key(label_field)
@@ -379,15 +359,8 @@ def _record_end(dataset: fo.Dataset, key: str, summary: TrainSummary, error: Opt
         logger.exception("samtext: could not record the end of training %r", key)
 
 
-def train(train_view, label_field: str, model_path: Optional[str] = None, classes: Optional[Sequence[str]] = None,
-          label_targets: Optional[Mapping] = None, arch: str = TrainSettings.arch, epochs: int = TrainSettings.epochs,
-          image_size: int = TrainSettings.image_size, batch_size: int = TrainSettings.batch_size, lr: float = TrainSettings.lr,
-          val_fraction: float = TrainSettings.val_fraction, seed: int = TrainSettings.seed,
-          device: str = TrainSettings.device, backbone_weights=TrainSettings.backbone_weights,
-          resume: bool = TrainSettings.resume, restart: bool = TrainSettings.restart,
-          progress: Union[bool, Callable[..., None], None] = None,
-          allow_running: bool = TrainSettings.allow_running,
-          skip_tag: Optional[str] = TrainSettings.skip_tag, **options) -> TrainSummary:
+def train(train_view, label_field: str, model_path: Optional[str] = None,
+          progress: Union[bool, Callable[..., None], None] = None, **kwargs) -> TrainSummary:
     """Trains a segmentation network on the labels in ``label_field`` of ``train_view``'s samples.
 
     Arguments:
@@ -397,27 +370,15 @@ def train(train_view, label_field: str, model_path: Optional[str] = None, classe
         label_field: a ``fo.Segmentation`` field (class values named by its ``mask_targets``) or a
             ``fo.Detections`` field with instance masks.
         model_path: the checkpoint file (default :func:`default_model_path`); written after every epoch.
-        classes: the class names to train (default: every class the field names). A Segmentation field without
-            names is read as binary with ``classes=["cat"]``: every nonzero pixel is the class.
-        label_targets: ``{value: name}`` naming the field's mask values, overriding its ``mask_targets``.
-        arch: "lraspp" (LR-ASPP MobileNetV3-Large), "deeplabv3" (MobileNetV3-Large) or "deeplabv3_resnet50".
-        epochs, image_size (square input side; images are letterboxed to it), batch_size, lr (peak AdamW
-            learning rate of the warm-up + cosine schedule).
-        val_fraction: the seeded fraction of the usable samples held out to report validation mIoU per epoch.
-        seed: the split, the initial weights, the data order and augmentation.
-        device: "auto" (CUDA when available), "cpu", "cuda", ...
-        backbone_weights: "auto" (ImageNet weights when torchvision's file is in the torch hub cache, else from
-            scratch, with a warning), "imagenet" (downloaded when missing) or None (from scratch).
-        resume: continue the checkpoint at ``model_path`` after its last completed epoch when it was trained with
-            the same settings and samples (a different one is an error).
-        restart: train afresh and replace the checkpoint at ``model_path``.
         progress: True for a progress bar, or a callable ``(epoch, epochs, step, steps, metrics)``; the
             end-of-epoch call (``metrics["end_of_epoch"]``) comes after that epoch's checkpoint is written.
-        allow_running: train on a field that a samtext run still writes (normally refused).
-        skip_tag: leave out samples whose label carries this label tag (default: the review's reject tag,
-            "samtext:reject"); None trains on every label.
-        **options: ``weight_decay``, ``warmup``, ``final_lr``, ``scale_range``, ``flip``, ``jitter`` (see
-            :class:`samtext.pipelines.training.TrainConfig`).
+        **kwargs: the training's settings (:class:`samtext.settings.TrainSettings`, with the recipe of
+            :class:`samtext.settings.TrainRecipe`): ``classes`` (default: every class the field names; a
+            Segmentation field without names is read as binary with ``classes=["cat"]``), ``label_targets``,
+            ``arch``, ``epochs``, ``image_size``, ``batch_size``, ``lr``, ``val_fraction``, ``seed``, ``device``,
+            ``backbone_weights``, ``resume`` (continue a checkpoint trained with the same settings and samples),
+            ``restart``, ``allow_running``, ``skip_tag``, and the recipe's ``weight_decay``, ``warmup``,
+            ``final_lr``, ``scale_range``, ``flip``, ``jitter``.
 
     Returns:
         the :class:`TrainSummary`; the run is also recorded on the dataset under ``samtext_train_<label_field>``.
@@ -426,9 +387,7 @@ def train(train_view, label_field: str, model_path: Optional[str] = None, classe
         ValueError: an empty view, a missing field or one of another type, unknown classes, a field still being
             written, no usable sample, a checkpoint trained otherwise; before anything is written.
     """
-    events = iter_train(train_view, label_field, model_path, classes, label_targets, arch, epochs, image_size,
-                        batch_size, lr, val_fraction, seed, device, backbone_weights, resume, restart, allow_running,
-                        skip_tag, **options)
+    events = iter_train(train_view, label_field, model_path, **kwargs)
     if progress is not True:
         return run_events(events, progress or None)
     from tqdm.auto import tqdm
@@ -565,3 +524,6 @@ def predict(samples, model_path: str, out_field: str = PREDICTIONS_FIELD, device
     """
     events = iter_predict(samples, model_path, out_field=out_field, device=device, **kwargs)
     return driver.run_with_progress_option(events, progress)
+
+
+signature_with(train, TrainSettings)

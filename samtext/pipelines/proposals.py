@@ -17,7 +17,6 @@ matter when hundreds of prompts are decoded per image:
 Nothing here imports FiftyOne.
 """
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np

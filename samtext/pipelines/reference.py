@@ -22,7 +22,7 @@ the reference's masked crop. Nothing here imports FiftyOne.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch

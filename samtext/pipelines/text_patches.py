@@ -17,7 +17,7 @@
 Points are ``(x, y)`` pixels of the original image. Nothing here imports FiftyOne.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 

@@ -5,7 +5,6 @@ Conventions: a field's existing class names (``mask_targets``) are never renamed
 from the dataset, never from a view (a view may hide the field); masks written to files get absolute paths.
 """
 
-import json
 import logging
 import os
 import re
