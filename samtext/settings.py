@@ -6,7 +6,7 @@ defaults from here and pass on only what the user set; the CLI (``python -m samt
 them from here. Defaults are written once, in this module (models: :mod:`samtext.models.registry`; shared names:
 :mod:`samtext.names`).
 
-Importing this module imports neither FiftyOne nor torch; :meth:`Settings.check` imports what a check needs.
+This module imports no FiftyOne; it reads the model registry (:mod:`samtext.models`, which imports torch).
 """
 
 import dataclasses
@@ -175,9 +175,9 @@ class Hardware(Settings):
     precision: str = not_recorded(AUTO)
 
     def check(self):
-        from .models import check_model_options
+        from .models import check_hardware
 
-        check_model_options(DEFAULT_SAM, None, self.device, self.precision)
+        check_hardware(self.device, self.precision)
         return super().check()
 
 
@@ -702,9 +702,9 @@ class PredictSettings(Settings):
     device: str = not_recorded(AUTO)
 
     def check(self):
-        from .models import check_model_options
+        from .models import check_hardware
 
-        check_model_options(DEFAULT_SAM, None, self.device, AUTO)
+        check_hardware(self.device)
         return self
 
 

@@ -74,7 +74,8 @@ def check_run(dataset, field, method="prior", class_name="cat", reference_ids=No
     assert config.classes == {"1": class_name}
     (run,) = config.runs.values()
     assert run["status"] == "completed" and run["started"] <= run["finished"]
-    assert run["summary"]["labelled"] >= 0
+    summary = run["summary"]
+    assert summary["labelled"] >= 1 and summary["labelled"] + summary["failed"] == summary["targets"]
     if reference_ids is not None:
         assert list(settings["reference_ids"]) == list(reference_ids)
     return settings

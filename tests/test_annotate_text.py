@@ -40,7 +40,7 @@ def _run_with_doubles(ds, prompts, **kwargs):
         clip, settings = TextClip(WORDS), TextSettings()
         return TextLabeller(FakeSegmenter(box_margin=3), clip, action.classes, BoxLocalizer(clip, settings), [], settings)
 
-    action = dataclasses.replace(action, build=build, info=dict)
+    action = dataclasses.replace(action, build=build, info=lambda labeller: {})
     return driver.run_with_progress(driver.iter_run(ds, action, out_field="colours", save_prompts=True))
 
 

@@ -86,7 +86,6 @@ def test_get_operator_and_registry(db):
     import fiftyone.operators as foo
 
     op = foo.get_operator(URI)
-    assert op.uri == URI
     assert op.name == "annotate_by_reference_mask"
     assert op.plugin_name == PLUGIN_NAME
     assert URI in [o.uri for o in foo.list_operators(enabled=True)]

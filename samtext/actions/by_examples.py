@@ -282,7 +282,7 @@ def examples_action(
     sample_ids = samples.values("id")
     recorded = dict(settings.record(), examples={name: spec.record() for name, spec in specs.items()})
 
-    def info():
+    def info(labeller):
         return dict(exemplars={c.name: dict(positives=len(c.positives), negatives=len(c.negatives))
                                for c in classes})
 

@@ -151,20 +151,13 @@ def reference_action(
         dataset, reference, class_name, reference_field, reference_mask, settings.reference_class_value)
     recorded = dict(settings.record(), class_name=class_name, reference_ids=ref_ids, reference_field=reference_field,
                     reference_mask=_mask_digest(reference_mask))
-    built = {}
-
-    def build():
-        built["matcher"] = build_matcher(references, class_name, settings)
-        return built["matcher"]
-
-    def info():
-        matcher = built["matcher"]
+    def info(matcher):
         learnt = dict(matcher.info(), models=sam_record(matcher.segmenter))
         if matcher.clip_check is not None:
             learnt.update(matcher.clip_check.info())
         return learnt
 
-    return driver.Action(ACTION, [class_name], recorded, build, info,
+    return driver.Action(ACTION, [class_name], recorded, lambda: build_matcher(references, class_name, settings), info,
                          input_fields=[reference_field] if reference_field else [], exclude_ids=ref_ids)
 
 

@@ -93,17 +93,10 @@ def text_action(dataset: fo.Dataset, prompts: Union[str, Sequence[str]],
         check_prompt_lengths(classes)
         check_prompt_lengths([negative_subject(n) for n in negatives], "negative prompt")
     recorded = dict(settings.record(), prompts=classes, negative_prompts=negatives)
-    built = {}
-
-    def build():
-        built["labeller"] = build_labeller(classes, negatives, settings)
-        return built["labeller"]
-
-    def info():
-        labeller = built["labeller"]
+    def info(labeller):
         return dict(models=dict(sam_record(labeller.segmenter), clip=getattr(labeller.clip, "name", None)))
 
-    return driver.Action(ACTION, classes, recorded, build, info)
+    return driver.Action(ACTION, classes, recorded, lambda: build_labeller(classes, negatives, settings), info)
 
 
 def _action(samples, prompts, kwargs):

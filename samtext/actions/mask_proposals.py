@@ -39,29 +39,28 @@ def proposals_action(settings: Optional[ProposalSettings] = None) -> driver.Acti
     """
     s = settings = (settings or ProposalSettings()).check()
     record = settings.record()
-    built = {}
+    stores = []  # the run's embedding store, once the driver has opened it
 
     def build():
         generator = ProposalGenerator(load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision), settings)
         clip = None
         if s.uses_clip():
             clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint)
-        built["labeller"] = EmbeddedProposals(generator, s.embedder, clip, s.crop_context) if s.embedder else generator
-        return built["labeller"]
+        return EmbeddedProposals(generator, s.embedder, clip, s.crop_context) if s.embedder else generator
 
-    def info():
+    def info(labeller):
         learnt = {}
-        generator = getattr(built.get("labeller"), "generator", built.get("labeller"))
+        generator = getattr(labeller, "generator", labeller)
         if isinstance(generator, ProposalGenerator):
             learnt.update(points_per_side=generator.side, points_per_batch=generator.batch,
                           models=sam_record(generator.segmenter))
-        if "store" in built:
-            learnt["embeddings_dir"] = built["store"].root
+        if stores:
+            learnt["embeddings_dir"] = stores[0].root
         return learnt
 
     def sidecar(dataset, fields):
-        built["store"] = EmbeddingStore(s.embeddings_dir or default_root(dataset.name, fields.out))
-        return EmbeddingSidecar(built["store"], fields.out)
+        stores.append(EmbeddingStore(s.embeddings_dir or default_root(dataset.name, fields.out)))
+        return EmbeddingSidecar(stores[0], fields.out)
 
     return driver.Action(ACTION, [PROPOSAL_LABEL], record, build, info, output="detections",
                          sidecar=sidecar if s.embedder else None)

@@ -473,7 +473,7 @@ def predict_action(samples, model_path: str, device: str = PredictSettings.devic
     def build():
         return _Labeller(segtrain.SegPredictor.from_checkpoint(state, device))
 
-    def info():
+    def info(labeller):
         return dict(model=dict(arch=config["arch"], classes=list(state["classes"]), label_field=(
             state.get("extra") or {}).get("label_field"), best_val_miou=state.get("best_val_miou"),
             backbone_start=state.get("backbone_start")), training_overlap=overlap)

@@ -150,6 +150,16 @@ def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] 
         if clip_model not in open_clip.list_models():
             raise ValueError("unknown clip_model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50 (see "
                              "open_clip.list_models())" % (clip_model,))
+    check_hardware(device, precision)
+
+
+def check_hardware(device: str = "auto", precision: str = "auto") -> None:
+    """Checks a device ("auto", "cpu", "cuda", "cuda:1") and a precision ("auto", "fp32", "bf16") without loading
+    anything.
+
+    Raises:
+        ValueError: what is wrong, with the choices.
+    """
     import torch
 
     if device not in (None, "auto"):

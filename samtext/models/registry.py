@@ -8,7 +8,7 @@ and defaults from here.
     SAM_MODELS["vit_b"].checkpoint   # the published file, its URL and checksum
     SAM_MODELS["vit_b"].build()      # the architecture with random weights (torch imported then)
 
-Importing this module imports neither torch nor open_clip.
+The table itself imports neither torch nor open_clip; a spec's ``build`` does, when called.
 """
 
 import os

@@ -93,7 +93,8 @@ class Action:
             labeller with ``prepare(inputs)`` (``prepare_batch`` inputs per call) gets the upcoming inputs on the
             loader thread first, and ``discard_prepared()`` when the run ends (see
             :class:`samtext.pipelines.result.PreparesImages`).
-        info: after ``build``, values the labeller learnt (a calibrated gate, ...) for the run record.
+        info: ``labeller -> dict``: what the built labeller learnt (a calibrated gate, the models that ran, ...),
+            for the run record.
         input_fields: fields the action reads; none may be an output field.
         exclude_ids: samples never to label (the references).
         output: "segmentation" (a ``fo.Segmentation`` with the instances beside it) or "detections" (the
@@ -109,7 +110,7 @@ class Action:
     classes: Sequence[str]
     settings: dict
     build: Callable[[], Callable[..., MaskResult]]
-    info: Callable[[], dict] = dict
+    info: Callable[[Callable[..., MaskResult]], dict] = lambda labeller: {}
     input_fields: Sequence[str] = ()
     exclude_ids: Sequence[str] = ()
     output: str = "segmentation"
@@ -335,7 +336,7 @@ def iter_run(
     open_outputs(dataset, action, fields, values, record)
     sidecar = action.sidecar(dataset, fields) if action.sidecar else None
     run_id = uuid.uuid4().hex[:12]
-    records.update_run(dataset, key, learnt=action.info(), **{"runs." + run_id: dict(
+    records.update_run(dataset, key, learnt=action.info(labeller), **{"runs." + run_id: dict(
         started=_now(), status="running", shard=shard, overwrite=overwrite, targets=len(ids))})
     default_label = action.classes[0]
     summary.status = "failed"
