@@ -84,8 +84,7 @@ def _numbers(text):
 
 
 class AnnotateByExamples(forms.ActionOperator):
-    operator_name = action = "annotate_by_examples"
-    label = "Annotate by few-shot examples"
+    action = "annotate_by_examples"
     description = "Label every image with the mask proposals that look like a few you picked"
     place = types.Places.EMBEDDINGS_ACTIONS
 

@@ -52,9 +52,7 @@ def _uploaded_bytes(upload):
 
 
 class AnnotateByReferenceMask(forms.ActionOperator):
-    operator_name = "annotate_by_reference_mask"
     action = "annotate_by_reference"
-    label = "Annotate by reference mask"
     description = "Label every image from one image with its mask, using SAM (and CLIP)"
 
     def resolve_input(self, ctx):
@@ -114,17 +112,10 @@ class AnnotateByReferenceMask(forms.ActionOperator):
 
     def _sdk_kwargs(self, ctx):
         p = ctx.params
-        kwargs = dict(
-            forms.run_kwargs(p),
-            **forms.model_kwargs(p),
-            method=p.get("method", S.default("method")),
-            reference_class_value=p.get("reference_class_value"),
-            refine=p.get("refine", S.default("refine")),
-            min_similarity=forms.gate_value(p),
-            max_instances=p.get("max_instances", S.default("max_instances")),
-            clip_threshold=p.get("clip_threshold", samtext.settings.STITCH_CLIP_THRESHOLD) if p.get("clip_check", p.get("method") == "stitch") else None,
-            num_prompt_sets=p.get("num_prompt_sets", S.default("num_prompt_sets")),
-        )
+        clip_check = p.get("clip_check", p.get("method") == "stitch")
+        kwargs = dict(forms.run_kwargs(p), **forms.set_knobs(p, S))
+        kwargs.update(min_similarity=forms.gate_value(p),  # the form's gate and CLIP check say these two
+                      clip_threshold=p.get("clip_threshold", samtext.settings.STITCH_CLIP_THRESHOLD) if clip_check else None)
         if p.get("reference_source", "field") == "upload":
             kwargs["reference_mask"] = _uploaded_bytes(p.get("reference_mask"))
         else:

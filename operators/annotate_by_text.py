@@ -25,9 +25,7 @@ def _prompt_check(prop, value, what, allow_none=False):
 
 
 class AnnotateByText(forms.ActionOperator):
-    operator_name = "annotate_by_text"
     action = "annotate_by_text"
-    label = "Annotate by text"
     description = "Label what a text prompt names in every image: CLIP finds it, SAM draws it"
 
     def resolve_input(self, ctx):
@@ -70,22 +68,9 @@ class AnnotateByText(forms.ActionOperator):
     def sdk_args(self, ctx):
         p = ctx.params
 
-        def value(name, default):  # the App sends a cleared field as null: the default then
-            return default if p.get(name) is None else p[name]
-
-        kwargs = dict(
-            forms.run_kwargs(p),
-            **forms.model_kwargs(p),
-            negative_prompts=p.get("negative_prompts") or None,
-            localizer=value("localizer", S.default("localizer")),
-            threshold=value("threshold", S.default("threshold")),
-            region_threshold=p.get("region_threshold"),
-            max_instances=value("max_instances", S.default("max_instances")),
-            search_mode=value("search_mode", S.default("search_mode")),
-            max_proposals=value("max_proposals", S.default("max_proposals")),
-            patch_sizes=[p["patch_size"]] if p.get("patch_size") else None,
-            top_k_patches=value("top_k_patches", S.default("top_k_patches")),
-        )
+        kwargs = dict(forms.run_kwargs(p), **forms.set_knobs(p, S))  # a cleared field (null) keeps the default
+        if p.get("patch_size"):  # the form takes one patch size
+            kwargs["patch_sizes"] = [p["patch_size"]]
         return (ctx.target_view(), p.get("prompts")), kwargs
 
     def __call__(self, sample_collection, prompts, delegate=False, **params):

@@ -14,13 +14,10 @@ EMBEDDER_CHOICES = {
     "sam": "SAM's features under each mask (no extra model, fastest)",
     "none": "None (proposals only)",
 }
-KNOBS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_area",
-         "max_proposals")
 
 
 class ComputeMaskProposals(forms.ActionOperator):
-    operator_name = action = "compute_mask_proposals"
-    label = "Compute mask proposals"
+    action = "compute_mask_proposals"
     description = "SAM's automatic masks for every image, as Detections (one patch per mask)"
 
     def resolve_input(self, ctx):
@@ -47,10 +44,9 @@ class ComputeMaskProposals(forms.ActionOperator):
 
     def sdk_args(self, ctx):
         p = ctx.params
-        model = forms.model_kwargs(p)
-        embedder = p.get("embedder", "clip")
-        kwargs = dict(forms.run_kwargs(p, side_fields=()), **model, **{k: p[k] for k in KNOBS if p.get(k) is not None},
-                      embedder=None if embedder == "none" else embedder)
+        kwargs = dict(forms.run_kwargs(p, side_fields=()), **forms.set_knobs(p, S))
+        if kwargs.get("embedder") == "none":  # the form's choice for no embeddings
+            kwargs["embedder"] = None
         return (ctx.target_view(),), kwargs
 
     def __call__(self, sample_collection, delegate=False, **params):

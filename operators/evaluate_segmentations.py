@@ -1,7 +1,6 @@
 """Operator "Evaluate segmentations": a thin form over :func:`samtext.evaluate`."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
@@ -20,14 +19,9 @@ def _field_choices(inputs, ctx, name, label, description):
     inputs.enum(name, fields, required=True, label=label, description=description, view=view)
 
 
-class EvaluateSegmentations(foo.Operator):
-    @property
-    def config(self):
-        return forms.tool_config("evaluate_segmentations", "Evaluate segmentations",
-                                 "Per-class IoU and mIoU of a mask field against ground truth, per-image IoU and Dice")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Evaluate segmentations")
+class EvaluateSegmentations(forms.SamtextOperator):
+    action = "evaluate"
+    description = "Per-class IoU and mIoU of a mask field against ground truth, per-image IoU and Dice"
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -50,7 +44,7 @@ class EvaluateSegmentations(foo.Operator):
     def execute(self, ctx):
         p = ctx.params
         report = samtext.evaluate(ctx.target_view(), p["pred_field"], p["gt_field"],
-                                  eval_key=p.get("eval_key") or "samtext_eval",
+                                  eval_key=p.get("eval_key") or S.default("eval_key"),
                                   gt_targets=forms.parse_targets(p.get("gt_targets")),
                                   pred_targets=forms.parse_targets(p.get("pred_targets")),
                                   classes=p.get("classes") or None)

@@ -1,7 +1,6 @@
 """Operator "Export pseudo-labels": a thin form over :func:`samtext.export_labels`."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
@@ -17,14 +16,9 @@ RESULT_FIELDS = [("export_dir", "Written to", "str"), ("exported", "Labels expor
                  ("skipped_rejected", "Left out (rejected)", "int"), ("without_label", "Without a label", "int")]
 
 
-class ExportLabels(foo.Operator):
-    @property
-    def config(self):
-        return forms.tool_config("export_labels", "Export pseudo-labels",
-                                 "Write a mask field with FiftyOne's exporters (segmentation folder or COCO)")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Export pseudo-labels")
+class ExportLabels(forms.SamtextOperator):
+    action = "export_labels"
+    description = "Write a mask field with FiftyOne's exporters (segmentation folder or COCO)"
 
     def resolve_input(self, ctx):
         inputs = types.Object()

@@ -59,22 +59,36 @@ def call_operator(operator, sample_collection, params, delegate=False, **request
                                 request_delegation=delegate)
 
 
-class ActionOperator(foo.Operator):
-    """What every samtext action operator shares: its configuration and button, a form whose run the user may
-    delegate, and an ``execute`` that runs the action's SDK generator (or queues shards after its preparation),
-    both looked up in the action registry (:data:`samtext.actions.ACTIONS`), on the arguments ``sdk_args(ctx)``
-    returns. A subclass sets the class attributes and
-    writes ``resolve_input`` and ``sdk_args``."""
+class SamtextOperator(foo.Operator):
+    """What every samtext operator shares: its name and label come from its action's entry in the registry
+    (:data:`samtext.actions.ACTIONS`), and its button sits among the samples grid's actions unless ``place`` says
+    otherwise. A subclass sets ``action`` (the registry's name) and ``description``."""
 
-    operator_name = label = description = action = None  # e.g. "compute_mask_proposals"
+    action = description = None  # e.g. "compute_mask_proposals"
     place = types.Places.SAMPLES_GRID_SECONDARY_ACTIONS
+    delegate_by_default = False
+
+    @property
+    def spec(self):
+        return samtext.ACTIONS[self.action]
 
     @property
     def config(self):
-        return action_config(self.operator_name, self.label, self.description)
+        return tool_config(self.spec.operator, self.spec.label, self.description, self.delegate_by_default)
 
     def resolve_placement(self, ctx):
-        return action_button(self.label, self.place)
+        return action_button(self.spec.label, self.place)
+
+
+class ActionOperator(SamtextOperator):
+    """What every samtext action operator shares: a form whose run the user may delegate, progress as a generator,
+    and an ``execute`` that runs the action's SDK generator (or queues shards after its preparation), both looked
+    up in the action registry, on the arguments ``sdk_args(ctx)`` returns. A subclass sets ``action`` and
+    ``description`` and writes ``resolve_input`` and ``sdk_args``."""
+
+    @property
+    def config(self):
+        return action_config(self.spec.operator, self.spec.label, self.description)
 
     def resolve_delegation(self, ctx):
         return None  # the user chooses in the form
@@ -85,7 +99,7 @@ class ActionOperator(foo.Operator):
 
     def execute(self, ctx):
         args, kwargs = self.sdk_args(ctx)
-        spec = samtext.ACTIONS[self.action]  # samtext.actions: the action's SDK generator and shard preparation
+        spec = self.spec  # the action's SDK generator and shard preparation
         return execute_action(ctx, self, lambda: spec.iterate(*args, **kwargs), lambda: spec.prepare(*args, **kwargs))
 
     def resolve_output(self, ctx):
@@ -179,10 +193,6 @@ def set_knobs(params, settings_class, names=None) -> dict:
     """The knobs of ``settings_class`` (or just ``names``) that the form or a Python caller set: a cleared field
     (None, "") is left to the settings' default."""
     return {k: params[k] for k in (names or settings_class.knobs()) if params.get(k) not in (None, "")}
-
-
-def model_kwargs(params):
-    return set_knobs(params, MODELS)
 
 
 def sharding(inputs):

@@ -27,9 +27,7 @@ def _rerunnable_fields(ctx):
 
 
 class RerunFromApproved(forms.ActionOperator):
-    operator_name = "rerun_from_approved"
     action = "rerun_from_approved"
-    label = "Rerun from approved labels"
     description = "Approved (or corrected and approved) labels become references/exemplars; the rest is relabelled"
 
     def resolve_input(self, ctx):

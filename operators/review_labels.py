@@ -1,7 +1,6 @@
 """Operator "Review pseudo-labels": a thin form over :func:`samtext.review`; opens the "to review" view."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
@@ -32,14 +31,9 @@ def _rejects(params):
     return [f for f in FLAG_LABELS if params.get("reject_" + f, f != "empty")]
 
 
-class ReviewLabels(foo.Operator):
-    @property
-    def config(self):
-        return forms.tool_config("review_labels", "Review pseudo-labels",
-                                 "Flag doubtful masks, tag the rejects, save a 'to review' view worst first")
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Review pseudo-labels")
+class ReviewLabels(forms.SamtextOperator):
+    action = "review"
+    description = "Flag doubtful masks, tag the rejects, save a 'to review' view worst first"
 
     def resolve_input(self, ctx):
         inputs = types.Object()

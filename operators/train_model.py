@@ -1,10 +1,8 @@
-"""Operators "Train a segmentation model" (delegated by default) and "Predict with a trained model": thin forms
-over :func:`samtext.train` and :func:`samtext.predict`."""
+"""Operator "Train a segmentation model" (delegated by default): a thin form over :func:`samtext.train`."""
 
 import logging
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import forms
@@ -29,15 +27,10 @@ def _names(text):
     return names or None
 
 
-class TrainSegmentationModel(foo.Operator):
-    @property
-    def config(self):
-        return forms.tool_config("train_segmentation_model", "Train a segmentation model",
-                                 "Fine-tune a torchvision segmentation network on a (pseudo-)label field",
-                                 delegate_by_default=True)
-
-    def resolve_placement(self, ctx):
-        return forms.action_button("Train a segmentation model")
+class TrainSegmentationModel(forms.SamtextOperator):
+    action = "train"
+    description = "Fine-tune a torchvision segmentation network on a (pseudo-)label field"
+    delegate_by_default = True
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -67,8 +60,7 @@ class TrainSegmentationModel(foo.Operator):
                    description="The review's reject tag (empty: train on every label)")
         inputs.bool("allow_running", default=S.default("allow_running"), label="Train although a samtext run is still writing the field",
                     description="Only for a run that died without saying so")
-        inputs.enum("device", ["auto", "cpu", "cuda"], default=S.default("device"), label="Device",
-                    view=forms.choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
+        forms.device(inputs, S.default("device"))
         return types.Property(inputs, view=types.View(label="Train a segmentation model"))
 
     def execute(self, ctx):
@@ -79,20 +71,11 @@ class TrainSegmentationModel(foo.Operator):
                 done = ((epoch - 1) * steps + step) / max(epochs * steps, 1)
                 ctx.set_progress(progress=done, label="epoch %d / %d" % (epoch, epochs))
 
-        def number(name, default, kind=int):  # a cleared field of the form arrives as None
-            value = p.get(name)
-            return default if value is None or value == "" else kind(value)
-
-        summary = samtext.train(
-            ctx.target_view(), p["label_field"], model_path=p.get("model_path") or None,
-            classes=_names(p.get("classes")), label_targets=forms.parse_targets(p.get("label_targets")),
-            arch=p.get("arch") or S.default("arch"), epochs=number("epochs", S.default("epochs")), image_size=number("image_size", S.default("image_size")),
-            batch_size=number("batch_size", S.default("batch_size")), lr=number("lr", S.default("lr"), float),
-            val_fraction=number("val_fraction", S.default("val_fraction"), float), seed=number("seed", S.default("seed")),
-            device=p.get("device") or S.default("device"), backbone_weights=p.get("backbone_weights", S.default("backbone_weights")),
-            resume=bool(p.get("resume", S.default("resume"))), restart=bool(p.get("restart", S.default("restart"))),
-            allow_running=bool(p.get("allow_running", False)), skip_tag=p.get("skip_tag", S.default("skip_tag")) or None,
-            progress=progress)
+        knobs = forms.set_knobs(p, S, [k for k in S.knobs() if k not in ("classes", "label_targets", "skip_tag")])
+        if "skip_tag" in p:
+            knobs["skip_tag"] = p["skip_tag"] or None  # cleared in the form: train on every label
+        summary = samtext.train(ctx.target_view(), p["label_field"], classes=_names(p.get("classes")),
+                                label_targets=forms.parse_targets(p.get("label_targets")), progress=progress, **knobs)
         return summary.to_dict(max_errors=20)
 
     def resolve_output(self, ctx):
@@ -108,62 +91,3 @@ class TrainSegmentationModel(foo.Operator):
             op(dataset.match_tags("train"), "cat_pseudo", epochs=30)
         """
         return forms.call_operator(self, sample_collection, dict(params, label_field=label_field), delegate)
-
-
-def _trained_models(ctx):
-    """``{model path: "label field (run key)"}`` of the training runs recorded on the dataset."""
-    out = {}
-    if ctx.dataset is None:
-        return out
-    for key in ctx.dataset.list_runs():
-        if key.startswith("samtext_train_"):
-            config = ctx.dataset.get_run_info(key).config.serialize()
-            if config.get("model_path"):
-                out[config["model_path"]] = "trained on %s (%s)" % (config.get("label_field"), config.get("status"))
-    return out
-
-
-class PredictWithModel(forms.ActionOperator):
-    operator_name = "predict_with_model"
-    action = "predict"
-    label = "Predict with a trained model"
-    description = "Label images with a network samtext trained (a fo.Segmentation field)"
-
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        inputs.view_target(ctx, action_description="Predict")
-        models = _trained_models(ctx)
-        view = types.AutocompleteView()
-        for path, label in models.items():
-            view.add_choice(path, label=label)
-        inputs.str("model_path", required=True, default=next(iter(models), None), label="Model file", view=view)
-        path = ctx.params.get("model_path") or next(iter(models), None)
-        if path and ctx.dataset is not None:
-            try:
-                overlap = samtext.training_overlap(ctx.target_view(), path)
-            except Exception:  # a path being typed
-                overlap = 0
-            if overlap:
-                inputs.view("overlap", types.Warning(
-                    label="%d of these samples were in the model's training split: their predictions flatter it"
-                    % overlap))
-        forms.output_field(inputs, ctx, default=samtext.names.PREDICTIONS_FIELD, side_fields=())
-        inputs.enum("device", ["auto", "cpu", "cuda"], default=S.default("device"), label="Device",
-                    view=forms.choice_view({"auto": "auto", "cpu": "cpu", "cuda": "cuda"}, types.RadioGroup))
-        forms.sharding(inputs)
-        return types.Property(inputs, view=types.View(label="Predict with a trained model"))
-
-    def sdk_args(self, ctx):
-        p = ctx.params
-        kwargs = dict(forms.run_kwargs(p, side_fields=()), device=p.get("device") or samtext.settings.PredictSettings.default("device"))
-        return (ctx.target_view(), p.get("model_path")), kwargs
-
-    def __call__(self, sample_collection, model_path, delegate=False, **params):
-        """Runs the operator from Python (immediately, or queued when ``delegate=True``).
-
-        Example usage::
-
-            op = foo.get_operator("@samtext/samtext/predict_with_model")
-            op(dataset.match_tags("test"), "/models/pets_cat_pseudo.pt", out_field="cat_predicted")
-        """
-        return forms.call_operator(self, sample_collection, dict(params, model_path=model_path), delegate)

@@ -39,7 +39,7 @@ class ActionSpec:
         default_field: the output field (or key) it writes by default.
         output: what it writes: "segmentation", "detections" (labels, through the run driver), "brain" (a map),
             "evaluation", "tags" (review), "model" (a checkpoint file) or "files" (an export).
-        operator: the plugin operator's name (None: SDK only, for now).
+        operator: the plugin operator's name.
         inputs: the SDK function's required arguments after the samples.
     """
 
@@ -51,7 +51,7 @@ class ActionSpec:
     prepare: Optional[Callable]
     default_field: Optional[str]
     output: str
-    operator: Optional[str]
+    operator: str
     inputs: Tuple[str, ...] = ()
 
 
@@ -68,12 +68,12 @@ ACTIONS: Dict[str, ActionSpec] = {spec.name: spec for spec in (
                mask_proposals.prepare_compute_mask_proposals, names.PROPOSALS_FIELD, "detections",
                "compute_mask_proposals"),
     ActionSpec("compute_proposal_map", "Compute proposal map", settings.MapSettings,
-               proposal_map.compute_proposal_map, None, None, None, "brain", None, ("field",)),
+               proposal_map.compute_proposal_map, None, None, None, "brain", "compute_proposal_map", ("field",)),
     ActionSpec("annotate_by_examples", "Annotate by few-shot examples", settings.ExamplesSettings,
                by_examples.annotate_by_examples, by_examples.iter_annotate_by_examples,
                by_examples.prepare_annotate_by_examples, names.EXAMPLES_FIELD, "segmentation",
                "annotate_by_examples", ("examples",)),
-    ActionSpec("evaluate", "Evaluate pseudo-labels", settings.EvaluateSettings, evaluation.evaluate, None, None,
+    ActionSpec("evaluate", "Evaluate segmentations", settings.EvaluateSettings, evaluation.evaluate, None, None,
                names.EVAL_KEY, "evaluation", "evaluate_segmentations", ("pred_field", "gt_field")),
     ActionSpec("review", "Review pseudo-labels", settings.ReviewSettings, review.review, None, None,
                names.REVIEW_VIEW, "tags", "review_labels", ("field",)),
@@ -85,7 +85,7 @@ ACTIONS: Dict[str, ActionSpec] = {spec.name: spec for spec in (
     ActionSpec("predict", "Predict with a trained model", settings.PredictSettings, train.predict,
                train.iter_predict, train.prepare_predict, names.PREDICTIONS_FIELD, "segmentation",
                "predict_with_model", ("model_path",)),
-    ActionSpec("export_labels", "Export labels", settings.ExportSettings, export.export_labels, None, None, None,
+    ActionSpec("export_labels", "Export pseudo-labels", settings.ExportSettings, export.export_labels, None, None, None,
                "files", "export_labels", ("field", "export_dir")),
 )}
 
