@@ -217,7 +217,8 @@ def main():
     ]
     zoo_mode = "zoo SAM, automatic masks (encoder included)"
     if zoo_mode in med:
-        ratios.append(["zoo SAM automatic masks / (encoder + proposals 16x16 worst case)", "%.2f" % (med[zoo_mode] / ours16), ""])
+        ratios.append(["zoo SAM automatic masks / (encoder + proposals 16x16 worst case)",
+                      "%.2f" % (med[zoo_mode] / ours16), ""])
         ratios.append(["zoo SAM automatic masks / (encoder + proposals 32x32)",
                        "%.2f" % (med[zoo_mode] / (enc + med["proposals 32x32, every mask drawn"])), "same grid"])
     disk = disk_per_image(args.disk_images) if args.disk_images else None

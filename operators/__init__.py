@@ -7,9 +7,9 @@ from .compute_mask_proposals import ComputeMaskProposals
 from .compute_proposal_map import ComputeProposalMap
 from .evaluate_segmentations import EvaluateSegmentations
 from .export_labels import ExportLabels
+from .predict_with_model import PredictWithModel
 from .rerun_from_approved import RerunFromApproved
 from .review_labels import ReviewLabels
-from .predict_with_model import PredictWithModel
 from .train_model import TrainSegmentationModel
 
 OPERATORS = (AnnotateByReferenceMask, AnnotateByText, ComputeMaskProposals, ComputeProposalMap, AnnotateByExamples,

@@ -128,7 +128,7 @@ class AnnotateByExamples(forms.ActionOperator):
                    description="Proposals with this tag are look-alikes that must not be labelled")
         inputs.float("threshold", default=S.default("threshold"), min=-1.0, max=1.0, label="Similarity threshold",
                      description="The least cosine similarity to the exemplars")
-        inputs.enum("scoring", list(SCORING_CHOICES), default="max", label="Score by",
+        inputs.enum("scoring", list(SCORING_CHOICES), default=S.default("scoring"), label="Score by",
                     view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
         inputs.int("top_k", label="Most objects per image (optional)")
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [],
@@ -151,7 +151,8 @@ class AnnotateByExamples(forms.ActionOperator):
         else:
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
         threshold = p.get("threshold")
-        kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), proposals_field=field, threshold=0.85 if threshold is None else threshold,
+        kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), proposals_field=field,
+                      threshold=0.85 if threshold is None else threshold,
                       scoring=p.get("scoring", S.default("scoring")), top_k=p.get("top_k") or None)
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs

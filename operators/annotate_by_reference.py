@@ -89,7 +89,7 @@ class AnnotateByReferenceMask(forms.ActionOperator):
                    description="For multi-class masks: the pixel value of the object")
 
         methods = forms.choice_view(METHOD_CHOICES, types.RadioGroup)
-        inputs.enum("method", list(METHOD_CHOICES), default="prior", label="Method", view=methods)
+        inputs.enum("method", list(METHOD_CHOICES), default=S.default("method"), label="Method", view=methods)
         reads = [ctx.params.get("reference_field")] if ctx.params.get("reference_source", "field") == "field" else []
         forms.output_field(inputs, ctx, default=samtext.names.REFERENCE_FIELD, inputs_read=[f for f in reads if f])
         method = ctx.params.get("method", "prior")
@@ -99,10 +99,12 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         inputs.bool("clip_check", default=method == "stitch", label="CLIP check",
                     description="Drop each object that CLIP, on its own masked crop, does not see as the class")
         if clip_check:
-            inputs.float("clip_threshold", default=samtext.settings.STITCH_CLIP_THRESHOLD, min=0.0, max=1.0, label="CLIP threshold",
+            inputs.float("clip_threshold", default=samtext.settings.STITCH_CLIP_THRESHOLD, min=0.0, max=1.0,
+                         label="CLIP threshold",
                          description="The fraction of the reference's own CLIP score an object must reach")
         if method == "prior":
-            inputs.bool("refine", default=S.default("refine"), label="Refine", description="A second SAM pass with each mask's box")
+            inputs.bool("refine", default=S.default("refine"), label="Refine",
+                        description="A second SAM pass with each mask's box")
         else:
             inputs.int("num_prompt_sets", default=S.default("num_prompt_sets"), min=1, max=16, label="Prompt sets")
         inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100, label="Most objects per image")
@@ -115,7 +117,8 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         clip_check = p.get("clip_check", p.get("method") == "stitch")
         kwargs = dict(forms.run_kwargs(p), **forms.set_knobs(p, S))
         kwargs.update(min_similarity=forms.gate_value(p),  # the form's gate and CLIP check say these two
-                      clip_threshold=p.get("clip_threshold", samtext.settings.STITCH_CLIP_THRESHOLD) if clip_check else None)
+                      clip_threshold=p.get("clip_threshold",
+                                           samtext.settings.STITCH_CLIP_THRESHOLD) if clip_check else None)
         if p.get("reference_source", "field") == "upload":
             kwargs["reference_mask"] = _uploaded_bytes(p.get("reference_mask"))
         else:

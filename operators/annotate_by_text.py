@@ -42,7 +42,7 @@ class AnnotateByText(forms.ActionOperator):
         neg = inputs.str("negative_prompts", label="Negative prompts (optional)",
                          description="What not to label, e.g. 'window; reflection' (it pushes masks off it)")
         _prompt_check(neg, ctx.params.get("negative_prompts"), "negative prompts", allow_none=True)
-        inputs.enum("localizer", list(LOCALIZER_CHOICES), default="boxes", label="How CLIP finds it",
+        inputs.enum("localizer", list(LOCALIZER_CHOICES), default=S.default("localizer"), label="How CLIP finds it",
                     view=forms.choice_view(LOCALIZER_CHOICES, types.RadioGroup))
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD)
         inputs.float("threshold", default=S.default("threshold"), min=0.0, max=1.0, label="Threshold",
@@ -52,15 +52,18 @@ class AnnotateByText(forms.ActionOperator):
         inputs.float("region_threshold", min=0.0, max=1.0, label="Region threshold (optional)",
                      description="Only let SAM look where a region's crop reaches this probability (empty: at the "
                                  "best regions of each class)")
-        inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100, label="Most objects per class and image")
+        inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100,
+                   label="Most objects per class and image")
         if ctx.params.get("localizer", "boxes") == "boxes":
-            inputs.enum("search_mode", list(SEARCH_CHOICES), default="fast", label="Selective search",
+            inputs.enum("search_mode", list(SEARCH_CHOICES), default=S.default("search_mode"), label="Selective search",
                         view=forms.choice_view(SEARCH_CHOICES, types.RadioGroup))
-            inputs.int("max_proposals", default=S.default("max_proposals"), min=1, max=1000, label="Regions CLIP scores per image")
+            inputs.int("max_proposals", default=S.default("max_proposals"), min=1, max=1000,
+                       label="Regions CLIP scores per image")
         else:
             inputs.int("patch_size", label="Patch size in pixels (optional)",
                        description="Default: a third of the image's short side")
-            inputs.int("top_k_patches", default=S.default("top_k_patches"), min=1, max=64, label="Patches explained by Grad-CAM per class")
+            inputs.int("top_k_patches", default=S.default("top_k_patches"), min=1, max=64,
+                       label="Patches explained by Grad-CAM per class")
         forms.models(inputs, ctx, needs_clip=True)
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by text"))

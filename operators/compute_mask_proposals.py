@@ -27,15 +27,17 @@ class ComputeMaskProposals(forms.ActionOperator):
         inputs.int("points_per_side", label="Points per side",
                    description="The prompt grid is N x N points (empty: 16 on CPU, 32 on a GPU); the cost grows "
                                "with N squared")
-        inputs.float("pred_iou_thresh", default=S.default("pred_iou_thresh"), min=0.0, max=1.0, label="Predicted IoU threshold",
+        inputs.float("pred_iou_thresh", default=S.default("pred_iou_thresh"), min=0.0, max=1.0,
+                     label="Predicted IoU threshold",
                      description="Keep masks whose quality SAM predicts above this")
-        inputs.float("stability_score_thresh", default=S.default("stability_score_thresh"), min=0.0, max=1.0, label="Stability threshold",
+        inputs.float("stability_score_thresh", default=S.default("stability_score_thresh"), min=0.0, max=1.0,
+                     label="Stability threshold",
                      description="Keep masks that hardly change when SAM's logit threshold moves")
         inputs.float("box_nms_thresh", default=S.default("box_nms_thresh"), min=0.0, max=1.0, label="Box NMS threshold",
                      description="Of two masks whose boxes overlap more than this, keep the better one")
         inputs.int("min_area", default=S.default("min_area"), min=0, label="Minimum area (pixels)")
         inputs.int("max_proposals", default=S.default("max_proposals"), min=1, label="Most proposals per image")
-        inputs.enum("embedder", list(EMBEDDER_CHOICES), default="clip", label="Embeddings",
+        inputs.enum("embedder", list(EMBEDDER_CHOICES), default=S.default("embedder"), label="Embeddings",
                     description="A vector per proposal, kept beside the dataset, for the map and for exemplars",
                     view=forms.choice_view(EMBEDDER_CHOICES, types.RadioGroup))
         forms.models(inputs, ctx, needs_clip=ctx.params.get("embedder", "clip") == "clip")

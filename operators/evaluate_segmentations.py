@@ -71,5 +71,6 @@ class EvaluateSegmentations(forms.SamtextOperator):
 def result_of(report):
     d = report.to_dict()
     return dict(eval_key=d.get("eval_key"), images=d.get("images"), miou=d.get("miou"),
-                class_iou=["%s: %s" % (k, "n/a" if v is None else "%.3f" % v) for k, v in (d.get("class_iou") or {}).items()],
+                class_iou=["%s: %s" % (k, "n/a" if v is None else "%.3f" % v) for k,
+                           v in (d.get("class_iou") or {}).items()],
                 skipped=list(d.get("skipped") or [])[:20], warnings=list(d.get("warnings") or []))

@@ -25,7 +25,7 @@ class ExportLabels(forms.SamtextOperator):
         inputs.view_target(ctx, action_description="Export")
         fields = forms.fields_of_types(ctx, fo.Segmentation)
         inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}))
-        inputs.enum("format", list(FORMAT_CHOICES), default="segmentation", label="Format",
+        inputs.enum("format", list(FORMAT_CHOICES), default=S.default("format"), label="Format",
                     view=forms.choice_view(FORMAT_CHOICES, types.RadioGroup))
         inputs.str("export_dir", required=True, label="Folder", description="A new or empty folder on the server")
         inputs.str("skip_tag", default=S.default("skip_tag"), label="Leave out labels tagged")
@@ -35,9 +35,10 @@ class ExportLabels(forms.SamtextOperator):
 
     def execute(self, ctx):
         p = ctx.params
-        return samtext.export_labels(ctx.target_view(), p["field"], p["export_dir"], format=p.get("format") or
-                                     "segmentation", skip_tag=p.get("skip_tag", S.default("skip_tag")) or None,
-                                     export_media=p.get("export_media", S.default("export_media")), overwrite=p.get("overwrite", S.default("overwrite")))
+        knobs = forms.set_knobs(p, S, ("format", "export_media", "overwrite"))
+        if "skip_tag" in p:
+            knobs["skip_tag"] = p["skip_tag"] or None  # cleared in the form: export every label
+        return samtext.export_labels(ctx.target_view(), p["field"], p["export_dir"], **knobs)
 
     def resolve_output(self, ctx):
         return forms.result_panel("export", RESULT_FIELDS)

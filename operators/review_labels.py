@@ -16,7 +16,6 @@ FLAG_LABELS = {
     "disagreement": "Disagrees with the comparison field",
     "empty": "Empty (the object is absent)",
 }
-REJECT_TAG = samtext.names.REJECT_TAG
 RESULT_FIELDS = [("field", "Field", "str"), ("reviewed", "Labels reviewed", "int"),
                  ("rejected", "Rejected (tagged)", "int"), ("approved", "Approved", "int"),
                  ("flagged", "Flags", "list"), ("mean_agreement", "Mean agreement (IoU)", "float"),
@@ -42,7 +41,8 @@ class ReviewLabels(forms.SamtextOperator):
         inputs.enum("field", fields, required=True, label="Pseudo-label field",
                     view=forms.choice_view({f: f for f in fields}))
         inputs.float("min_confidence", default=S.default("min_confidence"), min=0.0, max=1.0, label="Least confidence")
-        inputs.float("min_area", default=S.default("min_area"), min=0.0, max=1.0, label="Tiny below (fraction of the image)")
+        inputs.float("min_area", default=S.default("min_area"), min=0.0, max=1.0,
+                     label="Tiny below (fraction of the image)")
         inputs.float("max_area", default=S.default("max_area"), min=0.0, max=1.0, label="Whole image above (fraction)")
         inputs.int("max_fragments", default=S.default("max_fragments"), min=1, label="Most fragments")
         others = [f for f in forms.fields_of_types(ctx, fo.Segmentation, fo.Detections) if f != ctx.params.get("field")]
@@ -50,7 +50,8 @@ class ReviewLabels(forms.SamtextOperator):
                     description="Another field labelling the same class (e.g. the text action's): their IoU is the "
                                 "agreement", view=forms.choice_view({f: f for f in others}))
         if ctx.params.get("compare_field"):
-            inputs.float("min_agreement", default=S.default("min_agreement"), min=0.0, max=1.0, label="Least agreement (IoU)")
+            inputs.float("min_agreement", default=S.default("min_agreement"), min=0.0, max=1.0,
+                         label="Least agreement (IoU)")
         for flag, label in FLAG_LABELS.items():
             inputs.bool("reject_" + flag, default=flag != "empty", label="Reject: " + label.lower())
         inputs.str("reject_tag", default=S.default("reject_tag"), label="Reject tag",
@@ -62,15 +63,12 @@ class ReviewLabels(forms.SamtextOperator):
 
     def execute(self, ctx):
         p = ctx.params
-        report = samtext.review(
-            ctx.target_view(), p["field"], min_confidence=p.get("min_confidence", S.default("min_confidence")),
-            min_area=p.get("min_area", S.default("min_area")), max_area=p.get("max_area", S.default("max_area")),
-            max_fragments=p.get("max_fragments", S.default("max_fragments")), compare_field=p.get("compare_field") or None,
-            min_agreement=p.get("min_agreement", S.default("min_agreement")), reject=_rejects(p),
-            reject_tag=p.get("reject_tag") or REJECT_TAG, view_name=p.get("view_name") or S.default("view_name"),
-            approved_tag=p.get("approved_tag") or S.default("approved_tag"), targets=forms.parse_targets(p.get("targets")),
-            compare_targets=forms.parse_targets(p.get("compare_targets")),
-            min_fragment_pixels=p.get("min_fragment_pixels", S.default("min_fragment_pixels")))
+        knobs = forms.set_knobs(p, S, [k for k in S.knobs() if k not in ("reject", "targets", "compare_targets")])
+        if "min_confidence" in p:
+            knobs["min_confidence"] = p["min_confidence"]  # cleared in the form (None): no confidence check
+        report = samtext.review(ctx.target_view(), p["field"], reject=_rejects(p),
+                                targets=forms.parse_targets(p.get("targets")),
+                                compare_targets=forms.parse_targets(p.get("compare_targets")), **knobs)
         result = report.to_dict()
         result["flagged"] = ["%s: %d" % kv for kv in result["flagged"].items() if kv[1]]
         result["errors"] = result["errors"][:20]

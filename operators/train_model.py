@@ -36,7 +36,8 @@ class TrainSegmentationModel(forms.SamtextOperator):
         inputs = types.Object()
         inputs.view_target(ctx, action_description="Train on")
         fields = forms.fields_of_types(ctx, fo.Segmentation, fo.Detections)
-        inputs.enum("label_field", fields, required=True, label="Labels", view=forms.choice_view({f: f for f in fields}),
+        inputs.enum("label_field", fields, required=True, label="Labels",
+                    view=forms.choice_view({f: f for f in fields}),
                     description="Pseudo-labels (filter the rejects out of the view first) or ground truth")
         inputs.str("classes", label="Classes (optional)",
                    description="Comma-separated; default: every class the field names. For masks without class "
@@ -46,7 +47,7 @@ class TrainSegmentationModel(forms.SamtextOperator):
             forms.parse_targets(ctx.params.get("label_targets"))
         except ValueError as e:
             prop.invalid, prop.error_message = True, str(e)
-        inputs.enum("arch", list(ARCH_CHOICES), default="lraspp", label="Network",
+        inputs.enum("arch", list(ARCH_CHOICES), default=S.default("arch"), label="Network",
                     view=forms.choice_view(ARCH_CHOICES))
         inputs.int("epochs", default=S.default("epochs"), min=1, label="Epochs")
         inputs.int("image_size", default=S.default("image_size"), min=32, label="Input size (pixels, square)")
@@ -58,7 +59,8 @@ class TrainSegmentationModel(forms.SamtextOperator):
         inputs.bool("restart", default=S.default("restart"), label="Start afresh (replace that file)")
         inputs.str("skip_tag", default=S.default("skip_tag"), label="Leave out labels tagged",
                    description="The review's reject tag (empty: train on every label)")
-        inputs.bool("allow_running", default=S.default("allow_running"), label="Train although a samtext run is still writing the field",
+        inputs.bool("allow_running", default=S.default("allow_running"),
+                    label="Train although a samtext run is still writing the field",
                     description="Only for a run that died without saying so")
         forms.device(inputs, S.default("device"))
         return types.Property(inputs, view=types.View(label="Train a segmentation model"))

@@ -21,8 +21,8 @@ from . import names, settings  # noqa: E402  every knob and shared name
 from .actions import ACTIONS  # noqa: E402
 from .actions.by_examples import (Exemplars, annotate_by_examples, iter_annotate_by_examples,  # noqa: E402
                                   prepare_annotate_by_examples)
-from .actions.by_reference import (annotate_by_reference, iter_annotate_by_reference,  # noqa: E402
-                                   load_references, prepare_annotate_by_reference)
+from .actions.by_reference import (annotate_by_reference, iter_annotate_by_reference, load_references,  # noqa: E402
+                                   prepare_annotate_by_reference)
 from .actions.by_text import annotate_by_text, iter_annotate_by_text, prepare_annotate_by_text  # noqa: E402
 from .actions.evaluation import SegmentationReport, evaluate  # noqa: E402
 from .actions.export import export_labels  # noqa: E402

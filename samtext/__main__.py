@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     demo.add_argument("--name", default="samtext-demo")
     demo.add_argument("--out-field", default="cat_mask")
     demo.add_argument("--method", default=ReferenceSettings.method, choices=REFERENCE_METHODS)
-    demo.add_argument("--sam-checkpoint", default=None, help="a local checkpoint of the default SAM (else found or downloaded)")
+    demo.add_argument("--sam-checkpoint", default=None,
+                      help="a local checkpoint of the default SAM (else found or downloaded)")
     demo.set_defaults(func=_demo)
     run = sub.add_parser("run", help="run an action on a dataset: inputs and knobs as name=value pairs",
                          description="Runs ACTION (see `python -m samtext settings`) on a FiftyOne dataset.")
@@ -155,8 +156,8 @@ def main(argv=None) -> int:
         parser.error("unrecognized arguments: %s" % " ".join(extra))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("samtext").setLevel(logging.INFO)
-    from samtext.run.driver import RunStopped
     from samtext.models import WeightsUnavailableError
+    from samtext.run.driver import RunStopped
 
     try:
         return args.func(args)

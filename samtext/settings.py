@@ -26,17 +26,15 @@ def _meta(internal: bool = False, recorded: bool = True) -> dict:
     return dict(internal=internal, recorded=recorded)
 
 
-def internal(default, **kwargs):
+def internal(default):
     """A knob the forms do not show (the SDK takes it); recorded only when it differs from its default, so that a
     record written before the knob existed still matches."""
-    return field(default=default, metadata=_meta(internal=True), **kwargs)
+    return field(default=default, metadata=_meta(internal=True))
 
 
-def not_recorded(default=None, **kwargs):
+def not_recorded(default=None):
     """A knob that changes how a run goes, not what it writes (speed, hardware, bookkeeping)."""
-    if "default_factory" in kwargs:
-        return field(metadata=_meta(recorded=False), **kwargs)
-    return field(default=default, metadata=_meta(recorded=False), **kwargs)
+    return field(default=default, metadata=_meta(recorded=False))
 
 
 def number(settings, name: str, kind=float, low=None, high=None, low_open=False, allow_none=False):
@@ -126,10 +124,6 @@ class Settings:
         return f.default
 
     @classmethod
-    def defaults(cls) -> dict:
-        return {name: cls.default(name) for name in cls.knobs()}
-
-    @classmethod
     def from_kwargs(cls, kwargs: dict, what: Optional[str] = None):
         """The settings of ``kwargs`` (every other knob at its default), checked.
 
@@ -141,9 +135,6 @@ class Settings:
             raise ValueError("unknown option %r for %s; its options are %s (see samtext.settings.%s)"
                              % (unknown[0], what or cls.action, ", ".join(cls.knobs()), cls.__name__))
         return cls(**kwargs).check()
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
     def check(self):
         """Raises ValueError naming the first bad knob, its value and what it must be; converts numbers to their
@@ -233,10 +224,18 @@ class RunOptions(Settings):
     shard: Optional[Sequence[int]] = None
 
     def check(self):
-        number(self, "batch_size", int, low=1)
+        number(self, "batch_size", int, low=1)  # out_field is checked with the other fields (run.fields)
         number(self, "fail_fast", int, low=0)
         for name in ("overwrite", "save_prompts", "save_instances"):
             setattr(self, name, bool(getattr(self, name)))
+        if self.shard is not None:
+            try:
+                index, count = (int(v) for v in self.shard)
+            except (TypeError, ValueError):
+                raise ValueError("shard must be (index, count), got %r" % (self.shard,)) from None
+            if count < 1 or not 0 <= index < count:
+                raise ValueError("shard (index, count) needs 0 <= index < count, got %r" % (self.shard,))
+            self.shard = (index, count)
         return self
 
 
@@ -404,14 +403,6 @@ class TextSettings(ModelSettings):
         for name in drop:
             out.pop(name, None)
         return out
-
-    def region_gate(self, probabilities):
-        """The indices of ``probabilities`` ``(N,)`` at the region threshold (all without one)."""
-        import numpy as np
-
-        if self.region_threshold is None:
-            return np.arange(len(probabilities))
-        return np.flatnonzero(probabilities >= self.region_threshold)
 
 
 EMBEDDERS = ("clip", "sam")

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import PETS, make_pets_dataset, pets_stems
 from samtext.models import SamSegmenter, load_sam
 from samtext.models import fast_encoder as fe
-from samtext.models import weights
+from samtext.models import registry, weights
 from samtext.models.mobilesam import build_mobile_sam
 from samtext.models.tiny import build_tiny_sam
 from samtext.run.prefetch import Prefetcher
@@ -338,7 +338,7 @@ def test_tiny_mobile_sam_labels_through_an_action(db):
 
 
 def test_mobile_sam_weights_are_pinned_and_checked(tmp_path):
-    ckpt = weights.SAM_CHECKPOINTS["mobile_sam"]
+    ckpt = registry.SAM_MODELS["mobile_sam"].checkpoint
     assert ckpt.filename == "mobile_sam.pt" and "a509aac54fdd7af59f843135f2f7cee307283c88" in ckpt.url
     path = tmp_path / "blob.bin"
     path.write_bytes(os.urandom((1 << 20) + 5))

@@ -23,10 +23,10 @@ from samtext.models import (
     load_sam,
 )
 from samtext.models import precision as prec
-from samtext.models import weights
+from samtext.models import registry, weights
 from samtext.models.tiny import build_tiny_clip, build_tiny_sam
 
-VIT_B = weights.SAM_CHECKPOINTS["vit_b"]
+VIT_B = registry.SAM_MODELS["vit_b"].checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def test_fiftyone_zoo_checkpoint(no_caches, offline):
     nested = zoo / "segment-anything-vitb-torch"
     nested.mkdir()
     (nested / VIT_B.filename).write_bytes(b"x")
-    (nested / weights.SAM_CHECKPOINTS["vit_l"].filename).write_bytes(b"x")
+    (nested / registry.SAM_MODELS["vit_l"].checkpoint.filename).write_bytes(b"x")
     assert weights.resolve_sam_checkpoint("vit_b") == str(nested / VIT_B.filename)
     assert offline == []
 
@@ -374,7 +374,7 @@ def test_download_md5_match_puts_the_file_in_place(no_caches, monkeypatch):
     data = os.urandom(3 * (1 << 20) + 17)  # several read blocks
     md5 = hashlib.md5(data).hexdigest()
     ckpt = dataclasses.replace(VIT_B, md5=md5)
-    monkeypatch.setitem(weights.SAM_CHECKPOINTS, "vit_b", ckpt)
+    monkeypatch.setitem(registry.SAM_MODELS, "vit_b", dataclasses.replace(registry.SAM_MODELS["vit_b"], checkpoint=ckpt))
     served = serve(monkeypatch, data)
     path = weights.resolve_sam_checkpoint("vit_b")
     assert path == str(cache / "sam" / VIT_B.filename)

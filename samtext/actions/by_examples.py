@@ -18,26 +18,24 @@ the proposals run (exemplars given as masks are embedded once, as the proposals 
 The run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driver.iter_run`'s.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
-
-import logging
 
 import numpy as np
 
 import fiftyone as fo
 
-from ..run import fields as sds
-
-from ..run import records
-from ..run import driver
 from ..images import InputError
 from ..names import EXAMPLES_FIELD
 from ..pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
-from ..settings import ExamplesSettings, ProposalSettings, RunOptions, signature_with
-from .mask_proposals import ACTION as PROPOSALS_ACTION
-from .exemplars import mask_exemplar_vectors, proposals_embedder
+from ..run import driver
+from ..run import fields as sds
+from ..run import records
 from ..run.store import EmbeddingStore
+from ..settings import ExamplesSettings, ProposalSettings, RunOptions, signature_with
+from .exemplars import mask_exemplar_vectors, proposals_embedder
+from .mask_proposals import ACTION as PROPOSALS_ACTION
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +101,7 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
             since it was picked), a tag no proposal carries, a cluster that does not exist.
     """
     from bson import ObjectId
+
     from fiftyone import ViewField as F
 
     out = []

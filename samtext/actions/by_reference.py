@@ -114,7 +114,8 @@ def build_matcher(references: List[Reference], class_name: str, settings: Refere
     """Loads the models ``settings`` name and builds the method's ``image -> MaskResult`` callable."""
     s = settings
     sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
-    clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint) if s.uses_clip() else None
+    clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision,
+                     s.clip_checkpoint) if s.uses_clip() else None
     check = ClipCheck(clip, class_name, s.clip_threshold, references) if s.clip_threshold is not None else None
     if s.method == "prior":
         return PriorMatcher(sam, references, refine=s.refine, min_similarity=s.min_similarity,

@@ -37,11 +37,10 @@ import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.utils.eval.segmentation as fous
 
-
-from ..run import records
-from ..run import class_maps as lm
-from ..run.driver import SampleError, run_with_progress_option, sample_collection
 from ..images import InputError
+from ..run import class_maps as lm
+from ..run import records
+from ..run.driver import SampleError, run_with_progress_option, sample_collection
 from ..settings import EvaluateSettings, signature_with
 
 logger = logging.getLogger(__name__)
@@ -302,7 +301,8 @@ def evaluate(samples, pred_field: str, gt_field: str, progress: Union[bool, Call
 
     Both fields may be ``fo.Segmentation`` (class-value masks, ``(H, W)``) or ``fo.Detections`` with instance
     masks (pasted at their boxes); they are compared by class name (see
-    :func:`samtext.run.class_maps.match_classes`): classes that only one field names are read as background on both sides. Every image is compared at its own size
+    :func:`samtext.run.class_maps.match_classes`): classes that only one field names are read as background on both
+    sides. Every image is compared at its own size
     ``(H, W)`` (its metadata, else its file's header, EXIF-upright; its ground truth mask's size when the image
     cannot be read); masks of another resolution with the same aspect ratio are resized (nearest neighbour).
 

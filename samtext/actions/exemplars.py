@@ -13,9 +13,9 @@ import numpy as np
 
 import fiftyone as fo
 
-from ..run import fields as sds
 from ..images import InputError, fit_mask, load_image, read_mask_values
 from ..pipelines.geometry import components
+from ..run import fields as sds
 from ..run.class_maps import class_value_from_targets
 from ..run.fields import samples_by_id
 from ..settings import ExamplesSettings, ProposalSettings, check_class_value
@@ -59,7 +59,8 @@ def proposals_embedder(settings: dict, given: Optional[ExamplesSettings] = None)
     return lambda image, masks: sam_mask_embeddings(seg, seg.embed(image), masks)
 
 
-def instance_masks(label, size, mask_class, field: str, targets_value: Optional[int], min_area: int) -> List[np.ndarray]:
+def instance_masks(label, size, mask_class, field: str, targets_value: Optional[int],
+                   min_area: int) -> List[np.ndarray]:
     """The ``(H, W)`` bool masks of the instances of ``mask_class`` in ``label``: a Detections' masked detections
     labelled so, or the connected parts (of at least ``min_area`` pixels) of a Segmentation's pixels of that
     class (its value in the field's mask targets, or a pixel value)."""

@@ -15,12 +15,9 @@ from typing import Dict
 
 import fiftyone as fo
 
-
-from ..run import records
-from ..run import driver
 from ..run import class_maps as lm
+from ..run import driver, records
 from ..settings import ExportSettings, signature_with
-
 
 
 def export_labels(samples, field: str, export_dir: str, **kwargs) -> Dict[str, object]:

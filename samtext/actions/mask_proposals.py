@@ -16,15 +16,13 @@ run itself (targets, resume, errors, writes, records) is :func:`samtext.run.driv
 
 from typing import Callable, Optional, Union
 
-
-from ..run import records
-from ..run import driver
 from .. import names
 from ..models import load_clip, load_sam, sam_record
 from ..pipelines.embeddings import EmbeddedProposals
 from ..pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator
-from ..settings import ProposalSettings, RunOptions, signature_with
+from ..run import driver, records
 from ..run.store import EmbeddingSidecar, EmbeddingStore, default_root
+from ..settings import ProposalSettings, RunOptions, signature_with
 
 ACTION = ProposalSettings.action
 DEFAULT_FIELD = names.PROPOSALS_FIELD

@@ -16,15 +16,13 @@ from dataclasses import dataclass
 
 from fiftyone import ViewField as F
 
-from ..run import fields as sds
-
-from ..run import records
-from ..run import driver
-from ..pipelines.clusters import cluster_embeddings, map_2d
-from ..settings import MapSettings, signature_with
 from ..names import MAP_SUFFIX
+from ..pipelines.clusters import cluster_embeddings, map_2d
+from ..run import driver
+from ..run import fields as sds
+from ..run import records
+from ..settings import MapSettings, signature_with
 from .mask_proposals import DEFAULT_FIELD, proposal_embeddings
-
 
 RESERVED_ATTRIBUTES = {"id", "_id", "label", "bounding_box", "mask", "mask_path", "confidence", "index", "tags",
                        "attributes", "predicted_iou", "stability_score", "area"}

@@ -20,20 +20,18 @@ What happens:
    as the person left them. The run record keeps ``approved`` (which labels, of which samples, fed the run).
 """
 
-from typing import Callable, Dict, List, Optional, Tuple, Union
-
 import logging
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 import fiftyone as fo
 
-from ..run import fields as sds
-
-from ..run import records
-from ..run import driver
-from ..run import class_maps as lm
 from ..names import APPROVED_SUFFIX, APPROVED_TAG
+from ..run import class_maps as lm
+from ..run import driver
+from ..run import fields as sds
+from ..run import records
 from ..settings import ExamplesSettings, ReferenceSettings, RerunSettings, TextSettings, signature_with
 from .review import approved_expression
 
@@ -259,7 +257,8 @@ def rerun_from_approved(
             examples".
         progress: True for a progress bar, or a callable ``(done, total)``.
         **kwargs: the rerun's own settings (:class:`samtext.settings.RerunSettings`: ``approved_tag``,
-            ``max_approved``), settings of the action to change (e.g. ``sam_checkpoint``, ``device``, ``threshold``) and the
+            ``max_approved``), settings of the action to change (e.g. ``sam_checkpoint``, ``device``,
+                                                                 ``threshold``) and the
             run options ``batch_size``, ``fail_fast``, ``shard``, ``mask_dir``, ``save_instances``.
 
     Returns:

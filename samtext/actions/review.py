@@ -30,13 +30,12 @@ import numpy as np
 
 import fiftyone as fo
 
-from ..run import fields as sds
-
-from ..run import records
-from ..run import driver
-from ..run import class_maps as lm
 from ..images import InputError
 from ..names import APPROVED_TAG, REJECT_TAG
+from ..run import class_maps as lm
+from ..run import driver
+from ..run import fields as sds
+from ..run import records
 from ..settings import REVIEW_FLAGS, ReviewSettings, signature_with
 
 CHUNK = 256  # samples read per database query (masks stay out of memory but for one chunk)

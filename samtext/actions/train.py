@@ -33,16 +33,14 @@ import numpy as np
 
 import fiftyone as fo
 
-
-from ..run import records
-from ..run import driver
-from ..run import class_maps as lm
 from ..images import InputError, load_image
+from ..names import PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
 from ..pipelines import training as segtrain
 from ..pipelines.result import Instance, MaskResult
-from ..names import PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
-from ..settings import PredictSettings, TrainSettings, signature_with
 from ..progress import run_events
+from ..run import class_maps as lm
+from ..run import driver, records
+from ..settings import PredictSettings, TrainSettings, signature_with
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import Optional
 from .clip import ClipModel
 from .fast_encoder import encoder_workload, fast_encoder_default
 from .precision import resolve_device, resolve_precision
-from .registry import CLIP_PRESETS, DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, SAM_MODELS, checkpoint_name, sam_spec
+from .registry import (CLIP_PRESETS, DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, SAM_MODELS, checkpoint_name,
+                       sam_spec)
 from .sam import ImageEmbedding, Prediction, SamSegmenter
 from .weights import WeightsUnavailableError, resolve_sam_checkpoint
 

@@ -16,7 +16,6 @@ import warnings
 
 import torch
 
-
 # MobileSAM's published encoder (mobile_sam.build_sam_vit_t) and a narrow, shallow one for tests.
 _TINYVIT = dict(embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
                 window_sizes=[7, 7, 14, 7])

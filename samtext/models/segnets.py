@@ -26,8 +26,6 @@ from .registry import DEFAULT_SEGNET, SEGNETS
 
 logger = logging.getLogger(__name__)
 
-# arch -> (torchvision builder in torchvision.models.segmentation, backbone weights enum, its member)
-ARCHS = {name: spec.detail for name, spec in SEGNETS.items()}
 BACKBONE_CHOICES = ("auto", "imagenet", "none")
 SCRATCH = "scratch (random initialisation)"
 
@@ -37,8 +35,8 @@ class BackboneWeightsError(RuntimeError):
 
 
 def check_arch(arch: str) -> str:
-    if arch not in ARCHS:
-        raise ValueError("unknown arch %r; choose one of %s" % (arch, ", ".join(ARCHS)))
+    if arch not in SEGNETS:
+        raise ValueError("unknown arch %r; choose one of %s" % (arch, ", ".join(SEGNETS)))
     return arch
 
 
@@ -54,7 +52,7 @@ def backbone_weights_enum(arch: str):
     """The torchvision weights enum member of ``arch``'s ImageNet backbone."""
     import torchvision.models as tvm
 
-    _, enum_name, member = ARCHS[check_arch(arch)]
+    _, enum_name, member = SEGNETS[check_arch(arch)].detail
     return getattr(getattr(tvm, enum_name), member)
 
 
@@ -113,6 +111,6 @@ def num_parameters(model) -> int:
 
 def describe(arch: str, num_classes: int, start: Optional[str] = None) -> str:
     """A one-line description of a model for logs and reports."""
-    text = "%s (torchvision %s, %d classes)" % (arch, ARCHS[check_arch(arch)][0], num_classes)
+    text = "%s (torchvision %s, %d classes)" % (arch, SEGNETS[check_arch(arch)].detail[0], num_classes)
     return text + (", backbone from %s" % start if start else "")
 

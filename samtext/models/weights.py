@@ -22,17 +22,13 @@ import tempfile
 import urllib.request
 from typing import Optional
 
-from .registry import SAM_MODELS, Checkpoint, checkpoint_env_var
+from .registry import Checkpoint, checkpoint_env_var, sam_spec
 
 logger = logging.getLogger(__name__)
 
 
 class WeightsUnavailableError(RuntimeError):
     """Raised when a checkpoint is neither on disk nor downloadable."""
-
-
-# {name: published checkpoint} of the SAM models that have one (the registry's table; tests may patch it)
-SAM_CHECKPOINTS = {name: spec.checkpoint for name, spec in SAM_MODELS.items() if spec.checkpoint is not None}
 
 
 def cache_dir() -> str:
@@ -83,9 +79,9 @@ def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, do
         if not os.path.isfile(checkpoint):
             raise WeightsUnavailableError("SAM checkpoint %r does not exist" % checkpoint)
         return checkpoint
-    if model_name not in SAM_CHECKPOINTS:
-        raise ValueError("unknown SAM model %r; choose one of %s" % (model_name, sorted(SAM_CHECKPOINTS)))
-    ckpt = SAM_CHECKPOINTS[model_name]
+    ckpt = sam_spec(model_name).checkpoint
+    if ckpt is None:
+        raise ValueError("SAM model %r has no published weights; pass a checkpoint file" % (model_name,))
     env_path = os.environ.get(checkpoint_env_var(model_name))
     if env_path:
         if not os.path.isfile(env_path):

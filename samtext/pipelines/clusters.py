@@ -62,7 +62,8 @@ def cluster_embeddings(vectors: np.ndarray, num_clusters: Union[int, str] = MapS
     return model.predict(vectors).astype(np.int64), k
 
 
-def map_2d(vectors: np.ndarray, fit_cap: int = MapSettings.fit_cap, seed: int = MapSettings.seed, num_neighbors: int = 15,
+def map_2d(vectors: np.ndarray, fit_cap: int = MapSettings.fit_cap, seed: int = MapSettings.seed,
+           num_neighbors: int = 15,
            min_dist: float = 0.1) -> np.ndarray:
     """``(N, 2)`` UMAP coordinates of ``(N, D)`` vectors (cosine metric): fit on at most ``fit_cap`` of them,
     the rest placed by the fitted map."""

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import masked_crop
 from ..settings import EMBEDDERS, ProposalSettings
+from .geometry import masked_crop
 from .result import PreparesImages
-
 
 
 def pool_features(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import mask_to_box
 from ..settings import EXAMPLE_SCORINGS, ExamplesSettings
+from .geometry import mask_to_box
 from .result import Instance, MaskResult
-
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -114,7 +113,8 @@ class ExampleMatcher:
     """
 
     def __init__(self, classes: Sequence[ExampleClass], threshold: float = ExamplesSettings.threshold,
-                 scoring: str = ExamplesSettings.scoring, top_k: Optional[int] = ExamplesSettings.top_k, overlap: float = 0.8, margin: float = 0.02):
+                 scoring: str = ExamplesSettings.scoring, top_k: Optional[int] = ExamplesSettings.top_k,
+                 overlap: float = 0.8, margin: float = 0.02):
         if not classes:
             raise ValueError("no class to label: give at least one class with exemplars")
         if scoring not in EXAMPLE_SCORINGS:

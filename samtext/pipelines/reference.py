@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import components, iou, mask_to_box, masked_crop, sample_points
-from .embeddings import pool_features
 from ..settings import Gate, ReferenceSettings, check_gate
+from .embeddings import pool_features
+from .geometry import components, iou, mask_to_box, masked_crop, sample_points
 from .result import Instance, MaskResult, PreparesImages
 
 # The calibrated gate sits this far from the references' outside level towards their inside level.

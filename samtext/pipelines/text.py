@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .geometry import NEUTRAL_FILL, iou, masked_crop
 from ..settings import TextSettings
+from .geometry import NEUTRAL_FILL, iou, masked_crop
 from .result import Instance, MaskResult, PreparesImages
 
 MAX_CLASSES = 255  # one uint8 mask value each
@@ -78,6 +78,13 @@ def negative_subject(prompt: str) -> str:
     """What a negative prompt names: "not the window" -> "window", "without a hat" -> "hat" (it is scored as a thing
     to avoid). "no" is left alone: "no entry sign" names a thing."""
     return _NEGATION.sub("", prompt).strip() or prompt
+
+
+def region_gate(settings: TextSettings, probabilities: np.ndarray) -> np.ndarray:
+    """The indices of a class's region probabilities ``(N,)`` at ``settings.region_threshold`` (all without one)."""
+    if settings.region_threshold is None:
+        return np.arange(len(probabilities))
+    return np.flatnonzero(probabilities >= settings.region_threshold)
 
 
 class PromptScorer:

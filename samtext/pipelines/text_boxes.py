@@ -20,10 +20,9 @@ from typing import List
 
 import numpy as np
 
-from .geometry import box_crop
 from ..settings import TextSettings
-from .text import Candidate, Localized, negative_hits, box_nms
-
+from .geometry import box_crop
+from .text import Candidate, Localized, box_nms, negative_hits, region_gate
 
 
 def selective_search(image: np.ndarray, mode: str = TextSettings.search_mode, max_side: int = TextSettings.max_side,
@@ -105,7 +104,7 @@ class BoxLocalizer:
         candidates = []
         owner = probs[:, :c].argmax(axis=1)  # each box is looked at for its best class only
         for k in range(c):
-            hits = np.intersect1d(s.region_gate(probs[:, k]), np.flatnonzero(owner == k))
+            hits = np.intersect1d(region_gate(s, probs[:, k]), np.flatnonzero(owner == k))
             order = hits[box_nms(boxes[hits], probs[hits, k], s.nms_iou)][: s.max_instances]
             for i in order:
                 candidates.append(self._candidate(k, boxes[i], float(probs[i, k]), negatives))

@@ -21,10 +21,10 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from ..settings import TextSettings
 from .geometry import box_crop
 from .reference import window_grid
-from ..settings import TextSettings
-from .text import Candidate, Localized, negative_hits
+from .text import Candidate, Localized, negative_hits, region_gate
 
 LOW_SALIENCY = 0.1  # negatives come from where the map is below this fraction of its maximum
 
@@ -74,26 +74,26 @@ class PatchLocalizer:
         self.last_maps = None  # the maps of the last image ((T, h, w), map pixels per image pixel): for inspection
 
     def __call__(self, image: np.ndarray, scorer) -> Localized:
-        s = p = self.settings
+        s = self.settings
         h, w = image.shape[:2]
-        boxes = patch_boxes(h, w, patch_sides(p, h, w), p.overlap)
+        boxes = patch_boxes(h, w, patch_sides(s, h, w), s.overlap)
         crops = [box_crop(image, b, context=0.0) for b in boxes]
         probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
         c, texts = scorer.num_classes, probs.shape[1]
-        kept = [self._kept(probs[:, t], s.region_gate(probs[:, t]) if t < c else negative_hits(probs, c, t - c))
+        kept = [self._kept(probs[:, t], region_gate(s, probs[:, t]) if t < c else negative_hits(probs, c, t - c))
                 for t in range(texts)]
-        scale = min(1.0, p.map_side / max(h, w))
+        scale = min(1.0, s.map_side / max(h, w))
         maps = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
         self.last_maps = (maps, scale)
-        distance = max(1, int(round((p.min_distance or max(8, max(h, w) // 20)) * scale)))
-        neg_peaks = [find_peaks(maps[t], p.peak_threshold * maps[t].max(), distance, s.max_instances)
+        distance = max(1, int(round((s.min_distance or max(8, max(h, w) // 20)) * scale)))
+        neg_peaks = [find_peaks(maps[t], s.peak_threshold * maps[t].max(), distance, s.max_instances)
                      for t in range(c, texts) if maps[t].max() > 0]
         neg_points = (np.concatenate(neg_peaks)[:, ::-1] + 0.5) / scale if neg_peaks else np.zeros((0, 2))
         candidates = []
         for k in range(c):
             if not len(kept[k]) or maps[k].max() <= 0:  # no patch at the threshold, or Grad-CAM saw nothing
                 continue
-            peaks = find_peaks(maps[k], p.peak_threshold * maps[k].max(), distance, s.max_instances)
+            peaks = find_peaks(maps[k], s.peak_threshold * maps[k].max(), distance, s.max_instances)
             low = self._low_points(maps[k], boxes[kept[k]], scale, distance)
             for r, col in peaks:
                 point = (np.array([[col, r]], np.float64) + 0.5) / scale

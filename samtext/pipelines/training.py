@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 IGNORE = 255
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, of images scaled to [0, 1]
 STD = (0.229, 0.224, 0.225)
-DEFAULT_IMAGE_SIZE = TrainRecipe.image_size
 CHECKPOINT_FORMAT = "samtext-segnet/1"
 MAX_CLASSES = 254  # class map values 1..254; 255 is IGNORE
 BN_MOMENTUM = 0.1  # see set_bn_momentum
@@ -284,14 +283,6 @@ class TrainConfig(TrainRecipe):
 
     Attributes:
         classes: class names; the network has ``1 + len(classes)`` outputs (0 = background).
-        arch: "lraspp", "deeplabv3" or "deeplabv3_resnet50" (:mod:`samtext.models.segnets`).
-        image_size: the square input side (see the module's docstring).
-        epochs, batch_size, lr (peak learning rate), weight_decay (AdamW's).
-        warmup: the fraction of the steps over which the learning rate rises linearly to ``lr``; cosine decay
-            to ``lr * final_lr`` follows.
-        scale_range, flip, jitter: training augmentation.
-        seed: the split, the initial weights, the data order and augmentation.
-        backbone_weights: "auto", "imagenet" or "none".
         data: what identifies the training data (the caller's: label field, a digest of the sample ids).
     """
 

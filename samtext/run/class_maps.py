@@ -21,8 +21,8 @@ import numpy as np
 
 import fiftyone as fo
 
-from . import fields as sds
 from ..images import InputError, fit_mask, image_size, read_mask_values
+from . import fields as sds
 
 LABEL_TYPES = (fo.Segmentation, fo.Detections)
 

@@ -26,13 +26,13 @@ from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
 
 import fiftyone as fo
 
-from . import fields as sds
-
-from . import records
 from ..images import InputError, load_image
 from ..pipelines.result import MaskResult
-from .prefetch import Prefetcher
 from ..progress import run_events
+from ..settings import RunOptions
+from . import fields as sds
+from . import records
+from .prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -164,18 +164,6 @@ def sample_collection(samples):
     return dataset, samples
 
 
-def check_shard(shard) -> Optional[Tuple[int, int]]:
-    if shard is None:
-        return None
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ValueError("shard must be (index, count), got %r" % (shard,)) from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError("shard (index, count) needs 0 <= index < count, got %r" % (shard,))
-    return index, count
-
-
 def in_shard(sample_id: str, shard: Optional[Tuple[int, int]]) -> bool:
     """Whether a sample belongs to shard ``(index, count)``: its ObjectId taken modulo ``count`` (the id's
     trailing counter makes the shards even and disjoint)."""
@@ -208,12 +196,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def prepare_run(samples, action: Action, out_field: str, overwrite: bool = False, save_prompts: bool = False,
-                save_instances: bool = True, mask_dir: Optional[str] = None):
+def prepare_run(samples, action: Action, options: RunOptions):
     """The checks of :func:`iter_run` that need no model: ``(dataset, samples, fields, values, record)``.
     Creates nothing. The operator calls it before queueing shards."""
+    out_field, overwrite = options.out_field, options.overwrite
     dataset, samples = sample_collection(samples)
-    fields = sds.OutputFields(out_field, save_instances, save_prompts, mask_dir, kind=action.output)
+    fields = sds.OutputFields(out_field, options.save_instances, options.save_prompts, options.mask_dir,
+                              kind=action.output)
     fields.check(dataset, action.input_fields)
     if not action.classes:
         raise ValueError("the action names no class")
@@ -256,43 +245,36 @@ def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, re
         ))
 
 
-RUN_OPTIONS = ("out_field", "overwrite", "save_prompts", "save_instances", "mask_dir", "batch_size", "fail_fast",
-               "shard")
-
-
 def split_run_options(kwargs: dict, **defaults) -> Tuple[dict, dict]:
-    """``(the driver's options, the action's options)`` of an SDK call's keyword arguments (see
-    :func:`iter_run` for the driver's)."""
+    """``(the driver's options, the action's options)`` of an SDK call's keyword arguments: the driver's are the
+    knobs of :class:`samtext.settings.RunOptions`, ``defaults`` the action's own (its ``out_field``, ...)."""
     run = dict(defaults)
-    run.update({k: v for k, v in kwargs.items() if k in RUN_OPTIONS})
-    return run, {k: v for k, v in kwargs.items() if k not in RUN_OPTIONS}
+    run.update({k: v for k, v in kwargs.items() if k in RunOptions.knobs()})
+    return run, {k: v for k, v in kwargs.items() if k not in RunOptions.knobs()}
 
 
-def prepare_outputs(samples, action: Action, out_field: str, overwrite: bool = False, save_prompts: bool = False,
-                    save_instances: bool = True, mask_dir: Optional[str] = None, **_ignored) -> int:
+def run_options(out_field: str, **options) -> RunOptions:
+    """The checked :class:`samtext.settings.RunOptions` of a run into ``out_field``.
+
+    Raises:
+        ValueError: a bad option, naming it.
+    """
+    return RunOptions.from_kwargs(dict(options, out_field=out_field), "the run")
+
+
+def prepare_outputs(samples, action: Action, out_field: str, **options) -> int:
     """Validates a run and creates its output fields, class names and record without loading a model or
     labelling anything, for a run split into shards that start side by side. Returns the number of samples
     the shards will label. Takes :func:`iter_run`'s options (those about the labelling itself are unused)."""
-    dataset, samples, fields, values, record = prepare_run(
-        samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
-    ids, _, _ = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, None)
+    opts = run_options(out_field, **options)
+    dataset, samples, fields, values, record = prepare_run(samples, action, opts)
+    ids, _, _ = _targets(dataset, samples, out_field, opts.overwrite, action.exclude_ids, None)
     if ids:
         open_outputs(dataset, action, fields, values, record)
     return len(ids)
 
 
-def iter_run(
-    samples,
-    action: Action,
-    out_field: str,
-    overwrite: bool = False,
-    save_prompts: bool = False,
-    save_instances: bool = True,
-    mask_dir: Optional[str] = None,
-    batch_size: int = 16,
-    fail_fast: int = 10,
-    shard=None,
-) -> Progress:
+def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
     """Labels every sample of ``samples`` with ``action``; a generator of ``(done, total)`` progress that
     returns the :class:`RunSummary`.
 
@@ -301,27 +283,17 @@ def iter_run(
         action: the :class:`Action`.
         out_field: the ``fo.Segmentation`` field to write; instances go to ``<out_field>_instances``
             (``fo.Detections``), prompts to ``<out_field>_prompts`` (``fo.Keypoints``).
-        overwrite: relabel samples that already have ``out_field`` (and allow other settings than the run that
-            wrote it).
-        save_prompts, save_instances: write those fields too.
-        mask_dir: write masks as PNG files under this folder (absolute paths are stored) instead of into the
-            database.
-        batch_size: samples per database write.
-        fail_fast: stop with one error when the first this many samples all fail (0: never).
-        shard: ``(index, count)``: label only this shard of the samples (see :func:`in_shard`).
+        **options: the run options of :class:`samtext.settings.RunOptions` (``overwrite``, ``save_prompts``,
+            ``save_instances``, ``mask_dir``, ``batch_size``, ``fail_fast``, ``shard``: see :func:`in_shard`).
 
     Raises:
         ValueError: bad arguments, before anything is created.
         RunStopped: the first ``fail_fast`` samples all failed.
     """
     start = time.time()
-    if int(batch_size) < 1:
-        raise ValueError("batch_size must be at least 1, got %r" % (batch_size,))
-    if int(fail_fast) < 0:
-        raise ValueError("fail_fast must be 0 (never stop) or more, got %r" % (fail_fast,))
-    shard = check_shard(shard)
-    dataset, samples, fields, values, record = prepare_run(
-        samples, action, out_field, overwrite, save_prompts, save_instances, mask_dir)
+    opts = run_options(out_field, **options)
+    overwrite, shard = opts.overwrite, opts.shard
+    dataset, samples, fields, values, record = prepare_run(samples, action, opts)
     key = records.run_key_for(out_field)
     summary = RunSummary(field=out_field, run_key=key, shard=shard)
     ids, paths, summary.skipped_existing = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, shard)
@@ -342,7 +314,7 @@ def iter_run(
     summary.status = "failed"
     try:
         yield 0, len(ids)
-        with sds.LabelWriter(dataset, batch_size, before_flush=sidecar.flush if sidecar else None) as writer, \
+        with sds.LabelWriter(dataset, opts.batch_size, before_flush=sidecar.flush if sidecar else None) as writer, \
                 encoder_workload(len(ids)), \
                 Prefetcher(zip(ids, paths), action.loader or _load_image, prepare=getattr(labeller, "prepare", None),
                            batch=getattr(labeller, "prepare_batch", 1),
@@ -358,7 +330,7 @@ def iter_run(
                     logger.warning("samtext: %s", err)
                     summary.errors.append(err)
                     summary.failed += 1
-                    if summary.labelled == 0 and summary.failed == int(fail_fast):
+                    if summary.labelled == 0 and summary.failed == opts.fail_fast:
                         summary.status = "stopped"
                         raise RunStopped(
                             "the first %d samples all failed, so the run stopped (nothing was written); the first "
