@@ -136,13 +136,19 @@ def run_with_progress_option(events, progress: Union[bool, Callable[[int, int], 
         return run_with_progress(events, progress or None)
     from tqdm.auto import tqdm
 
-    with tqdm(desc="samtext", unit="image") as bar:
+    bars = []  # opened at the first event, so that a call refused before it starts shows no bar
 
-        def show(done, total):
-            bar.total, bar.n = total, done
-            bar.refresh()
+    def show(done, total):
+        if not bars:
+            bars.append(tqdm(desc="samtext", unit="image", total=total))
+        bars[0].total, bars[0].n = total, done
+        bars[0].refresh()
 
+    try:
         return run_with_progress(events, show)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def sample_collection(samples):
