@@ -123,6 +123,15 @@ def fields_of_types(ctx, *doc_types):
     return sorted(names)
 
 
+def run_records(ctx, prefix: str):
+    """``{run key: config dict}`` of the dataset's samtext run records whose key starts with ``prefix``
+    (``samtext.names.RUN_KEY_PREFIX`` for labelling runs, ``TRAIN_RUN_KEY_PREFIX`` for trainings)."""
+    if ctx.dataset is None:
+        return {}
+    return {key: ctx.dataset.get_run_info(key).config.serialize() for key in ctx.dataset.list_runs()
+            if key.startswith(prefix)}
+
+
 def output_field(inputs, ctx, default, inputs_read=(), label_cls=fo.Segmentation, side_fields=("instances", "prompts")):
     """The output field name (existing ``label_cls`` fields offered) and the output switches (``side_fields``:
     those of the side fields the action writes, "instances" and/or "prompts"). Marks the form invalid when the

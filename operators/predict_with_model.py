@@ -9,16 +9,9 @@ S = samtext.settings.PredictSettings  # the action's knobs: defaults and checks
 
 
 def _trained_models(ctx):
-    """``{model path: "label field (run key)"}`` of the training runs recorded on the dataset."""
-    out = {}
-    if ctx.dataset is None:
-        return out
-    for key in ctx.dataset.list_runs():
-        if key.startswith("samtext_train_"):
-            config = ctx.dataset.get_run_info(key).config.serialize()
-            if config.get("model_path"):
-                out[config["model_path"]] = "trained on %s (%s)" % (config.get("label_field"), config.get("status"))
-    return out
+    """``{model path: "trained on <label field> (<status>)"}`` of the training runs recorded on the dataset."""
+    return {c["model_path"]: "trained on %s (%s)" % (c.get("label_field"), c.get("status"))
+            for c in forms.run_records(ctx, samtext.names.TRAIN_RUN_KEY_PREFIX).values() if c.get("model_path")}
 
 
 class PredictWithModel(forms.ActionOperator):

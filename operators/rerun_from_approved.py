@@ -13,17 +13,11 @@ PASSED_ON = ("device", "precision", "sam_checkpoint", "clip_checkpoint", "thresh
 
 
 def _rerunnable_fields(ctx):
-    """Segmentation fields written by the reference or few-shot action (their run records say so)."""
-    if ctx.dataset is None:
-        return []
-    out = []
-    runs = set(ctx.dataset.list_runs())
-    for name in forms.fields_of_types(ctx, fo.Segmentation):
-        if "samtext_" + name in runs:
-            action = ctx.dataset.get_run_info("samtext_" + name).config.serialize().get("action")
-            if action in ("annotate_by_reference", "annotate_by_examples"):
-                out.append(name)
-    return out
+    """Segmentation fields written by an action a rerun can feed (their run records say which)."""
+    actions = {samtext.settings.ReferenceSettings.action, samtext.settings.ExamplesSettings.action}
+    written = {c.get("out_field") for c in forms.run_records(ctx, samtext.names.RUN_KEY_PREFIX).values()
+               if c.get("action") in actions}
+    return [name for name in forms.fields_of_types(ctx, fo.Segmentation) if name in written]
 
 
 class RerunFromApproved(forms.ActionOperator):
