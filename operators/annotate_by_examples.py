@@ -93,7 +93,8 @@ class AnnotateByExamples(forms.ActionOperator):
         inputs.view_target(ctx, action_description="Label", default_target="DATASET", allow_selected_samples=False)
         inputs.str("class_name", required=True, label="Class name", description="What the exemplars show, e.g. 'car'")
         fields = forms.fields_of_types(ctx, fo.Detections)
-        default_field = "samtext_proposals" if "samtext_proposals" in fields else (fields[0] if fields else None)
+        proposals = S.default("proposals_field")
+        default_field = proposals if proposals in fields else (fields[0] if fields else None)
         inputs.enum("proposals_field", fields, default=default_field, required=True, label="Proposals field",
                     view=forms.choice_view({f: f for f in fields}),
                     description="Mask proposals from 'Compute mask proposals'")
@@ -138,7 +139,7 @@ class AnnotateByExamples(forms.ActionOperator):
 
     def sdk_args(self, ctx):
         p = ctx.params
-        field = p.get("proposals_field") or "samtext_proposals"
+        field = p.get("proposals_field") or S.default("proposals_field")
         source = p.get("exemplar_source", "selection")
         spec = dict(negative_tag=p.get("negative_tag") or None)
         if source == "tag":
@@ -150,10 +151,7 @@ class AnnotateByExamples(forms.ActionOperator):
                         mask_samples=list(ctx.selected or ()) if p.get("mask_selected_only", True) else ())
         else:
             spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
-        threshold = p.get("threshold")
-        kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), proposals_field=field,
-                      threshold=0.85 if threshold is None else threshold,
-                      scoring=p.get("scoring", S.default("scoring")), top_k=p.get("top_k") or None)
+        kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), **forms.set_knobs(p, S))
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs
 

@@ -166,17 +166,18 @@ def _recorded_knobs(settings_class, recorded: dict, overrides: dict):
 
 def _build(dataset, samples, field, settings, action_name, overrides):
     """The action of a rerun whose settings (``settings``, with ``approved``) are known."""
+    from . import ACTIONS  # the registry imports this module
+
     approved = settings["approved"]
+    knobs = _recorded_knobs(ACTIONS[action_name].settings, settings, overrides)
     if action_name == REFERENCE:
         from .by_reference import reference_action
 
-        knobs = _recorded_knobs(ReferenceSettings, settings, overrides)
         action = reference_action(dataset, settings["class_name"], reference=settings["reference_ids"],
                                   reference_field=settings["reference_field"], settings=knobs)
     else:
         from .by_examples import examples_action
 
-        knobs = _recorded_knobs(ExamplesSettings, settings, overrides)
         action = examples_action(dataset, settings["examples"], samples=samples, settings=knobs)
         action.exclude_ids = list(action.exclude_ids) + list(approved["sample_ids"])
     action.settings = dict(action.settings, approved=approved)

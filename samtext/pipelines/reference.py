@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..settings import Gate, ReferenceSettings, check_gate
+from ..settings import STITCH_CLIP_THRESHOLD, Gate, ReferenceSettings, check_gate
 from .embeddings import pool_features
 from .geometry import components, iou, mask_to_box, masked_crop, sample_points
 from .result import Instance, MaskResult, PreparesImages
@@ -79,7 +79,8 @@ class ClipCheck:
         references: the reference examples that calibrate the threshold.
     """
 
-    def __init__(self, clip, class_name: str, threshold: float = 0.5, references: Sequence[Reference] = ()):
+    def __init__(self, clip, class_name: str, threshold: float = STITCH_CLIP_THRESHOLD,
+                 references: Sequence[Reference] = ()):
         self.clip, self.class_name, self.threshold = clip, class_name, float(threshold)
         self.reference_score = None
         if references:
