@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
-PETS = os.path.join(SHARED_DATA, "pets")
-PERSAM = os.path.join(SHARED_DATA, "persam_examples")
+# the tests' photos live in the repository (tests/data/README.md: source and licence); nothing beside it is read
+PETS = os.path.join(ROOT, "tests", "data", "pets")
 PLUGIN_NAME = "@samtext/samtext"
 
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")

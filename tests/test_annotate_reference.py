@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import PERSAM, PLUGIN_NAME, make_pets_dataset, pets_stems
+from conftest import PETS, PLUGIN_NAME, make_pets_dataset, pets_stems
 
 URI = PLUGIN_NAME + "/annotate_by_reference_mask"
 # the gate off: the tiny random SAM's masks would rarely pass it, and these tests check what is written
@@ -104,19 +104,25 @@ def pets(db):
 
 
 @pytest.fixture
-def persam(db):
-    """PerSeg's cat: cat_00 (mask as a mask_path PNG, 0/255) is the reference, cat_01/cat_02 the targets."""
+def large_photos(db, tmp_path):
+    """Photos of 1,277-1,282 px (pets cats scaled up, as a phone photo is larger than SAM's input): the first is
+    the reference, its mask given as a ``mask_path`` PNG (0/255), the other two are the targets."""
     import fiftyone as fo
+    from PIL import Image
 
     ds = fo.Dataset()
     samples = []
-    for stem in ("cat_00", "cat_01", "cat_02"):
-        s = fo.Sample(filepath=os.path.join(PERSAM, "images", stem + ".jpg"), stem=stem)
-        if stem == "cat_00":
-            s["ground_truth"] = fo.Segmentation(mask_path=os.path.join(PERSAM, "masks", stem + ".png"))
+    for stem, side in zip(pets_stems(animal="cat", n=3), (1280, 1277, 1282)):
+        path = str(tmp_path / (stem + ".jpg"))
+        Image.open(os.path.join(PETS, "images", stem + ".jpg")).resize((side, side), Image.BICUBIC).save(path)
+        s = fo.Sample(filepath=path, stem=stem)
+        if not samples:
+            mask_path = str(tmp_path / (stem + "_mask.png"))
+            Image.open(os.path.join(PETS, "masks", stem + ".png")).resize((side, side), Image.NEAREST).save(mask_path)
+            s["ground_truth"] = fo.Segmentation(mask_path=mask_path)
         samples.append(s)
     ds.add_samples(samples)
-    return ds, ds.match({"stem": "cat_00"}).first()
+    return ds, ds.first()
 
 
 def _targets(ds, ref):
@@ -169,11 +175,11 @@ def test_sdk_stitch_on_pets(pets):
 
 
 @pytest.mark.parametrize("method", ["prior", "stitch"])
-def test_sdk_on_persam(persam, method):
+def test_sdk_on_large_photos(large_photos, method):
     import samtext
 
-    ds, ref = persam
-    field = "persam_" + method
+    ds, ref = large_photos
+    field = "large_" + method
     summary = samtext.annotate_by_reference(
         ds, "cat", reference=ref, reference_field="ground_truth", out_field=field, method=method,
         clip_model="tiny", num_prompt_sets=2, save_prompts=True, **TINY
