@@ -14,6 +14,8 @@ images.
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fiftyone import ViewField as F
 
 from ..names import MAP_SUFFIX
@@ -57,8 +59,6 @@ def compute_proposal_map(
         ValueError: the field holds no proposals with embeddings; the brain key is taken (without
             ``overwrite``) or not a valid name.
     """
-    import fiftyone.brain as fob
-
     settings = MapSettings.from_kwargs(kwargs, "compute_proposal_map")
     brain_key, num_clusters, cluster_attribute = settings.brain_key, settings.num_clusters, settings.cluster_attribute
     fit_cap, seed, overwrite = settings.fit_cap, settings.seed, settings.overwrite
@@ -75,29 +75,39 @@ def compute_proposal_map(
     ids, vectors = proposal_embeddings(samples, field)
     if not ids:
         raise ValueError("no proposal in field %r of these samples has an embedding" % field)
+    # everything is computed before anything is written: a failure here leaves the dataset as it was
     clusters, k = cluster_embeddings(vectors, num_clusters, fit_cap, seed)
-    # the new map's cluster ids replace every earlier one in the dataset, so that no two fits mix
-    path = "%s.detections.%s" % (field, cluster_attribute)
-    stale = dataset.filter_labels(field, F(cluster_attribute).exists()).values(field + ".detections.id", unwind=True)
-    values = dict.fromkeys(stale)
-    values.update(zip(ids, clusters.tolist()))
-    dataset.set_label_values(path, values)
+    points = map_2d(vectors, fit_cap, seed)  # one path at every size: UMAP fit on <= fit_cap, the rest placed
+    _store_map(dataset, samples, field, ids, points, brain_key)
+    # the new cluster ids replace every earlier fit's, so that no two fits mix
+    sds.set_detection_attribute(dataset, field, cluster_attribute, dict(zip(ids, clusters.tolist())))
     sds.declare_attributes(dataset, [field])  # the Embeddings panel colours only by declared attributes
-    n_patches = samples.count(field + ".detections")
-    mapped = samples if n_patches == len(ids) else samples.select_labels(ids=ids, fields=field)
-    key = brain_key + "_new" if brain_key in dataset.list_brain_runs() else brain_key  # the old one stays until done
-    if 16 <= len(ids) <= fit_cap:  # the Brain's own UMAP over every embedding
-        fob.compute_visualization(mapped, patches_field=field, embeddings=dict(zip(ids, vectors)), method="umap",
-                                  brain_key=key, seed=seed, metric="cosine", verbose=False)
-    else:  # fit on a sample, place the rest (or too few proposals for UMAP's neighbourhoods)
-        points = map_2d(vectors, fit_cap, seed)
-        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, points)), brain_key=key)
-    if key != brain_key:
-        dataset.delete_brain_run(brain_key)
-        dataset.rename_brain_run(key, brain_key)
     result = ProposalMap(brain_key, int(k), len(ids), cluster_attribute)
     records.update_run(dataset, records.run_key_for(field), map=vars(result))
     return result
+
+
+def _store_map(dataset, samples, field: str, ids, points, brain_key: str) -> None:
+    """Saves ``(N, 2)`` ``points`` of the proposals ``ids`` (label ids of ``field``) as the Brain visualization
+    ``brain_key``. An earlier run with that key stays until the new one is complete; a failed call removes
+    what it registered, so that a retry finds the key as it was."""
+    import fiftyone.brain as fob
+
+    n_patches = samples.count(field + ".detections")
+    mapped = samples if n_patches == len(ids) else samples.select_labels(ids=ids, fields=field)
+    key = brain_key
+    while key in dataset.list_brain_runs():
+        key += "_new"
+    try:
+        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, np.asarray(points, np.float32))),
+                                  brain_key=key)
+    except BaseException:
+        if key in dataset.list_brain_runs():
+            dataset.delete_brain_run(key)
+        raise
+    if key != brain_key:
+        dataset.delete_brain_run(brain_key)
+        dataset.rename_brain_run(key, brain_key)
 
 
 signature_with(compute_proposal_map, MapSettings)
