@@ -14,10 +14,6 @@ images.
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from fiftyone import ViewField as F
-
 from ..names import MAP_SUFFIX
 from ..pipelines.clusters import cluster_embeddings, map_2d
 from ..run import driver
@@ -99,7 +95,7 @@ def _store_map(dataset, samples, field: str, ids, points, brain_key: str) -> Non
     while key in dataset.list_brain_runs():
         key += "_new"
     try:
-        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, np.asarray(points, np.float32))),
+        fob.compute_visualization(mapped, patches_field=field, points=dict(zip(ids, points)),
                                   brain_key=key)
     except BaseException:
         if key in dataset.list_brain_runs():
