@@ -391,3 +391,51 @@ def test_interrupted_run_keeps_what_was_done_with_its_vectors_and_resumes(db):
     rest = samtext.compute_mask_proposals(ds, out_field="cut", **TINY)
     assert rest.labelled == 3 and rest.skipped_existing == 2 and ds.count("cut") == 5
     assert isinstance(ds.first()["cut"], fo.Detections)
+
+
+def test_a_failed_map_leaves_nothing_and_the_retry_works(pets, monkeypatch):
+    import fiftyone.brain as fob
+    import samtext
+
+    samtext.compute_mask_proposals(pets, out_field="props", **TINY)
+    real = fob.compute_visualization
+
+    def fails_after_registering(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("the Brain failed")
+
+    monkeypatch.setattr(fob, "compute_visualization", fails_after_registering)
+    with pytest.raises(RuntimeError, match="Brain failed"):
+        samtext.compute_proposal_map(pets, field="props", num_clusters=2)
+    assert pets.list_brain_runs() == []
+    assert all(c is None for c in pets.values("props.detections.cluster", unwind=True))
+    monkeypatch.setattr(fob, "compute_visualization", real)
+    info = samtext.compute_proposal_map(pets, field="props", num_clusters=2)  # no "brain key is taken"
+    assert pets.list_brain_runs() == ["props_map"] and info.proposals == pets.count("props.detections")
+
+
+@pytest.mark.slow
+def test_map_of_ten_thousand_proposals_on_two_hundred_photos(db):
+    """At the size users have: 200 photos, 60 proposals each (12,000), the map over all of them (the Brain's own
+    UMAP path failed from 16 proposals up); every proposal gets a cluster id and a point, in its own order."""
+    import fiftyone as fo
+    import samtext
+    from conftest import PETS, pets_stems
+
+    stems = pets_stems()
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=os.path.join(PETS, "images", stems[i % len(stems)] + ".jpg"))
+                    for i in range(200)])
+    summary = samtext.compute_mask_proposals(ds, out_field="props", **dict(TINY, box_nms_thresh=1.0, min_area=0,
+                                                                           max_proposals=60))
+    assert summary.labelled == 200 and summary.instances >= 10000, summary
+    info = samtext.compute_proposal_map(ds, field="props", num_clusters=8)
+    assert info.proposals == summary.instances and info.num_clusters == 8
+    ids = ds.values("props.detections.id", unwind=True)
+    clusters = ds.values("props.detections.cluster", unwind=True)
+    assert len(set(ids)) == info.proposals and set(clusters) == set(range(8))
+    results = ds.load_brain_results("props_map")
+    assert results.points.shape == (info.proposals, 2) and np.isfinite(results.points).all()
+    assert sorted(results.label_ids) == sorted(ids)
+    patches = ds.to_patches("props")
+    assert len(patches) == info.proposals and len(results.use_view(patches).current_points) == info.proposals
