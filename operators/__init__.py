@@ -7,6 +7,7 @@ from .compute_mask_proposals import ComputeMaskProposals
 from .compute_proposal_map import ComputeProposalMap
 from .evaluate_segmentations import EvaluateSegmentations
 from .export_labels import ExportLabels
+from .few_shot_panel import FewShotPanel
 from .predict_with_model import PredictWithModel
 from .rerun_from_approved import RerunFromApproved
 from .review_labels import ReviewLabels
@@ -14,7 +15,7 @@ from .train_model import TrainSegmentationModel
 
 OPERATORS = (AnnotateByReferenceMask, AnnotateByText, ComputeMaskProposals, ComputeProposalMap, AnnotateByExamples,
              EvaluateSegmentations, ReviewLabels, RerunFromApproved, ExportLabels, TrainSegmentationModel,
-             PredictWithModel)
+             PredictWithModel, FewShotPanel)
 
 
 def register(p):

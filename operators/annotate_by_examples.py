@@ -61,8 +61,11 @@ def _patches_of(view, field) -> bool:
 
 
 def exemplar_ids(ctx, field):
-    """The proposals of ``field`` the user picked: the lasso's (:func:`lasso_ids`), else the selected labels,
-    else the patches selected in the grid of a patches view of ``field`` (a patch's id is its label's)."""
+    """The proposals of ``field`` the user picked: those the samtext few-shot panel passed (``exemplar_ids``),
+    else the lasso's (:func:`lasso_ids`), else the selected labels, else the patches selected in the grid of a
+    patches view of ``field`` (a patch's id is its label's)."""
+    if ctx.params.get("exemplar_ids"):
+        return [str(i) for i in ctx.params["exemplar_ids"]]
     ids = lasso_ids(ctx, field) or [s["label_id"] for s in (ctx.selected_labels or []) if s.get("field") == field]
     if not ids and ctx.selected and ctx.view is not None and _patches_of(ctx.view, field):
         ids = [str(i) for i in ctx.selected]
@@ -75,6 +78,18 @@ def target_samples(ctx):
     if ctx.params.get("view_target") or ctx.request_params.get("view_target"):
         return ctx.target_view()
     return ctx.dataset
+
+
+def results_view(dataset, out_field):
+    """The samples a few-shot run into ``out_field`` gave at least one object, most objects first (every labelled
+    sample when the run saved no instances)."""
+    from fiftyone import ViewField as F
+
+    instances = out_field + samtext.names.INSTANCES_SUFFIX
+    if instances in dataset.get_field_schema():
+        count = F(instances + ".detections").length()
+        return dataset.match(count > 0).sort_by(count, reverse=True)
+    return dataset.exists(out_field)
 
 
 def _numbers(text):
@@ -90,7 +105,7 @@ class AnnotateByExamples(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Label", default_target="DATASET", allow_selected_samples=False)
+        forms.target(inputs, ctx, "Label", prefer_dataset=True, allow_selected_samples=False)
         inputs.str("class_name", required=True, label="Class name", description="What the exemplars show, e.g. 'car'")
         fields = forms.fields_of_types(ctx, fo.Detections)
         proposals = S.default("proposals_field")
@@ -150,10 +165,18 @@ class AnnotateByExamples(forms.ActionOperator):
             spec.update(mask_field=p.get("mask_field"), mask_class=p.get("mask_class") or None,
                         mask_samples=list(ctx.selected or ()) if p.get("mask_selected_only", True) else ())
         else:
-            spec["label_ids"] = p.get("exemplar_ids") or exemplar_ids(ctx, field)
+            spec["label_ids"] = exemplar_ids(ctx, field)
         kwargs = dict(forms.run_kwargs(p, side_fields=SIDE_FIELDS), **forms.set_knobs(p, S))
         examples = {(p.get("class_name") or "").strip(): samtext.Exemplars(**spec)}
         return (target_samples(ctx), examples), kwargs
+
+    def show_results(self, ctx, summary):
+        """The grid shows what the run produced: the lasso's selection is cleared (it would still say "32
+        selected" over a grid that no longer shows them) and the view becomes the samples the run gave an object,
+        most objects first."""
+        yield ctx.ops.reload_dataset()
+        yield ctx.ops.set_extended_selection(clear=True)
+        yield ctx.ops.set_view(view=results_view(ctx.dataset, summary.field))
 
     def __call__(self, sample_collection, class_name, exemplar_ids=None, delegate=False, **params):
         """Runs the operator from Python (immediately, or queued when ``delegate=True``).

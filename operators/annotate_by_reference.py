@@ -57,7 +57,8 @@ class AnnotateByReferenceMask(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Annotate")
+        references = _reference_ids(ctx.params.get("reference_sample") or _default_reference(ctx))
+        forms.target(inputs, ctx, "Annotate", exclude=references, exclude_what="the reference")
         inputs.str("class_name", required=True, label="Class name", description="What the mask shows, e.g. 'cat'")
 
         source = types.RadioGroup()

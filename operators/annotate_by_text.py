@@ -30,7 +30,7 @@ class AnnotateByText(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Annotate")
+        forms.target(inputs, ctx, "Annotate")
         prop = inputs.str("prompts", required=True, label="Prompts",
                           description="What to segment; several classes separated by ';', e.g. 'car; pedestrian; "
                                       "traffic sign'")

@@ -7,6 +7,7 @@ from . import forms
 from ._sdk import samtext
 
 S = samtext.settings.ProposalSettings  # the action's knobs: defaults and checks
+MAP = samtext.settings.MapSettings
 
 DEFAULT_FIELD = samtext.names.PROPOSALS_FIELD
 EMBEDDER_CHOICES = {
@@ -22,7 +23,7 @@ class ComputeMaskProposals(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Propose masks for")
+        forms.target(inputs, ctx, "Propose masks for")
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD, label_cls=fo.Detections, side_fields=())
         inputs.int("points_per_side", label="Points per side",
                    description="The prompt grid is N x N points (empty: 16 on CPU, 32 on a GPU); the cost grows "
@@ -41,8 +42,28 @@ class ComputeMaskProposals(forms.ActionOperator):
                     description="A vector per proposal, kept beside the dataset, for the map and for exemplars",
                     view=forms.choice_view(EMBEDDER_CHOICES, types.RadioGroup))
         forms.models(inputs, ctx, needs_clip=ctx.params.get("embedder", "clip") == "clip")
+        if ctx.params.get("embedder", S.default("embedder")) != "none":
+            inputs.bool("make_map", default=True, label="Then compute the proposal map",
+                        description="Cluster the proposals and map them for the Embeddings panel (brain key "
+                                    "<output field>_map), in the same run; after split runs, use 'Compute proposal "
+                                    "map' once they are done")
+            if ctx.params.get("make_map", True):
+                inputs.str("num_clusters", default=str(MAP.default("num_clusters")), label="Clusters",
+                           description="A number, or 'auto' (chosen by silhouette score)")
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Compute mask proposals"))
+
+    finishing = "computing the proposal map"
+    extra_fields = [("map_brain_key", "Map (Embeddings panel brain key)", "str"), ("map_clusters", "Clusters", "int")]
+
+    def finish(self, ctx, summary):
+        """The proposal map of the run's field, when the form asks for it (the default)."""
+        p = ctx.params
+        if not p.get("make_map", True) or p.get("embedder", S.default("embedder")) in (None, "none"):
+            return {}
+        clusters = str(p.get("num_clusters") or MAP.default("num_clusters")).strip()
+        made = samtext.compute_proposal_map(ctx.target_view(), summary.field, num_clusters=clusters, overwrite=True)
+        return dict(map_brain_key=made.brain_key, map_clusters=made.num_clusters)
 
     def sdk_args(self, ctx):
         p = ctx.params

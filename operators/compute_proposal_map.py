@@ -19,7 +19,7 @@ class ComputeProposalMap(forms.SamtextOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Map the proposals of")
+        forms.target(inputs, ctx, "Map the proposals of")
         fields = forms.fields_of_types(ctx, fo.Detections)
         default = samtext.names.PROPOSALS_FIELD if samtext.names.PROPOSALS_FIELD in fields else next(iter(fields), None)
         inputs.enum("field", fields, default=default, required=True, label="Proposals field",
@@ -41,7 +41,7 @@ class ComputeProposalMap(forms.SamtextOperator):
         return result
 
     def resolve_output(self, ctx):
-        return forms.result_panel("proposal map", RESULT_FIELDS)
+        return forms.result_panel("proposal map", RESULT_FIELDS, ctx.results)
 
     def __call__(self, sample_collection, field, delegate=False, **params):
         """Runs the operator from Python (``num_clusters``, ``brain_key``, ``overwrite``).

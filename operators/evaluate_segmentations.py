@@ -25,7 +25,7 @@ class EvaluateSegmentations(forms.SamtextOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Evaluate")
+        forms.target(inputs, ctx, "Evaluate")
         _field_choices(inputs, ctx, "pred_field", "Predictions", "A Segmentation field, or Detections with masks")
         _field_choices(inputs, ctx, "gt_field", "Ground truth", "A Segmentation field, or Detections with masks")
         inputs.str("eval_key", default=S.default("eval_key"), required=True, label="Evaluation key",
@@ -54,7 +54,7 @@ class EvaluateSegmentations(forms.SamtextOperator):
         return result
 
     def resolve_output(self, ctx):
-        return forms.result_panel("evaluation", RESULT_FIELDS)
+        return forms.result_panel("evaluation", RESULT_FIELDS, ctx.results)
 
     def __call__(self, sample_collection, pred_field, gt_field, delegate=False, **params):
         """Runs the operator from Python (``eval_key``, ``gt_targets`` such as "255=cat", ``pred_targets``).
@@ -70,7 +70,8 @@ class EvaluateSegmentations(forms.SamtextOperator):
 
 def result_of(report):
     d = report.to_dict()
-    return dict(eval_key=d.get("eval_key"), images=d.get("images"), miou=d.get("miou"),
+    return dict(eval_key=d.get("eval_key"), images=d.get("images"),
+                miou=None if d.get("miou") is None else round(d["miou"], 4),
                 class_iou=["%s: %s" % (k, "n/a" if v is None else "%.3f" % v) for k,
                            v in (d.get("class_iou") or {}).items()],
                 skipped=list(d.get("skipped") or [])[:20], warnings=list(d.get("warnings") or []))

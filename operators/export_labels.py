@@ -22,7 +22,7 @@ class ExportLabels(forms.SamtextOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Export")
+        forms.target(inputs, ctx, "Export")
         fields = forms.fields_of_types(ctx, fo.Segmentation)
         inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}))
         inputs.enum("format", list(FORMAT_CHOICES), default=S.default("format"), label="Format",
@@ -41,7 +41,7 @@ class ExportLabels(forms.SamtextOperator):
         return samtext.export_labels(ctx.target_view(), p["field"], p["export_dir"], **knobs)
 
     def resolve_output(self, ctx):
-        return forms.result_panel("export", RESULT_FIELDS)
+        return forms.result_panel("export", RESULT_FIELDS, ctx.results)
 
     def __call__(self, sample_collection, field, export_dir, delegate=False, **params):
         """Runs the operator from Python (``format``: "segmentation" or "coco", ``skip_tag``, ``overwrite``).

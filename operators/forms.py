@@ -29,34 +29,51 @@ GATE_CHOICES = {
 ICON = "/assets/icon.svg"
 
 
+def icon_of(operator_name):
+    """The operator's own toolbar icon (``assets/<operator name>.svg``: each button is told apart by its picture,
+    its label shows on hover), else samtext's."""
+    path = "/assets/%s.svg" % operator_name
+    return path if os.path.isfile(os.path.join(PLUGIN_DIR, path.lstrip("/"))) else ICON
+
+
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def action_config(name, label, description):
     """The configuration every samtext action operator shares: a dynamic form, progress as a generator, run
     immediately or delegated."""
-    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=ICON,
+    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=icon_of(name),
                               dynamic=True, execute_as_generator=True, allow_immediate_execution=True,
                               allow_delegated_execution=True)
 
 
-def tool_config(name, label, description, delegate_by_default=False):
+def tool_config(name, label, description, delegate_by_default=False, as_generator=False):
     """The configuration of samtext's tools that write no labels (evaluate, review, export, train): a dynamic
-    form, run immediately or delegated (``delegate_by_default`` for the long ones)."""
-    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=ICON,
+    form, run immediately or delegated (``delegate_by_default`` for the long ones; ``as_generator`` for one that
+    streams its progress to the App)."""
+    return foo.OperatorConfig(name=name, label="samtext: " + label, description=description, icon=icon_of(name),
                               dynamic=True, allow_immediate_execution=True, allow_delegated_execution=True,
-                              default_choice_to_delegated=delegate_by_default)
+                              default_choice_to_delegated=delegate_by_default, execute_as_generator=as_generator)
 
 
-def action_button(label, place=types.Places.SAMPLES_GRID_SECONDARY_ACTIONS):
+def action_button(label, place=types.Places.SAMPLES_GRID_SECONDARY_ACTIONS, icon=ICON):
     """A button that opens the operator's form, among the samples grid's actions unless ``place`` says
     otherwise (e.g. ``types.Places.EMBEDDINGS_ACTIONS``)."""
-    return types.Placement(place, types.Button(label=label, icon=ICON, prompt=True))
+    return types.Placement(place, types.Button(label=label, icon=icon, prompt=True))
 
 
 def call_operator(operator, sample_collection, params, delegate=False, **request):
     """Runs ``operator`` from Python on a dataset or view with the form's ``params`` (queued when
     ``delegate``), as every operator's ``__call__`` does; ``request`` adds request-level keys (``view_target``)."""
     key = "view" if isinstance(sample_collection, fo.DatasetView) else "dataset"
+    request = dict(request, **{PYTHON_CALL: True})
     return foo.execute_operator(operator.uri, {key: sample_collection, "params": params, **request},
                                 request_delegation=delegate)
+
+
+# Set on requests made by call_operator: FiftyOne runs a generator operator called from Python to its end and
+# drops what it returns (ExecutionResult.result is None), so such a run returns its summary plainly instead.
+PYTHON_CALL = "samtext_python_call"
 
 
 class SamtextOperator(foo.Operator):
@@ -67,6 +84,7 @@ class SamtextOperator(foo.Operator):
     action = description = None  # e.g. "compute_mask_proposals"
     place = types.Places.SAMPLES_GRID_SECONDARY_ACTIONS
     delegate_by_default = False
+    as_generator = False
 
     @property
     def spec(self):
@@ -74,10 +92,11 @@ class SamtextOperator(foo.Operator):
 
     @property
     def config(self):
-        return tool_config(self.spec.operator, self.spec.label, self.description, self.delegate_by_default)
+        return tool_config(self.spec.operator, self.spec.label, self.description, self.delegate_by_default,
+                           self.as_generator)
 
     def resolve_placement(self, ctx):
-        return action_button(self.spec.label, self.place)
+        return action_button(self.spec.label, self.place, icon_of(self.spec.operator))
 
 
 class ActionOperator(SamtextOperator):
@@ -102,8 +121,61 @@ class ActionOperator(SamtextOperator):
         spec = self.spec  # the action's SDK generator and shard preparation
         return execute_action(ctx, self, lambda: spec.iterate(*args, **kwargs), lambda: spec.prepare(*args, **kwargs))
 
+    extra_fields = ()  # [(key, label, kind)] that finish() adds to the summary, for its panel
+    finishing = None  # the progress label while finish() works, e.g. "computing the proposal map"
+
+    def finish(self, ctx, summary) -> dict:
+        """Work that follows the run in the same operation (e.g. the map after the proposals), once the run has
+        labelled something; returns what it adds to the run's result (keys of ``extra_fields``)."""
+        return {}
+
     def resolve_output(self, ctx):
-        return summary_output()
+        return summary_output(ctx.results, self.extra_fields)
+
+    def show_results(self, ctx, summary):
+        """The App's messages once an immediate run is done: the dataset reloads (the run wrote new fields). An
+        operator whose view was made by a lasso or a selection shows what the run produced instead."""
+        yield ctx.ops.reload_dataset()
+
+
+def whole_view_target(ctx, prefer_dataset=False):
+    """The target a form starts on: the whole current view (the dataset when no view is applied; the base view of
+    a patches view), never "Current selection" (FiftyOne's own default when samples are selected: selecting the
+    reference tile would make the reference the only target). ``prefer_dataset``: the dataset even under a view
+    (the few-shot form, whose view is usually the lasso that picked the exemplars)."""
+    view = ctx.view
+    if view is not None and getattr(view, "_is_generated", False):
+        return "BASE_VIEW"
+    if prefer_dataset or view is None or ctx.dataset is None or view == ctx.dataset.view():
+        return "DATASET"
+    return "CURRENT_VIEW"
+
+
+def target(inputs, ctx, action_description, exclude=(), exclude_what="the reference", prefer_dataset=False,
+           **kwargs):
+    """The form's target (FiftyOne's view target), defaulting to :func:`whole_view_target`. Marks it invalid, so
+    the run cannot start, when it holds no sample, or only samples the run never labels (``exclude``: sample ids,
+    e.g. the references, described by ``exclude_what``). Returns the property."""
+    prop = inputs.view_target(ctx, action_description=action_description,
+                              default_target=whole_view_target(ctx, prefer_dataset), **kwargs)
+    if ctx.dataset is None:
+        return prop
+    try:
+        view = ctx.target_view()
+    except Exception:  # a target FiftyOne cannot build yet (the form is still being filled in)
+        return prop
+    count = len(view)
+    problem = None
+    if not count:
+        problem = "The target holds no sample: choose the dataset or another view"
+    elif exclude and count <= len(set(exclude)) and set(view.values("id")) <= set(exclude):
+        problem = ("The target holds only %s (%d sample%s), which is never labelled: choose the dataset or the "
+                   "current view" % (exclude_what, count, "s" if count > 1 else ""))
+    if problem:
+        prop.invalid = True
+        prop.error_message = problem
+        inputs.view("target_problem", types.Warning(label=problem))
+    return prop
 
 
 def choice_view(choices, view_cls=types.DropdownView):
@@ -182,6 +254,9 @@ def gate_value(params):
 def models(inputs, ctx, needs_clip=False):
     inputs.enum("sam_model", list(SAM_CHOICES), default=MODELS.default("sam_model"), label="SAM model",
                 view=choice_view(SAM_CHOICES))
+    inputs.str("sam_checkpoint", label="SAM weights file (optional)",
+               description="A local checkpoint of the chosen SAM model; default: samtext's cache, downloaded on "
+                           "first use (the way to run offline)")
     if needs_clip:
         inputs.str("clip_model", default=MODELS.default("clip_model"), label="CLIP model",
                    description="An open_clip model name, or 'tiny'")
@@ -284,30 +359,39 @@ class _Relay:
                 relay.ready()
 
 
-def app_progress(ctx, events):
-    """Runs an action's generator of ``(done, total)`` events for an immediate run, yielding the App's
-    progress triggers; returns the generator's return value (the summary). When the App cancels, the action's
+def images_progress(done, total):
+    """``(fraction, label)`` of a labelling run's ``(done, total)`` event."""
+    return done / max(total, 1), progress_label(done, total)
+
+
+def app_progress(ctx, events, describe=images_progress):
+    """Runs an action's generator of progress events for an immediate run, yielding the App's progress triggers
+    (``describe(*event) -> (fraction, label)``); returns the generator's return value (the summary). When the App cancels, the action's
     generator is closed (by this generator's close, or by the watchdog when FiftyOne just drops it), so it
     flushes its labels and records the run as canceled."""
     relay = _Relay(events)
     try:
         while True:
             try:
-                done, total = relay.next()
+                event = relay.next()
             except StopIteration as stop:
                 return stop.value
             relay.waiting()
-            yield ctx.trigger("set_progress", dict(progress=done / max(total, 1), label=progress_label(done, total)))
+            fraction, label = describe(*event)
+            yield ctx.trigger("set_progress", dict(progress=fraction, label=label))
             relay.ready()
     finally:
         relay.close()
 
 
 def delegated_progress(ctx, events):
-    """Runs an action's generator for a delegated run, recording progress on the run; returns the summary."""
-    return samtext.run_with_progress(
-        events, lambda done, total: ctx.set_progress(progress=done / max(total, 1), label=progress_label(done, total))
-    )
+    """Runs an action's generator for a delegated run (or one called from Python), recording progress on the run;
+    returns the summary."""
+    def progress(done, total):
+        if ctx.delegated:
+            ctx.set_progress(progress=done / max(total, 1), label=progress_label(done, total))
+
+    return samtext.run_with_progress(events, progress)
 
 
 def error_output():
@@ -316,18 +400,26 @@ def error_output():
     return types.Property(outputs, view=types.View(label="samtext: the run failed"))
 
 
-def summary_output():
-    outputs = types.Object()
-    outputs.str("field", label="Output field")
-    outputs.str("status", label="Status")
-    outputs.int("labelled", label="Images labelled")
-    outputs.int("instances", label="Objects found")
-    outputs.int("empty", label="Images with no object")
-    outputs.int("skipped_existing", label="Skipped (already labelled)")
-    outputs.int("failed", label="Failed")
-    outputs.list("errors", types.String(), label="Errors")
-    outputs.list("queued", types.String(), label="Queued delegated runs")
-    return types.Property(outputs, view=types.View(label="samtext"))
+SUMMARY_FIELDS = [("field", "Output field", "str"), ("status", "Status", "str"), ("notes", "Why nothing was found", "list"),
+                  ("labelled", "Images labelled", "int"), ("instances", "Objects found", "int"),
+                  ("empty", "Images with no object", "int"), ("skipped_existing", "Skipped (already labelled)", "int"),
+                  ("failed", "Failed", "int"), ("errors", "Errors", "list"), ("queued", "Queued delegated runs", "list")]
+
+
+def summary_output(result=None, extra_fields=()):
+    """The output panel of a labelling run's summary (lists and values the run left empty are not shown)."""
+    return result_panel(None, SUMMARY_FIELDS + list(extra_fields), result)
+
+
+def delegation_off_notice(inputs, what):
+    """A notice, in a form whose operator is delegated by default, when this App cannot delegate (FiftyOne's
+    open-source App delegates only with ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``): the run then happens in
+    the App, with its progress shown, and the user should know before pressing Execute."""
+    if not fo.config.allow_legacy_orchestrators:
+        inputs.view("runs_here", types.Notice(
+            label="%s runs here, in the App, with its progress shown: delegated runs are off in this App. To run it "
+                  "in the background instead, start the App with FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true and a "
+                  "worker with `fiftyone delegated launch`" % what))
 
 
 def queue_shards(ctx, operator, count, prepare):
@@ -364,20 +456,28 @@ def execute_action(ctx, operator, events, prepare=None):
         result = dict(field=ctx.params.get("out_field"), status="queued",
                       queued=queue_shards(ctx, operator, count, prepare))
         return result if ctx.delegated else _show_queued(ctx, result)
-    if ctx.delegated:
-        return delegated_progress(ctx, events()).to_dict(max_errors=20)
-    return _execute_immediate(ctx, events)
+    if ctx.delegated or ctx.request_params.get(PYTHON_CALL):
+        summary = delegated_progress(ctx, events())
+        return dict(summary.to_dict(max_errors=20), **_finish(ctx, operator, summary))
+    return _execute_immediate(ctx, operator, events)
+
+
+def _finish(ctx, operator, summary):
+    """``operator.finish`` after a run that labelled something (not after one sharded run of several)."""
+    if not summary.labelled or summary.status != "completed" or ctx.params.get("shard") is not None:
+        return {}
+    return operator.finish(ctx, summary)
 
 
 def _show_queued(ctx, result):
     message = ("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run them"
                % len(result["queued"]) if result["queued"] else "samtext: nothing to label (all labelled already)")
     yield ctx.ops.notify(message, variant="info")
-    yield ctx.ops.show_output(summary_output().to_json(), result)
+    yield ctx.ops.show_output(summary_output(result).to_json(), result)
     return result
 
 
-def _execute_immediate(ctx, events):
+def _execute_immediate(ctx, operator, events):
     try:
         summary = yield from app_progress(ctx, events())
     except Exception as e:
@@ -390,16 +490,20 @@ def _execute_immediate(ctx, events):
         yield ctx.ops.show_output(error_output().to_json(), {"error": message})
         raise
     result = summary.to_dict(max_errors=20)
-    yield ctx.ops.reload_dataset()
-    yield ctx.ops.notify(
-        "samtext: labelled %d images into %s (%d objects, %d empty, %d failed)"
-        % (summary.labelled, summary.field, summary.instances, summary.empty, summary.failed),
-        variant="error" if summary.failed else "success",
-    )
+    if operator.finishing and summary.labelled:
+        yield ctx.trigger("set_progress", dict(progress=1.0, label=operator.finishing))
+    result.update(_finish(ctx, operator, summary))
+    yield from operator.show_results(ctx, summary)
+    message = ("samtext: labelled %d images into %s (%d objects, %d empty, %d failed)"
+               % (summary.labelled, summary.field, summary.instances, summary.empty, summary.failed))
+    if summary.notes:  # nothing was found or labelled: say why, not "success"
+        message += ". " + summary.notes[0]
+    yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if summary.notes else "success")
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
     yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
-    yield ctx.ops.show_output(summary_output().to_json(), result)
+    yield ctx.ops.show_output(summary_output(result).to_json(), result)
     return result
+
 
 
 def parse_targets(text):
@@ -421,13 +525,21 @@ def parse_targets(text):
     return out
 
 
-def result_panel(title, fields):
+def result_panel(title, fields, result=None):
     """The output panel of a tool's result: ``fields`` as ``[(key, label, kind)]``, kind "str", "float", "int" or
-    "list" (of strings)."""
+    "list" (of strings). With the ``result`` (``ctx.results`` once the run is done), keys it holds no value for
+    (None, an empty list) are left out, so the panel shows no empty headers."""
     outputs = types.Object()
     for key, label, kind in fields:
+        if result and result.get(key) in (None, [], ""):
+            continue
         if kind == "list":
             outputs.list(key, types.String(), label=label)
         else:
             getattr(outputs, kind)(key, label=label)
-    return types.Property(outputs, view=types.View(label="samtext: " + title))
+    return types.Property(outputs, view=types.View(label="samtext" + (": " + title if title else "")))
+
+
+def rounded(result, places=4):
+    """``result`` with its floats rounded for the App's panels (an mIoU of 0.6180339887 reads 0.618)."""
+    return {k: round(v, places) if isinstance(v, float) else v for k, v in result.items()}

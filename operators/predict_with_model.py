@@ -20,7 +20,7 @@ class PredictWithModel(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Predict")
+        forms.target(inputs, ctx, "Predict")
         models = _trained_models(ctx)
         view = types.AutocompleteView()
         for path, label in models.items():

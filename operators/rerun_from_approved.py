@@ -26,7 +26,7 @@ class RerunFromApproved(forms.ActionOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Relabel")
+        forms.target(inputs, ctx, "Relabel")
         fields = _rerunnable_fields(ctx)
         inputs.enum("field", fields, required=True, label="Field", view=forms.choice_view({f: f for f in fields}),
                     description="A field made by 'Annotate by reference mask' or 'Annotate by few-shot examples'")

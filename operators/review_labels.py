@@ -36,7 +36,7 @@ class ReviewLabels(forms.SamtextOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Review")
+        forms.target(inputs, ctx, "Review")
         fields = forms.fields_of_types(ctx, fo.Segmentation)
         inputs.enum("field", fields, required=True, label="Pseudo-label field",
                     view=forms.choice_view({f: f for f in fields}))
@@ -72,13 +72,17 @@ class ReviewLabels(forms.SamtextOperator):
         result = report.to_dict()
         result["flagged"] = ["%s: %d" % kv for kv in result["flagged"].items() if kv[1]]
         result["errors"] = result["errors"][:20]
+        result = forms.rounded(result)
         if not ctx.delegated:
             ctx.ops.reload_dataset()
-            ctx.ops.set_view(name=report.view_name)
+        if not ctx.delegated and report.view_name:
+            # by its stages, not its name: the App looks a name up among the saved views it loaded before this
+            # run saved this one, and answers "Saved view ... does not exist"
+            ctx.ops.set_view(view=ctx.dataset.load_saved_view(report.view_name))
         return result
 
     def resolve_output(self, ctx):
-        return forms.result_panel("review", RESULT_FIELDS)
+        return forms.result_panel("review", RESULT_FIELDS, ctx.results)
 
     def __call__(self, sample_collection, field, delegate=False, **params):
         """Runs the operator from Python (``min_confidence``, ``compare_field``, ``reject``, ...).

@@ -22,6 +22,11 @@ RESULT_FIELDS = [("label_field", "Trained on", "str"), ("status", "Status", "str
                  ("backbone_start", "Backbone started from", "str"), ("errors", "Errors", "list")]
 
 
+def _epochs(epoch, epochs, step, steps, metrics):
+    """``(fraction, label)`` of a training's progress event."""
+    return ((epoch - 1) * steps + step) / max(epochs * steps, 1), "epoch %d / %d" % (epoch, epochs)
+
+
 def _names(text):
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     return names or None
@@ -31,10 +36,11 @@ class TrainSegmentationModel(forms.SamtextOperator):
     action = "train"
     description = "Fine-tune a torchvision segmentation network on a (pseudo-)label field"
     delegate_by_default = True
+    as_generator = True  # a run in the App streams its progress; a delegated one returns its result
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        inputs.view_target(ctx, action_description="Train on")
+        forms.target(inputs, ctx, "Train on")
         fields = forms.fields_of_types(ctx, fo.Segmentation, fo.Detections)
         inputs.enum("label_field", fields, required=True, label="Labels",
                     view=forms.choice_view({f: f for f in fields}),
@@ -63,25 +69,44 @@ class TrainSegmentationModel(forms.SamtextOperator):
                     label="Train although a samtext run is still writing the field",
                     description="Only for a run that died without saying so")
         forms.device(inputs, S.default("device"))
+        forms.delegation_off_notice(inputs, "Training")
         return types.Property(inputs, view=types.View(label="Train a segmentation model"))
 
     def execute(self, ctx):
         p = ctx.params
-
-        def progress(epoch, epochs, step, steps, metrics):
-            if ctx.delegated:
-                done = ((epoch - 1) * steps + step) / max(epochs * steps, 1)
-                ctx.set_progress(progress=done, label="epoch %d / %d" % (epoch, epochs))
-
         knobs = forms.set_knobs(p, S, [k for k in S.knobs() if k not in ("classes", "label_targets", "skip_tag")])
         if "skip_tag" in p:
             knobs["skip_tag"] = p["skip_tag"] or None  # cleared in the form: train on every label
-        summary = samtext.train(ctx.target_view(), p["label_field"], classes=_names(p.get("classes")),
-                                label_targets=forms.parse_targets(p.get("label_targets")), progress=progress, **knobs)
-        return summary.to_dict(max_errors=20)
+
+        def events():
+            return samtext.iter_train(ctx.target_view(), p["label_field"], classes=_names(p.get("classes")),
+                                      label_targets=forms.parse_targets(p.get("label_targets")), **knobs)
+
+        if ctx.delegated or ctx.request_params.get(forms.PYTHON_CALL):
+            def progress(*event):
+                if ctx.delegated:
+                    fraction, label = _epochs(*event)
+                    ctx.set_progress(progress=fraction, label=label)
+
+            return forms.rounded(samtext.run_with_progress(events(), progress).to_dict(max_errors=20))
+        return self._train_in_app(ctx, events)
+
+    def _train_in_app(self, ctx, events):
+        try:
+            summary = yield from forms.app_progress(ctx, events(), describe=_epochs)
+        except Exception as e:
+            yield ctx.ops.notify("samtext: %s" % e, variant="error")
+            yield ctx.ops.show_output(forms.error_output().to_json(), {"error": "samtext: %s" % e})
+            raise
+        result = forms.rounded(summary.to_dict(max_errors=20))
+        yield ctx.ops.notify("samtext: trained %s on %d images (%s)" % (result.get("model_path"),
+                             result.get("train_samples") or 0, result.get("status")),
+                             variant="success" if result.get("status") == "completed" else "warning")
+        yield ctx.ops.show_output(forms.result_panel("training", RESULT_FIELDS, result).to_json(), result)
+        return result
 
     def resolve_output(self, ctx):
-        return forms.result_panel("training", RESULT_FIELDS)
+        return forms.result_panel("training", RESULT_FIELDS, ctx.results)
 
     def __call__(self, sample_collection, label_field, delegate=True, **params):
         """Runs the operator from Python: queued for a delegated worker by default (``delegate=False`` to train

@@ -132,15 +132,16 @@ def chromium_page(width=1400, height=900):
 
 
 @contextlib.contextmanager
-def app_session(ds, log_dir):
-    """The App server and a headless Chromium page for the persistent dataset ``ds`` (the server is another
-    process, so the dataset must be persistent); ``ds`` is deleted at the end. Yields ``(server, page)``."""
+def app_session(ds, log_dir, width=1400, height=900):
+    """The App server and a headless Chromium page (``width`` x ``height``) for the persistent dataset ``ds`` (the
+    server is another process, so the dataset must be persistent); ``ds`` is deleted at the end. Yields
+    ``(server, page)``."""
     import fiftyone as fo
 
     server = AppServer(log_dir)
     try:
         server.start()
-        with chromium_page() as page:
+        with chromium_page(width, height) as page:
             yield server, page
     finally:
         server.stop()

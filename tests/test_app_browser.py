@@ -67,9 +67,9 @@ def open_dataset(app):
 
 
 def grid_button(page, operator=OPERATOR_NAME):
-    """An operator's button among the grid actions (``resolve_placement``), shown with the plugin's icon."""
-    return page.locator('[data-itemid="grid-actions-row"] [data-item-id="%s/%s"] img[src$="/assets/icon.svg"]'
-                        % (PLUGIN_NAME, operator))
+    """An operator's button among the grid actions (``resolve_placement``), shown with its own icon."""
+    return page.locator('[data-itemid="grid-actions-row"] [data-item-id="%s/%s"] img[src$="/assets/%s.svg"]'
+                        % (PLUGIN_NAME, operator, operator))
 
 
 def set_field_shown(page, field, shown):

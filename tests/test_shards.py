@@ -27,7 +27,7 @@ def _params(ds, **kw):
     p = dict(class_name="cat", reference_sample=ds.first().id, reference_field="ground_truth", sam_model="tiny",
              device="cpu", out_field="sharded", save_prompts=False)
     p.update(kw)
-    return p
+    return {k: v for k, v in p.items() if v is not None}
 
 
 def _queued(ds):
@@ -107,6 +107,13 @@ def test_two_workers_label_a_thousand_samples_exactly_once(db, tmp_path):
 def test_nothing_to_label_queues_nothing(db):
     import fiftyone.operators as foo
 
-    ds = make_pets_dataset(pets_stems(animal="cat", n=1))  # only the reference
+    ds = make_pets_dataset(pets_stems(animal="cat", n=2))
+    foo.get_operator(URI)(ds, "cat", ds.first().id, **_params(ds, class_name=None, reference_sample=None))  # all labelled
     foo.execute_operator(URI, {"dataset": ds, "params": _params(ds, num_shards=3)})
+    assert _queued(ds) == []
+    # a target of only the reference is refused by the form, before anything is queued
+    from fiftyone.operators.executor import ExecutionError
+
+    with pytest.raises(ExecutionError, match="only the reference"):
+        foo.execute_operator(URI, {"view": ds.limit(1), "params": _params(ds, num_shards=3)})
     assert _queued(ds) == []

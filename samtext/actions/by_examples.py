@@ -287,7 +287,10 @@ def examples_action(
 
     return driver.Action(ACTION, names, recorded, lambda: matcher, info, input_fields=[proposals_field],
                          loader=ProposalReader(dataset, proposals_field, store, sample_ids),
-                         exclude_ids=without_proposals(dataset, sample_ids, proposals_field))
+                         exclude_ids=without_proposals(dataset, sample_ids, proposals_field),
+                         exclude_what="samples without proposals in %r" % proposals_field,
+                         empty_hint="no proposal reached threshold=%s of similarity to the exemplars; lower 'threshold' "
+                                    "or pick more exemplars" % settings.threshold)
 
 
 def without_proposals(dataset: fo.Dataset, sample_ids: Sequence[str], field: str) -> List[str]:

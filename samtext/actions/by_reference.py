@@ -158,8 +158,14 @@ def reference_action(
             learnt.update(matcher.clip_check.info())
         return learnt
 
+    hint = ("no target reached the absent-object gate (min_similarity=%r, 'auto' = calibrated on the reference); "
+            "lower min_similarity or set it to None to always label the best match (the form's 'Absent-object gate')"
+            % (settings.min_similarity,))
+    if settings.clip_threshold is not None:
+        hint += ", or lower clip_threshold / set it to None (the form's 'CLIP check')"
     return driver.Action(ACTION, [class_name], recorded, lambda: build_matcher(references, class_name, settings), info,
-                         input_fields=[reference_field] if reference_field else [], exclude_ids=ref_ids)
+                         input_fields=[reference_field] if reference_field else [], exclude_ids=ref_ids,
+                         exclude_what="the reference", empty_hint=hint)
 
 
 def iter_annotate_by_reference(samples, class_name: str, reference=None, reference_field: Optional[str] = None,

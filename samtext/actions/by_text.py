@@ -96,7 +96,11 @@ def text_action(dataset: fo.Dataset, prompts: Union[str, Sequence[str]],
     def info(labeller):
         return dict(models=dict(sam_record(labeller.segmenter), clip=getattr(labeller.clip, "name", None)))
 
-    return driver.Action(ACTION, classes, recorded, lambda: build_labeller(classes, negatives, settings), info)
+    hint = ("CLIP scored no region above threshold=%s; lower 'threshold'%s" % (
+        settings.threshold, ", or try localizer='patches' (small objects)" if settings.localizer == "boxes" else
+        " or 'peak_threshold' (%s)" % settings.peak_threshold))
+    return driver.Action(ACTION, classes, recorded, lambda: build_labeller(classes, negatives, settings), info,
+                         empty_hint=hint)
 
 
 def _action(samples, prompts, kwargs):

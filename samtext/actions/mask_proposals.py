@@ -60,8 +60,10 @@ def proposals_action(settings: Optional[ProposalSettings] = None) -> driver.Acti
         stores.append(EmbeddingStore(s.embeddings_dir or default_root(dataset.name, fields.out)))
         return EmbeddingSidecar(stores[0], fields.out)
 
+    hint = ("every SAM mask fell below pred_iou_thresh=%s or stability_score_thresh=%s (or min_area=%s); lower them, "
+            "e.g. 0.7 and 0.8, or raise points_per_side" % (s.pred_iou_thresh, s.stability_score_thresh, s.min_area))
     return driver.Action(ACTION, [PROPOSAL_LABEL], record, build, info, output="detections",
-                         sidecar=sidecar if s.embedder else None)
+                         sidecar=sidecar if s.embedder else None, empty_hint=hint)
 
 
 def proposal_embeddings(samples, field: str = DEFAULT_FIELD):

@@ -476,7 +476,8 @@ def predict_action(samples, model_path: str, device: str = PredictSettings.devic
             state.get("extra") or {}).get("label_field"), best_val_miou=state.get("best_val_miou"),
             backbone_start=state.get("backbone_start")), training_overlap=overlap)
 
-    return driver.Action(PREDICT_ACTION, list(state["classes"]), settings, build, info)
+    return driver.Action(PREDICT_ACTION, list(state["classes"]), settings, build, info,
+                         empty_hint="the model predicted background everywhere; train it longer or on more labels")
 
 
 def _predict_action(samples, model_path, kwargs):

@@ -59,7 +59,8 @@ class SampleError:
 class RunSummary:
     """What a run did. ``labelled`` counts written labels, ``empty`` those of them with no object, and
     ``instances`` the objects in all of them. ``status``: "completed", "stopped" (fail-fast), "canceled"
-    (interrupted) or "failed"."""
+    (interrupted) or "failed". ``notes``: when the run labelled nothing or found nothing, why, and the knob to
+    try (empty otherwise)."""
 
     field: str
     run_key: str
@@ -73,6 +74,7 @@ class RunSummary:
     seconds: float = 0.0
     status: str = "completed"
     shard: Optional[Tuple[int, int]] = None
+    notes: List[str] = field(default_factory=list)
 
     def to_dict(self, max_errors: int = 50) -> dict:
         d = asdict(self)
@@ -97,6 +99,9 @@ class Action:
             for the run record.
         input_fields: fields the action reads; none may be an output field.
         exclude_ids: samples never to label (the references).
+        exclude_what: what ``exclude_ids`` are, for the note of a run left with nothing to label ("the reference").
+        empty_hint: why an action may find nothing and which knob to try, for the note of a run whose every
+            image came back empty.
         output: "segmentation" (a ``fo.Segmentation`` with the instances beside it) or "detections" (the
             instances as the ``fo.Detections`` output field itself, e.g. mask proposals).
         loader: ``(sample_id, filepath) -> input`` of the labeller for one sample (default: the image, as an
@@ -113,6 +118,8 @@ class Action:
     info: Callable[[Callable[..., MaskResult]], dict] = lambda labeller: {}
     input_fields: Sequence[str] = ()
     exclude_ids: Sequence[str] = ()
+    exclude_what: str = "the run's own inputs"
+    empty_hint: str = ""
     output: str = "segmentation"
     sidecar: Optional[Callable] = None
     loader: Optional[Callable[[str, str], object]] = None
@@ -221,13 +228,32 @@ def prepare_run(samples, action: Action, options: RunOptions):
 
 
 def _targets(dataset, samples, out_field, overwrite, exclude_ids, shard):
-    """``(ids, paths, skipped)``: the samples of ``samples`` to label, in view order."""
+    """``(ids, paths, skipped, excluded)``: the samples of ``samples`` to label, in view order; how many already
+    have ``out_field``; how many are ``exclude_ids``."""
     exclude = set(exclude_ids)
     done = set() if overwrite else sds.labelled_ids(dataset, out_field)
     ids, paths = samples.values(["id", "filepath"])
-    keep = [i for i, sid in enumerate(ids) if sid not in exclude and in_shard(sid, shard)]
+    mine = [i for i, sid in enumerate(ids) if in_shard(sid, shard)]
+    keep = [i for i in mine if ids[i] not in exclude]
     todo = [i for i in keep if ids[i] not in done]
-    return [ids[i] for i in todo], [paths[i] for i in todo], len(keep) - len(todo)
+    return [ids[i] for i in todo], [paths[i] for i in todo], len(keep) - len(todo), len(mine) - len(keep)
+
+
+def nothing_labelled_note(out_field: str, skipped: int, excluded: int, exclude_what: str) -> str:
+    """Why a run had no sample to label, and what to change."""
+    if skipped:
+        return ("all %d target samples already have %r%s; pass overwrite=True (the form's 'Overwrite existing "
+                "labels') to label them again" % (skipped + excluded, out_field,
+                                                  " or are %s" % exclude_what if excluded else ""))
+    if excluded:
+        return ("the target holds only %s (%d sample%s), which the run never labels; target the dataset or a view "
+                "with other samples" % (exclude_what, excluded, "s" if excluded > 1 else ""))
+    return "the target holds no sample; target the dataset or a view with samples"
+
+
+def nothing_found_note(summary: "RunSummary", hint: str) -> str:
+    """Why every image of a run came back empty, and the knob to try."""
+    return "no object was found in any of the %d images%s" % (summary.labelled, ": " + hint if hint else "")
 
 
 def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, record) -> None:
@@ -274,7 +300,7 @@ def prepare_outputs(samples, action: Action, out_field: str, **options) -> int:
     the shards will label. Takes :func:`iter_run`'s options (those about the labelling itself are unused)."""
     opts = run_options(out_field, **options)
     dataset, samples, fields, values, record = prepare_run(samples, action, opts)
-    ids, _, _ = _targets(dataset, samples, out_field, opts.overwrite, action.exclude_ids, None)
+    ids = _targets(dataset, samples, out_field, opts.overwrite, action.exclude_ids, None)[0]
     if ids:
         open_outputs(dataset, action, fields, values, record)
     return len(ids)
@@ -302,10 +328,12 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
     dataset, samples, fields, values, record = prepare_run(samples, action, opts)
     key = records.run_key_for(out_field)
     summary = RunSummary(field=out_field, run_key=key, shard=shard)
-    ids, paths, summary.skipped_existing = _targets(dataset, samples, out_field, overwrite, action.exclude_ids, shard)
+    ids, paths, summary.skipped_existing, excluded = _targets(dataset, samples, out_field, overwrite,
+                                                              action.exclude_ids, shard)
     summary.targets = len(ids)
     if not ids:
-        logger.info("Nothing to label in %r: %d samples already have it", out_field, summary.skipped_existing)
+        summary.notes.append(nothing_labelled_note(out_field, summary.skipped_existing, excluded, action.exclude_what))
+        logger.warning("samtext: nothing labelled in %r: %s", out_field, summary.notes[0])
         return summary
 
     labeller = action.build()
@@ -351,6 +379,9 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
                     summary.instances += len(result.instances)
                 yield done, len(ids)
         summary.status = "completed"
+        if summary.labelled and not summary.instances:
+            summary.notes.append(nothing_found_note(summary, action.empty_hint))
+            logger.warning("samtext: %s", summary.notes[0])
     except GeneratorExit:
         summary.status = "canceled"
         raise

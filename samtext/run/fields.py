@@ -14,6 +14,7 @@ import numpy as np
 
 import fiftyone as fo
 
+from .. import names
 from ..pipelines.result import MaskResult, semantic_mask
 
 logger = logging.getLogger(__name__)
@@ -310,7 +311,7 @@ class OutputFields:
             raise ValueError("unknown output kind %r; choose one of %s" % (kind, sorted(OUTPUT_KINDS)))
         self.kind = kind
         self.out = check_field_name(out)
-        self.instances = out + "_instances" if instances and kind == "segmentation" else None
+        self.instances = out + names.INSTANCES_SUFFIX if instances and kind == "segmentation" else None
         self.prompts = out + "_prompts" if prompts else None
         self.mask_dir = os.path.abspath(os.path.expanduser(mask_dir)) if mask_dir else None
 
