@@ -2,6 +2,7 @@
 action's ``(done, total)`` generator immediately, delegated, or split into several delegated runs."""
 
 import copy
+import logging
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ import fiftyone.operators.types as types
 
 from ._sdk import samtext
 
+logger = logging.getLogger(__name__)
 registry = samtext.models.registry
 settings = samtext.settings
 
@@ -463,18 +465,16 @@ def execute_action(ctx, operator, events, prepare=None):
 
 
 def _finish(ctx, operator, summary):
-    """``operator.finish`` after a run that labelled something (not after one sharded run of several)."""
+    """``operator.finish`` after a run that labelled something (not after one sharded run of several). Its failure
+    leaves the run's labels as they are and becomes a note of the result."""
     if not summary.labelled or summary.status != "completed" or ctx.params.get("shard") is not None:
         return {}
-    return operator.finish(ctx, summary)
-
-
-def _show_queued(ctx, result):
-    message = ("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run them"
-               % len(result["queued"]) if result["queued"] else "samtext: nothing to label (all labelled already)")
-    yield ctx.ops.notify(message, variant="info")
-    yield ctx.ops.show_output(summary_output(result).to_json(), result)
-    return result
+    try:
+        return operator.finish(ctx, summary)
+    except Exception as e:
+        logger.exception("samtext: %s failed after the run into %r", operator.finishing, summary.field)
+        return {"notes": summary.notes + ["%s failed (%s); the labels are written, and the step can be run on "
+                                          "its own" % (operator.finishing or "the follow-up step", e)]}
 
 
 def _execute_immediate(ctx, operator, events):
@@ -496,14 +496,13 @@ def _execute_immediate(ctx, operator, events):
     yield from operator.show_results(ctx, summary)
     message = ("samtext: labelled %d images into %s (%d objects, %d empty, %d failed)"
                % (summary.labelled, summary.field, summary.instances, summary.empty, summary.failed))
-    if summary.notes:  # nothing was found or labelled: say why, not "success"
-        message += ". " + summary.notes[0]
-    yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if summary.notes else "success")
+    if result["notes"]:  # nothing was found or labelled, or a step failed: say why, not "success"
+        message += ". " + result["notes"][-1]
+    yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if result["notes"] else "success")
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
     yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
-    yield ctx.ops.show_output(summary_output(result).to_json(), result)
+    yield ctx.ops.show_output(summary_output(result, operator.extra_fields).to_json(), result)
     return result
-
 
 
 def parse_targets(text):

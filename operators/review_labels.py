@@ -75,6 +75,10 @@ class ReviewLabels(forms.SamtextOperator):
         result = forms.rounded(result)
         if not ctx.delegated:
             ctx.ops.reload_dataset()
+            ctx.ops.notify("samtext: reviewed %d labels of %s: %d rejected, %d approved%s" % (
+                report.reviewed, report.field, report.rejected, report.approved,
+                "; the view %r lists the flagged ones, worst first" % report.view_name if report.view_name else ""),
+                variant="success")
         if not ctx.delegated and report.view_name:
             # by its stages, not its name: the App looks a name up among the saved views it loaded before this
             # run saved this one, and answers "Saved view ... does not exist"

@@ -12,6 +12,8 @@ read as JSON when it reads as JSON (numbers, true/false, null, lists, objects), 
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 
 
@@ -40,10 +42,28 @@ def _demo(args) -> int:
     )
     for err in summary.errors:
         print("  failed:", err)
-    print("Open it in the App:  python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('%s')).wait()\""
-          % args.name)
+    plugins = plugins_dir_to_set()
+    env = "FIFTYONE_PLUGINS_DIR=%s " % shlex.quote(plugins) if plugins else ""
+    print("Open it in the App, with samtext's operators:\n  %s%s -c \"import fiftyone as fo; "
+          "fo.launch_app(fo.load_dataset('%s')).wait()\"" % (env, shlex.quote(sys.executable), args.name))
+    if plugins:
+        print("(FiftyOne finds plugins in FIFTYONE_PLUGINS_DIR: without it the App shows no samtext operator)")
     print("or in Python:  session = fo.launch_app(fo.load_dataset('%s'))" % args.name)
     return 0 if summary.failed == 0 else 1
+
+
+def plugins_dir_to_set():
+    """The folder FiftyOne must be told about (``FIFTYONE_PLUGINS_DIR``) for its App to show samtext's operators:
+    the one that holds this checkout, when FiftyOne's plugins folder does not already hold samtext; else None."""
+    import fiftyone as fo
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(checkout, "fiftyone.yml")):
+        return None  # an installed package: the plugin lives in FiftyOne's plugins folder
+    current = fo.config.plugins_dir
+    if current and os.path.realpath(checkout).startswith(os.path.realpath(current) + os.sep):
+        return None
+    return os.path.dirname(checkout)
 
 
 def _value(text: str):

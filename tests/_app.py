@@ -288,10 +288,20 @@ def close_run(page):
     view = page.locator(PROMPT_VIEW)
     if view.count():
         view.get_by_role("button", name="Done").click()
+    elif page.locator(PROMPT).get_by_role("button", name="Close", exact=True).count():  # a non-generator's result
+        page.locator(PROMPT).get_by_role("button", name="Close", exact=True).click()
     page.locator("%s, %s" % (PROMPT, PROMPT_VIEW)).first.wait_for(state="detached")
     for button in page.locator(NOTIFICATION).get_by_role("button", name="Close notification").all():
         button.click()
     page.locator(NOTIFICATION).first.wait_for(state="detached")
+
+
+def close_panel(page, name):
+    """Closes the panel ``name`` (e.g. "Embeddings") by the close button of its tab."""
+    tab = page.locator('[data-cy="panel-tab-%s"]' % name.lower())
+    tab.hover()
+    tab.locator("xpath=.//*[name()='svg' or self::button][last()]").last.click()
+    tab.wait_for(state="detached")
 
 
 def png_difference(a, b):

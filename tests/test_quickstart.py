@@ -1,6 +1,7 @@
 """The README's quickstart, offline: `python -m samtext demo --tiny` builds the demo dataset and labels it."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -22,6 +23,16 @@ def test_demo_tiny_labels_every_target(db):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Labelled 4 of 4 images into 'cat_mask'" in out.stdout
     assert "fo.launch_app" in out.stdout
+    # the printed App command names the plugins folder, and FiftyOne finds samtext's operators there
+    command = next(line for line in out.stdout.splitlines() if "fo.launch_app" in line and "FIFTYONE_PLUGINS_DIR" in line)
+    plugins_dir = shlex.split(command)[0].split("=", 1)[1]
+    cli = os.path.join(os.path.dirname(sys.executable), "fiftyone")
+    listed = subprocess.run([cli, "plugins", "list"], capture_output=True,
+                            text=True, env=dict(env, FIFTYONE_PLUGINS_DIR=plugins_dir), timeout=300)
+    assert "@samtext/samtext" in listed.stdout, listed.stdout + listed.stderr
+    operators = subprocess.run([cli, "operators", "list"], capture_output=True,
+                               text=True, env=dict(env, FIFTYONE_PLUGINS_DIR=plugins_dir), timeout=300)
+    assert "@samtext/samtext/annotate_by_reference_mask" in operators.stdout, operators.stdout + operators.stderr
     ds = fo.load_dataset(NAME)
     try:
         assert ds.mask_targets["cat_mask"] == {1: "cat"}
