@@ -200,8 +200,11 @@ class OperatorPrompt:
         return texts
 
     def choose(self, label, option_text):
+        """Picks the option whose text starts with ``option_text`` (the first, when several do)."""
         self.select(label).click()
-        self.page.locator('li[role="option"]', has_text=option_text).click()
+        options = self.page.locator('li[role="option"]', has_text=option_text)
+        exact = options.filter(has_text=re.compile(r"^\s*%s\s*$" % re.escape(option_text)))
+        (exact if exact.count() else options).first.click()
         self.page.locator('li[role="option"]').first.wait_for(state="detached")
 
     def selected_value(self, label):

@@ -370,3 +370,34 @@ def test_train_operator_queues_by_default_and_trains_now_when_asked_then_predict
 
     report = samtext.evaluate(ds, "predicted", "pseudo", eval_key=None)  # the test view is the training view
     assert any(w.startswith("6 of the 6 evaluated samples were in the training split") for w in report.warnings)
+
+
+def test_export_keeps_masks_of_images_with_one_name_in_different_folders(db, tmp_path):
+    """cam1/0001.jpg and cam2/0001.jpg: each gets its own mask file (FiftyOne's exporter names them by file name,
+    so one overwrote the other); one image used by two samples is refused before anything is written."""
+    import fiftyone as fo
+    import samtext
+    from PIL import Image
+
+    samples = []
+    for i, cam in enumerate(("cam1", "cam2")):
+        (tmp_path / cam).mkdir()
+        path = str(tmp_path / cam / "0001.jpg")
+        Image.new("RGB", (40, 30), (10 * i, 0, 0)).save(path)
+        mask = np.zeros((30, 40), np.uint8)
+        mask[i * 10:(i + 1) * 10] = 1
+        samples.append(fo.Sample(filepath=path, cats=fo.Segmentation(mask=mask)))
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    out = samtext.export_labels(ds, "cats", str(tmp_path / "out"))
+    written = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "out" / "labels")
+                     for d, _, fs in os.walk(tmp_path / "out" / "labels") for f in fs)
+    assert out["exported"] == 2 and written == ["cam1/0001.png", "cam2/0001.png"]
+    for cam, sample in zip(("cam1", "cam2"), ds):
+        exported = np.asarray(Image.open(tmp_path / "out" / "labels" / cam / "0001.png"))
+        assert (exported > 0).sum() == (sample.cats.mask > 0).sum() and np.array_equal(exported > 0, sample.cats.mask > 0)
+
+    ds.add_sample(fo.Sample(filepath=samples[0].filepath, cats=fo.Segmentation(mask=np.ones((30, 40), np.uint8))))
+    with pytest.raises(ValueError, match="used by several samples"):
+        samtext.export_labels(ds, "cats", str(tmp_path / "again"))
+    assert not os.path.exists(tmp_path / "again")

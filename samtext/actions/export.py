@@ -64,14 +64,43 @@ def export_labels(samples, field: str, export_dir: str, **kwargs) -> Dict[str, o
     targets = {int(k): v for k, v in (dataset.mask_targets.get(field) or dataset.default_mask_targets or {}).items()}
     media = bool(settings.export_media)
     if format == "segmentation":
+        rel_dir = _names_root(view)
         view.export(export_dir=export_dir, dataset_type=fo.types.ImageSegmentationDirectory, label_field=field,
-                    mask_targets=targets or None, export_media=media, overwrite=overwrite)
+                    mask_targets=targets or None, export_media=media, overwrite=overwrite, rel_dir=rel_dir)
         with open(os.path.join(export_dir, "classes.json"), "w") as f:  # the format itself names no classes
             json.dump({str(k): v for k, v in sorted(targets.items())}, f, indent=1)
     else:
         _export_coco(view, field, export_dir, targets, media, overwrite)
     return dict(export_dir=export_dir, format=format, exported=len(view), skipped_rejected=len(labelled) - len(view),
                 without_label=without, warnings=[warning] if warning else [])
+
+
+def _names_root(view):
+    """The folder the mask files' names are taken relative to: None (names are the images' file names) when those
+    are unique; else the images' common folder, so that masks of images with one name in different folders
+    (``cam1/0001.jpg``, ``cam2/0001.jpg``) do not overwrite each other.
+
+    Raises:
+        ValueError: several samples share one image file (their masks would be one file), before anything is
+            written.
+    """
+    from collections import Counter
+
+    paths = view.values("filepath")
+    stems = Counter(os.path.splitext(os.path.basename(p))[0] for p in paths)
+    if len(stems) == len(paths):
+        return None
+    shared = [(p, n) for p, n in Counter(paths).items() if n > 1]
+    if shared:
+        raise ValueError("%d image files are used by several samples (e.g. %s, by %d samples): their masks would "
+                         "overwrite each other in one file; export a view with each image once"
+                         % (len(shared), shared[0][0], shared[0][1]))
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    names = Counter(os.path.splitext(os.path.relpath(p, root))[0] for p in paths)
+    if len(names) < len(paths):  # "a.jpg" and "a.png" in one folder
+        twin = next(n for n, c in names.items() if c > 1)
+        raise ValueError("images %r.* of one folder would share a mask file name; rename one" % twin)
+    return root
 
 
 def _check_holds_no_data(dataset: fo.Dataset, field: str, export_dir: str) -> None:
