@@ -477,6 +477,14 @@ def _finish(ctx, operator, summary):
                                           "its own" % (operator.finishing or "the follow-up step", e)]}
 
 
+def _show_queued(ctx, result):
+    message = ("samtext: queued %d delegated runs; workers started with `fiftyone delegated launch` run them"
+               % len(result["queued"]) if result["queued"] else "samtext: nothing to label (all labelled already)")
+    yield ctx.ops.notify(message, variant="info")
+    yield ctx.ops.show_output(summary_output(result).to_json(), result)
+    return result
+
+
 def _execute_immediate(ctx, operator, events):
     try:
         summary = yield from app_progress(ctx, events())

@@ -3,6 +3,7 @@ Playwright, and an operator's form in the App (tests/test_app_browser.py)."""
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -220,6 +221,13 @@ class OperatorPrompt:
     @property
     def execute_button(self):
         return self.dialog.get_by_role("button", name="Execute", exact=True)
+
+    def execute(self):
+        """Clicks Execute (once the form is valid); returns the params the App sent to the server."""
+        expect()(self.execute_button).to_be_enabled()
+        with self.page.expect_request(lambda r: "/operators/execute" in r.url) as request:
+            self.execute_button.click()
+        return json.loads(request.value.post_data)["params"]
 
     def cancel(self):
         self.dialog.get_by_role("button", name="Cancel").click()

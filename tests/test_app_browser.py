@@ -10,7 +10,6 @@ Screenshots go to $SAMTEXT_SCREENSHOTS_DIR (default: a temporary folder). The RE
 """
 
 import base64
-import json
 import os
 import types
 import uuid
@@ -85,14 +84,6 @@ def fill_common(form, reference_id, out_field):
     form.choose("SAM model", TINY_SAM)
     form.fill("Output field", out_field)
     form.radio(GATE_OFF)
-
-
-def execute(page, form):
-    """Clicks Execute and returns the params the App sent to the server."""
-    _app.expect()(form.execute_button).to_be_enabled()
-    with page.expect_request(lambda r: "/operators/execute" in r.url) as request:
-        form.execute_button.click()
-    return json.loads(request.value.post_data)["params"]
 
 
 def check_masks(app, out_field, reference_id):
@@ -178,7 +169,7 @@ def test_run_from_the_app_writes_masks_that_the_app_shows(app, screenshots):
                     clip=dict(x=0, y=0, width=1400, height=box["y"] + box["height"] + 24))
     page.set_viewport_size({"width": 1400, "height": 900})
 
-    params = execute(page, form)
+    params = form.execute()
     assert {k: params.get(k) for k in ("class_name", "reference_sample", "reference_source", "reference_field",
                                         "method", "out_field", "sam_model", "gate")} == dict(
         class_name="cat", reference_sample=reference_id, reference_source="field", reference_field="ground_truth",
@@ -225,7 +216,7 @@ def test_run_from_the_app_with_an_uploaded_mask(app):
     form.fill("Class value in the mask (optional)", 255)
     expect(form.input("Class value in the mask (optional)")).to_have_value("255")
 
-    params = execute(page, form)
+    params = form.execute()
     upload = params.get("reference_mask")
     assert isinstance(upload, dict) and upload.get("name") == stem + ".png", upload
     with open(mask_path, "rb") as f:
@@ -250,7 +241,7 @@ def test_a_failed_run_shows_its_error_in_the_app(app):
         files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"this is not an image"}]
     )
     fill_common(form, app.ids[2], out_field)
-    execute(page, form)
+    form.execute()
 
     shown = _app.wait_for_error(page, app.server)
     assert "samtext:" in shown and app.ids[2] in shown, shown  # the message names the reference sample

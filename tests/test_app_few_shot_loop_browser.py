@@ -8,7 +8,6 @@ Tiny random models (SAM's filters off so that every photo gets its proposals). W
 ``SAMTEXT_SCREENSHOTS_DIR=docs/images`` it saves the README's pictures of each step.
 """
 
-import json
 import os
 import re
 import uuid
@@ -31,14 +30,6 @@ OUT = "cats"
 def grid_button(page, operator):
     """An operator's button among the grid's actions (its own icon)."""
     return page.locator('[data-itemid="grid-actions-row"] [data-item-id="%s/%s"]' % (PLUGIN_NAME, operator))
-
-
-def execute(page, form):
-    """Clicks Execute; returns the params the App sent."""
-    _app.expect()(form.execute_button).to_be_enabled()
-    with page.expect_request(lambda r: "/operators/execute" in r.url) as request:
-        form.execute_button.click()
-    return json.loads(request.value.post_data)["params"]
 
 
 def lasso(page, canvas, fractions):
@@ -93,7 +84,7 @@ def test_the_few_shot_loop_in_the_app_at_size(db, tmp_path, screenshots):
         form.choose("SAM model", TINY_SAM)
         form.fill("CLIP model", "tiny")
         form.fill("Clusters", CLUSTERS)
-        params = execute(page, form)
+        params = form.execute()
         assert params.get("view_target", "DATASET") == "DATASET" and params.get("make_map", True)
         note = _app.wait_for_run(page, server, r"samtext: labelled \d+ images into %s" % FIELD, timeout=1500)
         assert "labelled %d images" % N_PHOTOS in note and "0 failed" in note, note
@@ -136,7 +127,7 @@ def test_the_few_shot_loop_in_the_app_at_size(db, tmp_path, screenshots):
         form.fill("Class name", "cat")
         form.fill("Output field", OUT)
         shoot(page, screenshots, "loop_4_few_shot_form.png")
-        params = execute(page, form)
+        params = form.execute()
         assert sorted(params["exemplar_ids"]) == lassoed and params.get("view_target", "DATASET") == "DATASET"
         note = _app.wait_for_run(page, server, r"samtext: labelled \d+ images into %s" % OUT, timeout=900)
         assert "labelled %d images" % N_PHOTOS in note, note
@@ -162,7 +153,7 @@ def test_the_few_shot_loop_in_the_app_at_size(db, tmp_path, screenshots):
         grid_button(page, "review_labels").click()
         form = _app.OperatorPrompt(page).wait()
         form.choose("Pseudo-label field", OUT)
-        execute(page, form)
+        form.execute()
         _app.wait_for_run(page, server, r"samtext: reviewed \d+ labels of %s" % OUT, timeout=300)
         assert not page.locator(_app.NOTIFICATION).filter(has_text="does not exist").count()
         ds.reload()

@@ -53,14 +53,12 @@ def run(app, form, done_text=None):
     """Executes the form; returns the params the App sent. Waits for the run's notification (``done_text``) or,
     for a tool that shows its result without one, for the result panel."""
     page = app.page
-    _app.expect()(form.execute_button).to_be_enabled()
-    with page.expect_request(lambda r: "/operators/execute" in r.url) as request:
-        form.execute_button.click()
+    params = form.execute()
     if done_text:
         _app.wait_for_run(page, app.server, done_text, timeout=300)
     else:
         _app.expect()(page.get_by_role("button", name="Close", exact=True)).to_be_visible(timeout=300_000)
-    return json.loads(request.value.post_data)["params"]
+    return params
 
 
 def result_text(app, waiting_for):
