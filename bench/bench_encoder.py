@@ -29,12 +29,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
-from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, start_mongod, \
-    timed, write_report
+from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, scratch_dir, \
+    start_mongod, timed, write_report
 
 TARGETS = {
     "fast / before": ("<=", 0.60),
@@ -207,7 +206,7 @@ def end_to_end(args, log):
     from samtext.models import clear_model_cache, load_sam
     from samtext.models.mobilesam import build_mobile_sam
 
-    folder = tempfile.mkdtemp(prefix="samtext-bench-encoder-")
+    folder = scratch_dir("samtext-bench-encoder-")
     if args.tiny:
         vit = dict(sam_model="tiny")
         mobile = dict(sam_model="tiny-mobile")

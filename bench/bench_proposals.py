@@ -30,13 +30,14 @@ import time
 
 import numpy as np
 
-from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, timed, write_report
+from common import RESULTS, command_line, load_pet, loadavg, machine_lines, md_table, pets_stems, scratch_dir, timed, \
+    write_report
 
 N_PROPOSALS = 64
 
 
-DEFAULT16 = "proposals 16x16 (embedding given)"
-WORST16 = "proposals 16x16, every mask drawn (worst case)"
+DEFAULT16 = "proposals 16x16 + gap fill (embedding given)"
+WORST16 = "proposals 16x16 + gap fill, every mask drawn (worst case)"
 MODULE16 = "proposals 16x16 worst case, SAM's decoder module"
 
 
@@ -139,13 +140,14 @@ def main():
     log("built models: " + desc + "; precision " + precision)
     stems = pets_stems()[: args.images]
     images = [(s, load_pet(s)[0]) for s in stems]
-    gen16 = ProposalGenerator(seg, ProposalSettings(points_per_side=16))
+    gen16 = ProposalGenerator(seg, ProposalSettings())  # CPU's default: 16x16 and the gap-filling second pass
     # pred_iou_thresh 0: every prompt's masks are drawn and stability-scored, the most work real weights can cause
-    gen16_all = ProposalGenerator(seg, ProposalSettings(points_per_side=16, pred_iou_thresh=0.0))
+    gen16_all = ProposalGenerator(seg, ProposalSettings(pred_iou_thresh=0.0))
+    assert gen16.side == 16 and gen16.settings.fills_gaps(16), "the bench times CPU's default grid"
     gen32 = ProposalGenerator(seg, ProposalSettings(points_per_side=32, pred_iou_thresh=0.0))  # as the zoo's work
     zoo = None
     if not args.no_zoo and args.sam == "vit_b":
-        zoo = zoo_sam(sam_raw, tempfile.mkdtemp(prefix="samtext-zoo-"))
+        zoo = zoo_sam(sam_raw, scratch_dir("samtext-zoo-"))
         log("zoo SAM loaded with the same random weights")
 
     # warm-up on the first image

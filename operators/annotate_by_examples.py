@@ -26,6 +26,11 @@ SOURCE_CHOICES = {
 }
 SIDE_FIELDS = ("instances",)  # the matching prompts nothing: no prompts field
 SCORING_CHOICES = {"max": "Closest exemplar", "prototype": "Mean of the exemplars"}
+METHOD_CHOICES = {
+    "embeddings": "Match the proposals' embeddings (no model runs; fast)",
+    "sam3": "Show the exemplars to SAM 3 beside each image (needs the SAM 3 model; one SAM 3 pass per image)",
+}
+SAM3_CHOICES = forms.SAM3_CHOICES
 
 
 def _extended_stages(ctx):
@@ -93,9 +98,10 @@ def results_view(dataset, out_field):
 
 
 def _numbers(text):
+    """The cluster ids of a form's "3, 7" (or a list), as given: the SDK checks them and names a bad one."""
     if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    return [int(v) for v in re.split(r"[\s,;]+", str(text or "")) if v]
+        return list(text)
+    return [v for v in re.split(r"[\s,;]+", str(text or "")) if v]
 
 
 class AnnotateByExamples(forms.ActionOperator):
@@ -142,10 +148,19 @@ class AnnotateByExamples(forms.ActionOperator):
                             % len(ctx.selected))
         inputs.str("negative_tag", label="Label tag of negative exemplars (optional)",
                    description="Proposals with this tag are look-alikes that must not be labelled")
-        inputs.float("threshold", default=S.default("threshold"), min=-1.0, max=1.0, label="Similarity threshold",
-                     description="The least cosine similarity to the exemplars")
-        inputs.enum("scoring", list(SCORING_CHOICES), default=S.default("scoring"), label="Score by",
-                    view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
+        inputs.enum("method", list(METHOD_CHOICES), default=S.default("method"), label="Method",
+                    view=forms.choice_view(METHOD_CHOICES, types.RadioGroup))
+        if (ctx.params.get("method") or S.default("method")) == "sam3":
+            inputs.enum("sam3_model", list(SAM3_CHOICES), default=S.default("sam3_model"), label="SAM 3 model",
+                        view=forms.choice_view(SAM3_CHOICES))
+            inputs.float("sam3_threshold", default=S.default("sam3_threshold"), min=0.0, max=1.0,
+                         label="SAM 3 threshold", description="The least SAM 3 score of an object")
+            forms.device(inputs)
+        else:
+            inputs.float("threshold", default=S.default("threshold"), min=-1.0, max=1.0,
+                         label="Similarity threshold", description="The least cosine similarity to the exemplars")
+            inputs.enum("scoring", list(SCORING_CHOICES), default=S.default("scoring"), label="Score by",
+                        view=forms.choice_view(SCORING_CHOICES, types.RadioGroup))
         inputs.int("top_k", label="Most objects per image (optional)")
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD, inputs_read=[field] if field else [],
                            side_fields=SIDE_FIELDS)

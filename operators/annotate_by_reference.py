@@ -14,6 +14,7 @@ S = samtext.settings.ReferenceSettings  # the action's knobs: defaults and check
 METHOD_CHOICES = {
     "prior": "Prior (PerSAM-style feature matching; one SAM pass per image)",
     "stitch": "Stitch (reference beside target, CLIP points; the seed's method, fixed)",
+    "sam3": "SAM 3 (reference beside target on one canvas, its box as SAM 3's exemplar; needs the SAM 3 model)",
 }
 
 
@@ -96,7 +97,7 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         method = ctx.params.get("method", "prior")
         clip_check = bool(ctx.params.get("clip_check", method == "stitch"))
         forms.gate(inputs, ctx, "prior: SAM-feature similarity to the reference; stitch: CLIP score of the best "
-                                "window")
+                                "window; SAM 3: its instance score (auto: 0.5)")
         inputs.bool("clip_check", default=method == "stitch", label="CLIP check",
                     description="Drop each object that CLIP, on its own masked crop, does not see as the class")
         if clip_check:
@@ -109,7 +110,7 @@ class AnnotateByReferenceMask(forms.ActionOperator):
         else:
             inputs.int("num_prompt_sets", default=S.default("num_prompt_sets"), min=1, max=16, label="Prompt sets")
         inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100, label="Most objects per image")
-        forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check)
+        forms.models(inputs, ctx, needs_clip=method == "stitch" or clip_check, sam3_only=method == "sam3")
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by reference mask"))
 

@@ -11,6 +11,7 @@ DEFAULT_FIELD = samtext.names.TEXT_FIELD
 LOCALIZER_CHOICES = {
     "boxes": "Region proposals (selective search) ranked by CLIP: objects of any size",
     "patches": "Sliding patches + Grad-CAM: small objects (a car blinker)",
+    "sam3": "SAM 3's concept prompt: every instance of the phrase, no CLIP (needs the SAM 3 model)",
 }
 SEARCH_CHOICES = {"fast": "Fast", "quality": "Quality (slower, more regions)"}
 
@@ -42,29 +43,33 @@ class AnnotateByText(forms.ActionOperator):
         neg = inputs.str("negative_prompts", label="Negative prompts (optional)",
                          description="What not to label, e.g. 'window; reflection' (it pushes masks off it)")
         _prompt_check(neg, ctx.params.get("negative_prompts"), "negative prompts", allow_none=True)
-        inputs.enum("localizer", list(LOCALIZER_CHOICES), default=S.default("localizer"), label="How CLIP finds it",
+        inputs.enum("localizer", list(LOCALIZER_CHOICES), default=S.default("localizer"), label="How it is found",
                     view=forms.choice_view(LOCALIZER_CHOICES, types.RadioGroup))
         forms.output_field(inputs, ctx, default=DEFAULT_FIELD)
+        localizer = ctx.params.get("localizer") or S.default("localizer")
         inputs.float("threshold", default=S.default("threshold"), min=0.0, max=1.0, label="Threshold",
-                     description="The least CLIP probability of the class (against the other prompts and "
+                     description="The least SAM 3 score (the instance's probability times the phrase's presence in "
+                                 "the image)" if localizer == "sam3" else
+                                 "The least CLIP probability of the class (against the other prompts and "
                                  "background prompts) on each object's masked crop; images where no object reaches "
                                  "it come out empty")
-        inputs.float("region_threshold", min=0.0, max=1.0, label="Region threshold (optional)",
-                     description="Only let SAM look where a region's crop reaches this probability (empty: at the "
-                                 "best regions of each class)")
+        if localizer != "sam3":
+            inputs.float("region_threshold", min=0.0, max=1.0, label="Region threshold (optional)",
+                         description="Only let SAM look where a region's crop reaches this probability (empty: at "
+                                     "the best regions of each class)")
         inputs.int("max_instances", default=S.default("max_instances"), min=1, max=100,
                    label="Most objects per class and image")
-        if ctx.params.get("localizer", "boxes") == "boxes":
+        if localizer == "boxes":
             inputs.enum("search_mode", list(SEARCH_CHOICES), default=S.default("search_mode"), label="Selective search",
                         view=forms.choice_view(SEARCH_CHOICES, types.RadioGroup))
             inputs.int("max_proposals", default=S.default("max_proposals"), min=1, max=1000,
                        label="Regions CLIP scores per image")
-        else:
+        elif localizer == "patches":
             inputs.int("patch_size", label="Patch size in pixels (optional)",
                        description="Default: a third of the image's short side")
             inputs.int("top_k_patches", default=S.default("top_k_patches"), min=1, max=64,
                        label="Patches explained by Grad-CAM per class")
-        forms.models(inputs, ctx, needs_clip=True)
+        forms.models(inputs, ctx, needs_clip=localizer != "sam3", sam3_only=localizer == "sam3")
         forms.sharding(inputs)
         return types.Property(inputs, view=types.View(label="Annotate by text"))
 

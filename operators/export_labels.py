@@ -13,7 +13,9 @@ FORMAT_CHOICES = {
     "coco": "COCO instances (labels.json with polygons)",
 }
 RESULT_FIELDS = [("export_dir", "Written to", "str"), ("exported", "Labels exported", "int"),
-                 ("skipped_rejected", "Left out (rejected)", "int"), ("without_label", "Without a label", "int")]
+                 ("skipped_rejected", "Left out (rejected)", "int"), ("without_label", "Without a label", "int"),
+                 ("failed", "Left out (unreadable)", "int"), ("errors", "Errors", "list"),
+                 ("warnings", "Warnings", "list")]
 
 
 class ExportLabels(forms.SamtextOperator):
@@ -30,7 +32,7 @@ class ExportLabels(forms.SamtextOperator):
         inputs.str("export_dir", required=True, label="Folder", description="A new or empty folder on the server")
         inputs.str("skip_tag", default=S.default("skip_tag"), label="Leave out labels tagged")
         inputs.bool("export_media", default=S.default("export_media"), label="Copy the images too")
-        inputs.bool("overwrite", default=S.default("overwrite"), label="Replace the folder's contents")
+        inputs.bool("overwrite", default=S.default("overwrite"), label="Replace an earlier samtext export there (other files are kept)")
         return types.Property(inputs, view=types.View(label="Export pseudo-labels"))
 
     def execute(self, ctx):

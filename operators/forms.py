@@ -1,7 +1,9 @@
 """Blocks shared by samtext's operators: form pieces (models, output, gate, sharding) and the execution of an
 action's ``(done, total)`` generator immediately, delegated, or split into several delegated runs."""
 
+import contextlib
 import copy
+import functools
 import logging
 import os
 import threading
@@ -99,6 +101,40 @@ class SamtextOperator(foo.Operator):
 
     def resolve_placement(self, ctx):
         return action_button(self.spec.label, self.place, icon_of(self.spec.operator))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "execute" in cls.__dict__:  # every samtext operator's execute does a worker's duties when delegated
+            cls.execute = _with_worker_duties(cls.__dict__["execute"])
+
+
+def _with_worker_duties(execute):
+    @functools.wraps(execute)
+    def run(self, ctx):
+        if not ctx.delegated:
+            return execute(self, ctx)
+        with worker_duties(ctx):
+            return execute(self, ctx)
+
+    return run
+
+
+@contextlib.contextmanager
+def worker_duties(ctx):
+    """What a samtext operation does on a delegated worker: first it fails and queues again the samtext
+    operations of its dataset whose worker died (:func:`samtext.run.operations.recover_stale_operations`); while
+    it runs, it keeps its own operation alive (a heartbeat on ``updated_at``) and names it in the run records it
+    opens."""
+    from samtext.run import records
+    from samtext.run.operations import OperationHeartbeat, recover_stale_operations
+
+    operation_id = ctx.request_params.get("run_doc")
+    try:
+        recover_stale_operations(ctx.dataset.name if ctx.dataset is not None else None)
+    except Exception:  # bookkeeping: never stop this run over another's
+        logger.exception("samtext: could not check for stale delegated operations")
+    with records.in_operation(operation_id), OperationHeartbeat(operation_id):
+        yield
 
 
 class ActionOperator(SamtextOperator):
@@ -253,12 +289,25 @@ def gate_value(params):
     return None if choice == "off" else "auto"
 
 
-def models(inputs, ctx, needs_clip=False):
-    inputs.enum("sam_model", list(SAM_CHOICES), default=MODELS.default("sam_model"), label="SAM model",
-                view=choice_view(SAM_CHOICES))
+SAM3_CHOICES = {name: label for name, label in SAM_CHOICES.items() if registry.sam_spec(name).family == "sam3"}
+
+
+def models(inputs, ctx, needs_clip=False, sam3_only=False):
+    """The models' fields. ``sam3_only``: the chosen method runs on SAM 3 (its concept or exemplar prompts), so the
+    SAM model offers SAM 3's choices, defaults to SAM 3, and another model already in the form is marked invalid
+    with the reason (Execute stays off)."""
+    choices = SAM3_CHOICES if sam3_only else SAM_CHOICES
+    default = next(iter(SAM3_CHOICES)) if sam3_only else MODELS.default("sam_model")
+    prop = inputs.enum("sam_model", list(choices), default=default, label="SAM model", view=choice_view(choices))
+    chosen = ctx.params.get("sam_model")
+    if sam3_only and chosen and chosen not in SAM3_CHOICES:
+        prop.invalid = True
+        prop.error_message = "this method runs on SAM 3: choose a SAM 3 model (%r is not one)" % chosen
     inputs.str("sam_checkpoint", label="SAM weights file (optional)",
-               description="A local checkpoint of the chosen SAM model; default: samtext's cache, downloaded on "
-                           "first use (the way to run offline)")
+               description="A local checkpoint of the chosen SAM model (SAM 2.1: Meta's .pt file or a folder with "
+                           "config.json and model.safetensors; SAM 3: such a folder); default: samtext's cache, the "
+                           "Hugging Face cache or FiftyOne's model zoo, downloaded on first use (the way to run "
+                           "offline)")
     if needs_clip:
         inputs.str("clip_model", default=MODELS.default("clip_model"), label="CLIP model",
                    description="An open_clip model name, or 'tiny'")
@@ -285,13 +334,20 @@ def sharding(inputs):
     inputs.int("num_shards", default=1, min=1, max=256, label="Split into delegated runs",
                description="1: one run. N > 1: the target is split into N delegated runs, queued now, which "
                            "several `fiftyone delegated launch` workers run side by side")
+    inputs.str("ray_address", label="Ray cluster (optional)",
+               description="Label on a Ray cluster: 'auto' (the cluster this machine has joined), "
+                           "'ray://head:10001', or 'local'; this run writes the labels and reports progress, Ray's "
+                           "actors run the models (pip install 'samtext[ray]')")
+    inputs.int("ray_actors", min=1, max=1024, label="Ray actors (optional)",
+               description="Default: one per GPU of the cluster, or its CPUs")
 
 
 def run_kwargs(params, side_fields=("instances", "prompts")):
     """The driver's options, from the form; a side field's switch defaults to on when the form shows it
     (``side_fields``, as given to :func:`output_field`), else to off."""
     return dict(
-        set_knobs(params, RUN, ("out_field", "overwrite", "batch_size", "mask_dir", "fail_fast", "shard")),
+        set_knobs(params, RUN, ("out_field", "overwrite", "batch_size", "mask_dir", "fail_fast", "shard", "ray_address",
+                                "ray_actors", "ray_gpus_per_actor")),
         save_prompts=bool(params.get("save_prompts", "prompts" in side_fields)),
         save_instances=bool(params.get("save_instances", "instances" in side_fields)),
     )
@@ -432,8 +488,14 @@ def queue_shards(ctx, operator, count, prepare):
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
+    from samtext.run.operations import recover_stale_operations
+
     if not prepare():
         return []  # nothing to label
+    try:
+        recover_stale_operations(ctx.dataset.name)  # shards of an earlier run whose workers died go back in the queue
+    except Exception:  # bookkeeping: never stop queueing over another run's operations
+        logger.exception("samtext: could not check for stale delegated operations")
     service = DelegatedOperationService()
     ids = []
     for index in range(count):

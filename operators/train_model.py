@@ -19,7 +19,8 @@ RESULT_FIELDS = [("label_field", "Trained on", "str"), ("status", "Status", "str
                  ("skipped_unlabelled", "Left out (no label)", "int"),
                  ("skipped_rejected", "Left out (rejected)", "int"), ("failed", "Left out (unreadable)", "int"),
                  ("epochs_done", "Epochs done", "int"), ("best_val_miou", "Best validation mIoU", "float"),
-                 ("backbone_start", "Backbone started from", "str"), ("errors", "Errors", "list")]
+                 ("backbone_start", "Backbone started from", "str"), ("notes", "Notes", "list"),
+                 ("errors", "Errors", "list")]
 
 
 def _epochs(epoch, epochs, step, steps, metrics):

@@ -35,18 +35,20 @@ from .actions.train import (TrainSummary, iter_predict, iter_train, predict, pre
                             training_overlap)
 from .demo import make_demo_dataset  # noqa: E402
 from .download import download_weights  # noqa: E402
+from .errors import SamtextError  # noqa: E402
 from .models import load_clip, load_sam  # noqa: E402
 from .pipelines.text import parse_prompts  # noqa: E402
 from .run.driver import RunStopped, RunSummary, run_with_progress  # noqa: E402
+from .run.operations import recover_stale_operations  # noqa: E402
 
 __all__ = [
-    "ACTIONS", "Exemplars", "RunStopped", "RunSummary", "SegmentationReport", "TrainSummary", "__version__",
+    "ACTIONS", "Exemplars", "RunStopped", "RunSummary", "SamtextError", "SegmentationReport", "TrainSummary", "__version__",
     "annotate_by_examples", "annotate_by_reference", "annotate_by_text", "compute_mask_proposals",
     "compute_proposal_map", "download_weights", "evaluate", "export_labels", "iter_annotate_by_examples",
     "iter_annotate_by_reference", "iter_annotate_by_text", "iter_compute_mask_proposals", "iter_predict",
     "iter_rerun_from_approved", "iter_train", "load_clip", "load_references", "load_sam", "make_demo_dataset",
     "names", "parse_prompts", "predict", "prepare_annotate_by_examples", "prepare_annotate_by_reference",
     "prepare_annotate_by_text", "prepare_compute_mask_proposals", "prepare_predict", "prepare_rerun_from_approved",
-    "proposal_embeddings", "rerun_from_approved", "review", "run_with_progress", "settings", "train",
+    "proposal_embeddings", "recover_stale_operations", "rerun_from_approved", "review", "run_with_progress", "settings", "train",
     "training_overlap",
 ]

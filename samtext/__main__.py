@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 import sys
+from .errors import SamtextError
 
 
 def _demo(args) -> int:
@@ -80,7 +81,7 @@ def _pairs(items):
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError("expected name=value, got %r" % item)
+            raise SamtextError("expected name=value, got %r" % item)
         out[name.strip()] = _value(value)
     return out
 
@@ -95,7 +96,7 @@ def _run(args) -> int:
 
     spec = samtext.actions.get(args.action)
     if args.dataset not in fo.list_datasets():
-        raise ValueError("no FiftyOne dataset named %r; the datasets here: %s" % (args.dataset, fo.list_datasets()))
+        raise SamtextError("no FiftyOne dataset named %r; the datasets here: %s" % (args.dataset, fo.list_datasets()))
     view = fo.load_dataset(args.dataset)
     if args.tags:
         view = view.match_tags(args.tags.split(","))
@@ -105,7 +106,7 @@ def _run(args) -> int:
     try:
         inspect.signature(spec.run).bind(view, **kwargs)
     except TypeError as e:
-        raise ValueError("%s: %s (its inputs: %s; see python -m samtext settings %s)"
+        raise SamtextError("%s: %s (its inputs: %s; see python -m samtext settings %s)"
                          % (spec.name, e, ", ".join(spec.inputs) or "none", spec.name)) from None
     result = spec.run(view, **kwargs)
     out = result.to_dict() if hasattr(result, "to_dict") else result if isinstance(result, dict) else vars(result)
@@ -139,6 +140,18 @@ def _download(args) -> int:
     return 0
 
 
+def _recover(args) -> int:
+    from samtext.run.operations import recover_stale_operations
+
+    done = recover_stale_operations(args.dataset, requeue=not args.no_requeue, stale_after=args.stale_after)
+    for op in done:
+        print("samtext: operation %s (%s) had lost its worker: %s" % (
+            op["operation"], op["operator"], "queued again as %s" % op["requeued_as"] if op["requeued_as"] else "failed"))
+    if not done:
+        print("samtext: no stale samtext operation")
+    return 0
+
+
 def main(argv=None) -> int:
     from samtext.models.registry import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, SAM_MODELS
     from samtext.settings import REFERENCE_METHODS, ReferenceSettings
@@ -169,6 +182,14 @@ def main(argv=None) -> int:
     dl.add_argument("--clip", nargs="*", default=["%s:%s" % (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED)],
                     help="open_clip NAME:TAG pairs")
     dl.set_defaults(func=_download)
+    rec = sub.add_parser("recover", help="fail and queue again the samtext delegated operations whose worker died",
+                         description="Finds RUNNING samtext delegated operations whose heartbeat stopped (their worker "
+                                     "was killed or lost), marks them FAILED with a message, and queues them again; "
+                                     "a worker resumes each where it stopped. Safe to run from cron.")
+    rec.add_argument("--dataset", default=None, help="only this dataset's operations")
+    rec.add_argument("--stale-after", type=float, default=None, help="seconds without a heartbeat (default 120)")
+    rec.add_argument("--no-requeue", action="store_true", help="mark them FAILED only")
+    rec.set_defaults(func=_recover)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
         args.values += extra  # name=value pairs after the options (argparse fills a positional list only once)

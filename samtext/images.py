@@ -12,6 +12,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import SamtextError
+
 # Masks with more distinct values than this are treated as soft (antialiased or JPEG) binary masks and
 # thresholded at half their maximum; fewer distinct values mean class ids.
 MAX_CLASS_VALUES = 16
@@ -20,7 +22,7 @@ MAX_CLASS_VALUES = 16
 ASPECT_TOLERANCE = 0.02
 
 
-class InputError(ValueError):
+class InputError(SamtextError):
     """Bad input for one sample: a missing or unreadable file, an unusable mask. The message says what."""
 
 
@@ -100,7 +102,15 @@ def read_mask_values(source: Union[str, bytes, np.ndarray]) -> np.ndarray:
     else:
         img = _open(source)
         values = np.asarray(img)
+    if values.ndim == 3 and values.shape[2] not in (1, 2, 3, 4):
+        raise InputError("a mask must be 2-D (H, W) class values, or an image of 1-4 channels; got %d channels "
+                         "(shape %s)" % (values.shape[2], values.shape))
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
     if values.ndim == 3:
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.mod(values, 1) == 0):
+            raise InputError("a colour mask must hold whole numbers; got %s values with fractions (shape %s)"
+                             % (values.dtype, values.shape))
         if values.shape[2] in (2, 4):  # drop alpha (LA, RGBA)
             values = values[..., :-1]
         if np.all(values == values[..., :1]):

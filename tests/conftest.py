@@ -1,8 +1,10 @@
 """Shared fixtures. FiftyOne tests use a real database: scripts/test.sh starts a private mongod and sets
 FIFTYONE_DATABASE_URI; a missing database fails the tests with the fix, it never skips them."""
 
+import atexit
 import functools
 import os
+import shutil
 import sys
 import tempfile
 
@@ -24,6 +26,8 @@ os.symlink(ROOT, os.path.join(_PLUGINS_DIR, "samtext"))
 os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS_DIR
 # embeddings of mask proposals go beside the dataset, by default under ~/.samtext: keep the tests' apart
 os.environ["SAMTEXT_EMBEDDINGS_DIR"] = tempfile.mkdtemp(prefix="samtext-embeddings-")
+for _folder in (_PLUGINS_DIR, os.environ["SAMTEXT_EMBEDDINGS_DIR"]):
+    atexit.register(shutil.rmtree, _folder, ignore_errors=True)
 sys.path.insert(0, ROOT)
 
 

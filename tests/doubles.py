@@ -169,14 +169,17 @@ class FakeSegmenter:
     the image itself (``LOW_RES`` = 1 pixel per cell).
 
     Multimask output: 3 candidates (a part of the region, the region, the region grown by 3 px), with
-    the region's index rotating over the calls (1, 2, 0, 1, ...), so taking index 0 is wrong.
+    the region's index rotating over the calls (1, 2, 0, 1, ...), so taking index 0 is wrong. With
+    ``whole_level`` the third is instead the region with every other non-background region that touches it (SAM's
+    "whole object" answer, for objects of several colours), scored as the region.
 
     Refinement (``mask_logits`` given): the region is also cut to ``mask_logits > 0`` (grown by one pixel),
     so feeding back the wrong candidate's logits gives the wrong mask.
 
-    Boxes: the region is cut to the box grown by ``box_margin`` pixels; with ``box_regions``, a box also takes every
-    region of a colour other than the background that lies at least 80% inside it (SAM's answer to a box around
-    an object).
+    Boxes: the region is cut to the box grown by ``box_margin`` pixels; with ``box_regions``, or with no positive
+    point, a box also takes every region of a colour other than the background that lies at least 80% inside it
+    (SAM's answer to a box around an object). With ``box_cut`` a box takes every such region it touches, cut to
+    the box: a box over half an object gives half the object (the "parts" oracle of issue 20).
 
     Spies: ``embed_calls``, ``predict_calls`` (a dict of the arguments of each call).
     """
@@ -184,9 +187,10 @@ class FakeSegmenter:
     feature_stride = STRIDE
 
     def __init__(self, refine_empty: bool = False, features: Optional[np.ndarray] = None, noise: float = 0.0,
-                 box_regions: bool = False, box_margin: int = 0):
+                 box_regions: bool = False, box_margin: int = 0, box_cut: bool = False, whole_level: bool = False):
         self.refine_empty = refine_empty
-        self.box_regions, self.box_margin = box_regions, box_margin
+        self.whole_level = whole_level
+        self.box_regions, self.box_margin, self.box_cut = box_regions, box_margin, box_cut
         self.features = np.eye(len(COLOURS), dtype=np.float32) if features is None else features
         self.noise = noise
         self.embed_calls = 0
@@ -243,13 +247,21 @@ class FakeSegmenter:
             x0, y0, x1, y1 = [int(round(float(v))) + d for v, d in zip(box, (-m, -m, m, m))]
             keep = np.zeros(labels.shape, bool)
             keep[max(0, y0) : y1, max(0, x0) : x1] = True
-            if self.box_regions:
+            if self.box_regions or not pos:  # a box alone: SAM's answer is the object(s) in it
                 ids, total = np.unique(labels, return_counts=True)
                 inside = dict(zip(*np.unique(labels[keep], return_counts=True)))
                 bg = set(np.unique(labels[colour_ids(image) == COLOUR_INDEX[BACKGROUND]]))
-                pos |= {i for i, n in zip(ids, total) if i not in bg and inside.get(i, 0) >= 0.8 * n}
+                share = 0.0 if self.box_cut else 0.8
+                pos |= {i for i, n in zip(ids, total) if i not in bg and inside.get(i, 0) > share * n}
             return np.isin(labels, sorted(pos - neg)) & keep
         return np.isin(labels, sorted(pos - neg))
+
+    @staticmethod
+    def _whole(labels: np.ndarray, region: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """``region`` with the non-background regions that touch it (8-neighbours)."""
+        near = np.unique(labels[ndimage.binary_dilation(region, structure=np.ones((3, 3), bool))])
+        bg = set(np.unique(labels[colour_ids(image) == COLOUR_INDEX[BACKGROUND]]))
+        return region | np.isin(labels, [i for i in near if i not in bg])
 
     def _upsample_low_res(self, logits: torch.Tensor, h: int, w: int) -> np.ndarray:
         m = (logits > 0).cpu().numpy().astype(bool)
@@ -306,8 +318,12 @@ class FakeSegmenter:
                 if found:
                     cols = np.flatnonzero(region.any(axis=0))
                     part[:, cols[len(cols) // 2] :] = False  # the left half of the region
-                grown = ndimage.binary_dilation(region, iterations=3) if found else region.copy()
-                cands = [(part, SCORE_PART if found else 0.0), (grown, SCORE_GROWN if found else 0.0)]
+                if self.whole_level:
+                    third = self._whole(labels, region, embedding.image) if found else region.copy()
+                    cands = [(part, SCORE_PART if found else 0.0), (third, SCORE_FOUND if found else 0.0)]
+                else:
+                    grown = ndimage.binary_dilation(region, iterations=3) if found else region.copy()
+                    cands = [(part, SCORE_PART if found else 0.0), (grown, SCORE_GROWN if found else 0.0)]
                 cands.insert(rotate, (region, SCORE_FOUND if found else 0.0))
                 masks.append([c[0] for c in cands])
                 scores.append([c[1] for c in cands])
@@ -447,3 +463,73 @@ class TextClip(FakeClip):
             m = np.maximum(m, 0)
             out.append(m / m.max() if m.max() > 0 else m)
         return out
+
+
+class FakeConcepts:
+    """A SAM 3 concept-model double (:class:`samtext.models.sam3_concepts.Sam3Concepts`'s ``embed``, ``find``,
+    ``masks``): a text's instances are the connected regions of the colours its words name (``words`` as
+    :class:`TextClip`'s: word -> {colour: weight}), each scored ``0.9 * weight`` times the presence; presence is
+    0.95 when any region of a named colour is in the image, else 0.05. Every text gets ``queries`` rows; unused
+    rows score 0.01 with empty masks. Mask logits are the image-sized masks (the double's low-res frame is the
+    image). Spies: ``embed_calls``, ``find_calls`` (the texts of each call)."""
+
+    image_size = 448  # the canvas side of one-shot (samtext.pipelines.reference_sam3)
+    window_pixels = 112
+
+    def __init__(self, words: Dict[str, Dict[tuple, float]], queries: int = 8):
+        self.words = {k.lower(): {tuple(c): w for c, w in v.items()} for k, v in words.items()}
+        self.queries = queries
+        self.embed_calls = 0
+        self.find_calls: List[List[str]] = []
+
+    def embed(self, image: np.ndarray):
+        from samtext.models.sam3_concepts import ConceptImage
+
+        self.embed_calls += 1
+        return ConceptImage(image.copy(), tuple(image.shape[:2]))
+
+    def find(self, encoded, texts, exemplars=None):
+        from samtext.models.sam3_concepts import Found
+
+        self.find_calls.append(list(texts))
+        image = encoded.vision
+        labels = regions(image)
+        ids = colour_ids(image)
+        h, w = image.shape[:2]
+        out = []
+        for i, text in enumerate(texts):
+            weights = {}
+            for word, colours in self.words.items():
+                if text and word in text.lower():
+                    weights.update(colours)
+            shown = exemplars[i] if exemplars is not None else None
+            if shown is not None and len(shown.boxes):  # the colour under the positive boxes, and its look-alike
+                x0, y0, x1, y1 = [int(round(v)) for v in shown.boxes[np.asarray(shown.labels) == 1][0]]
+                inside = ids[y0:y1, x0:x1]
+                inside = inside[inside != COLOUR_INDEX[BACKGROUND]]
+                colour = COLOURS[int(np.bincount(inside).argmax())]
+                weights = {colour: 1.0}
+                weights.update({twin: 0.4 for twin, original in LOOKALIKE_AFFINITY.items() if original == colour})
+            hits = []
+            for colour, weight in weights.items():
+                for r in np.unique(labels[ids == COLOUR_INDEX[colour]]):
+                    hits.append((weight, labels == r))
+            presence = 0.95 if hits else 0.05
+            hits.sort(key=lambda t: -t[0])
+            scores = np.full(self.queries, 0.01, np.float32)
+            logits = torch.full((self.queries, h, w), -10.0)
+            boxes = np.zeros((self.queries, 4), np.float32)
+            for q, (weight, mask) in enumerate(hits[: self.queries]):
+                scores[q] = 0.9 * weight * presence
+                logits[q] = torch.from_numpy(np.where(mask, 10.0, -10.0).astype(np.float32))
+                ys, xs = np.nonzero(mask)
+                boxes[q] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            out.append(Found(scores, presence, boxes, logits))
+        return out
+
+    def masks(self, encoded, mask_logits):
+        return (mask_logits > 0).numpy().reshape((-1,) + tuple(encoded.original_size))
+
+    def probabilities(self, mask_logits, size):
+        return torch.nn.functional.interpolate(mask_logits[:, None].float().sigmoid(), size=tuple(size),
+                                               mode="bilinear", align_corners=False)[:, 0]

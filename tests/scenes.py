@@ -101,6 +101,21 @@ def random_scene(seed: int, target=RED, lookalike=ORANGE, size=(160, 200)) -> Sc
     return make_scene(seed, counts, size)
 
 
+def two_tone_scene(seed: int, target=RED, other=YELLOW) -> Scene:
+    """0-3 objects of two colours (``target`` and, across a random straight cut through the middle, ``other``)
+    among one green, one blue and 0-1 cyan objects: one object in two regions, as real objects are in parts
+    (``instances[target]`` holds each object's whole mask)."""
+    rng = np.random.default_rng(20_000 + seed)
+    scene = make_scene(seed, {tuple(target): int(rng.integers(0, 4)), tuple(GREEN): 1, tuple(BLUE): 1,
+                              tuple(CYAN): int(rng.integers(0, 2))})
+    for mask in scene.of(target):
+        ys, xs = np.nonzero(mask)
+        angle = rng.uniform(0, np.pi)
+        side = np.cos(angle) * (xs - xs.mean()) + np.sin(angle) * (ys - ys.mean()) > 0
+        scene.image[ys[side], xs[side]] = other
+    return scene
+
+
 def reference_scene(seed: int = 12345, target=RED, lookalike=ORANGE):
     """A reference: exactly one ``target`` instance among distractors (one look-alike included).
     Returns ``(image, mask)``."""
@@ -183,10 +198,12 @@ class Tally:
                     images=self.absent_images + self.present_images, instances=self.gt_instances)
 
 
-def evaluate(matcher, seeds, target=RED, lookalike=ORANGE) -> Tally:
+def evaluate(matcher, seeds, target=RED, lookalike=ORANGE, make=None) -> Tally:
+    """The :class:`Tally` of ``matcher`` (``image -> MaskResult``) on the scenes of ``seeds``: ``make(seed)`` (default:
+    :func:`random_scene` with ``target`` and ``lookalike``), scored on the ``target`` instances."""
     tally = Tally()
     for seed in seeds:
-        scene = random_scene(seed, target, lookalike)
+        scene = make(seed) if make is not None else random_scene(seed, target, lookalike)
         tally.add(matcher(scene.image), scene.of(target))
     return tally
 

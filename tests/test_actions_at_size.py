@@ -83,3 +83,34 @@ def test_every_action_on_two_hundred_photos(photos, tmp_path):
     assert out["exported"] == N - 1  # one mask file each, though names repeat across folders
     assert len([f for _, _, fs in os.walk(tmp_path / "export") for f in fs if f.endswith(".png")]) == N - 1
     assert isinstance(ds, fo.Dataset)
+
+
+def test_sam2_1_and_sam3_paths_on_two_hundred_photos(photos):
+    """The SAM 2.1 and SAM 3 choices at the same size (tiny random configs of their architectures): proposals with
+    SAM 2.1's decoder, reference with SAM 2.1, text with SAM 3's concept prompt, one-shot on SAM 3's canvas,
+    few-shot with the proposals as SAM 3's cross-image exemplars; every target labelled once, nothing failed."""
+    import samtext
+
+    ds = photos
+    reference = ds.first().id
+    sam2 = dict(sam_model="tiny-sam2", device="cpu")
+    sam3 = dict(sam_model="tiny-sam3", device="cpu")
+
+    summary = samtext.compute_mask_proposals(ds, out_field="props2", embedder=None, points_per_side=4,
+                                             pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=0, **sam2)
+    assert (summary.labelled, summary.failed) == (N, 0) and summary.instances >= N
+    summary = samtext.annotate_by_reference(ds, "cat", reference=reference, reference_field="ground_truth",
+                                            out_field="ref2", min_similarity=None, **sam2)
+    assert (summary.labelled, summary.failed) == (N - 1, 0) and ds.count("ref2") == N - 1
+
+    summary = samtext.annotate_by_text(ds, "cat; dog", localizer="sam3", threshold=0.0, out_field="text3", **sam3)
+    assert (summary.labelled, summary.failed) == (N, 0) and ds.count("text3") == N
+    summary = samtext.annotate_by_reference(ds, "cat", reference=reference, reference_field="ground_truth",
+                                            method="sam3", out_field="ref3", min_similarity=None, **sam3)
+    assert (summary.labelled, summary.failed) == (N - 1, 0) and ds[reference]["ref3"] is None
+
+    picked = ds.values("props2.detections.id", unwind=True)[::97][:40]  # a lasso across many images
+    summary = samtext.annotate_by_examples(ds, {"cat": samtext.Exemplars(label_ids=picked)}, proposals_field="props2",
+                                           method="sam3", sam3_model="tiny-sam3", sam3_threshold=0.0, device="cpu",
+                                           out_field="shots3")
+    assert (summary.labelled, summary.failed) == (N, 0) and ds.count("shots3") == N

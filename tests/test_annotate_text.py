@@ -211,3 +211,10 @@ def test_operator_form_checks_the_prompts(pets):
     assert "2 classes: car, bus" in props["classes_note"].view.label
     assert "top_k_patches" in props and "max_proposals" not in props
     assert "max_proposals" in form(prompts="car")
+    # SAM 3's concept prompt: CLIP's fields go, the SAM model offers SAM 3 only, and another model is refused
+    props = form(prompts="car", localizer="sam3")
+    assert "clip_model" not in props and props["sam_model"].default == "sam3"
+    assert set(props["sam_model"].type.values) == {"sam3", "tiny-sam3"}
+    props = form(prompts="car", localizer="sam3", sam_model="vit_b")
+    assert props["sam_model"].invalid and "runs on SAM 3" in props["sam_model"].error_message
+    assert not getattr(form(prompts="car", sam_model="vit_b")["sam_model"], "invalid", False)

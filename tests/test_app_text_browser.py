@@ -4,7 +4,6 @@ checks the prompts as they are typed and changes with the localizer, and a run s
 multi-class mask."""
 
 import os
-import tempfile
 import types
 import uuid
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 OPERATOR_LABEL = "samtext: Annotate by text"
 FORM_LABELS = (
-    "Prompts", "Negative prompts (optional)", "How CLIP finds it", "Output field", "Overwrite existing labels",
+    "Prompts", "Negative prompts (optional)", "How it is found", "Output field", "Overwrite existing labels",
     "Save instances", "Save prompt points", "Threshold", "Region threshold (optional)",
     "Most objects per class and image",
     "Selective search", "Regions CLIP scores per image", "SAM model", "CLIP model", "CLIP weights", "Device",
@@ -40,7 +39,7 @@ def app(tmp_path_factory):
                                     dataset_url="%s/datasets/%s" % (server.url, ds.name))
 
 
-def test_text_form_checks_prompts_and_runs(app):
+def test_text_form_checks_prompts_and_runs(app, tmp_path):
     page = app.page
     expect = _app.expect()
     page.goto(app.dataset_url)
@@ -74,7 +73,7 @@ def test_text_form_checks_prompts_and_runs(app):
     expect(form.execute_button).to_be_enabled()
 
     # the filled-in form, whole (the README's picture: SAMTEXT_SCREENSHOTS_DIR=docs/images)
-    shots = os.environ.get("SAMTEXT_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="samtext-shots-")
+    shots = os.environ.get("SAMTEXT_SCREENSHOTS_DIR") or str(tmp_path)
     page.set_viewport_size({"width": 1400, "height": 1900})
     expect(form.execute_button).to_be_enabled()
     form.scroll_to_top()

@@ -483,7 +483,7 @@ def test_empty_class_name(base, name):
 @pytest.mark.parametrize("name", ["", "has space", "1st", "a.b"])
 def test_invalid_output_field_name(base, name):
     ds, ref = base
-    with pytest.raises(ValueError, match="not a valid field name"):
+    with pytest.raises(ValueError, match="output field .* is not a valid name"):
         _run(ds, ref, out_field=name)
 
 

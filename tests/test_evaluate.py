@@ -189,9 +189,9 @@ def test_bad_fields(db, tmp_path):
 
     ds = _hand_dataset(tmp_path)
     ds.set_values("label", [fo.Classification(label="a")] * len(ds))
-    with pytest.raises(ValueError, match="ground truth field 'label' holds Classification"):
+    with pytest.raises(ValueError, match="gt_field 'label' holds Classification"):
         se.evaluate(ds, "pred", "label")
-    with pytest.raises(ValueError, match="prediction field 'nope' is not a field"):
+    with pytest.raises(ValueError, match="pred_field 'nope' is not a field"):
         se.evaluate(ds, "nope", "gt")
     assert ds.list_evaluations() == []
 

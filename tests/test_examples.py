@@ -123,3 +123,50 @@ def test_embeddings_of_another_size_are_refused(red_exemplar):
         matcher.scores(np.ones((2, 5)))
     with pytest.raises(ValueError, match="different sizes"):
         ExampleMatcher([ExampleClass("a", np.ones((1, 3))), ExampleClass("b", np.ones((1, 4)))])
+
+
+def test_nested_proposals_keep_the_part_the_exemplars_match_at_size():
+    """Issue 20, cause 6: SAM proposes each object, a half of it, and a larger region that holds it (the object and
+    what surrounds it). The exemplars match the object clearly better than its container: the object is kept,
+    once, and neither the container nor the half. 300 images, 0-3 objects each, with distractor proposals."""
+    rng = np.random.default_rng(20)
+    dim = 16
+    exemplar = np.eye(dim, dtype=np.float32)[0]
+
+    def vector(similarity):
+        other = rng.normal(size=dim).astype(np.float32)
+        other[0] = 0
+        other /= np.linalg.norm(other)
+        return similarity * exemplar + np.sqrt(1 - similarity ** 2) * other
+
+    matcher = ExampleMatcher([ExampleClass("thing", exemplar[None])], threshold=0.85)
+    found = truth = kept = right = 0
+    for _ in range(300):
+        h, w = 120, 160
+        objects, masks, vectors = [], [], []
+        for k in range(int(rng.integers(0, 4))):
+            mask = np.zeros((h, w), bool)
+            y, x = 20 + 30 * k, int(rng.integers(20, 120))
+            mask[y:y + 18, x:x + 18] = True
+            objects.append(mask)
+            container = np.zeros((h, w), bool)
+            container[max(0, y - 8):y + 26, max(0, x - 10):x + 30] = True
+            half = mask.copy()
+            half[:, x + 9:] = False
+            masks += [container, mask, half]
+            vectors += [vector(float(rng.uniform(0.86, 0.93))), vector(float(rng.uniform(0.96, 0.99))),
+                        vector(float(rng.uniform(0.86, 0.95)))]
+        for _ in range(int(rng.integers(2, 6))):  # distractors
+            mask = np.zeros((h, w), bool)
+            y, x = int(rng.integers(0, h - 10)), int(rng.integers(0, w - 10))
+            mask[y:y + 10, x:x + 10] = True
+            masks.append(mask)
+            vectors.append(vector(float(rng.uniform(-0.2, 0.6))))
+        result = matcher(ImageProposals((h, w), masks, np.stack(vectors)))
+        preds = [inst.mask for inst in result.instances]
+        truth += len(objects)
+        found += sum(any(iou(o, p) >= 0.5 for p in preds) for o in objects)
+        kept += len(preds)
+        right += sum(any(iou(o, p) >= 0.5 for o in objects) for p in preds)
+    assert truth > 300
+    assert found / truth >= 0.95 and right / kept >= 0.95, (found / truth, right / kept)

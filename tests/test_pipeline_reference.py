@@ -371,12 +371,15 @@ def test_stitch_finds_the_object_at_the_same_pixels():
     assert 0.0 < result.confidence <= 1.0
     # MaskResult points are target pixels; SAM got them shifted by the reference's width
     _, _, offset = matcher.stitch(img)
-    call = seg.predict_calls[0]
-    k = len(result.points)
-    for coords in call["point_coords"]:
-        np.testing.assert_allclose(coords[-k:], result.points + [offset, 0])
     pos = result.points[result.point_labels == 1]
     neg = result.points[result.point_labels == 0]
+    # one decode per target positive, num_prompt_sets prompts each: reference points, then that positive and every
+    # target negative, shifted by the offset
+    assert len(seg.predict_calls) == len(pos)
+    for point, call in zip(pos, seg.predict_calls):
+        assert len(call["point_coords"]) == matcher.num_prompt_sets
+        for coords in call["point_coords"]:
+            np.testing.assert_allclose(coords[-len(neg) - 1:], np.concatenate([point[None], neg]) + [offset, 0])
     assert len(pos) and all(inside(obj, p) for p in pos), "positive CLIP points must be on the red object"
     assert len(neg) and not any(inside(obj, p) for p in neg)
 
@@ -414,14 +417,14 @@ def test_stitch_prefers_the_target_half_over_a_higher_sam_score_on_the_reference
     _, ref_mask, offset = matcher.stitch(img)
 
     def script(emb, n):
-        assert n == 4
+        assert n == 4  # 4 draws of reference points for each target positive
         H, W = emb.original_size
         m = np.zeros((n, H, W), bool)
-        m[0, :, :offset] = ref_mask  # the reference only, best SAM score
-        m[1, :, offset:] = obj  # the object on the target
-        m[2, :, offset:] = obj
-        m[2, :, :offset] = ref_mask  # both, lower score
-        # m[3] is empty, high score
+        m[0::4, :, :offset] = ref_mask  # the reference only, best SAM score
+        m[1::4, :, offset:] = obj  # the object on the target
+        m[2::4, :, offset:] = obj
+        m[2::4, :, :offset] = ref_mask  # both, lower score
+        # m[3::4] is empty, high score
         return m, np.array([0.99, 0.8, 0.5, 0.97])
 
     matcher.segmenter = ScriptedSegmenter(script)
@@ -468,16 +471,17 @@ def test_stitch_batches_clip_and_embeds_once_per_target():
     matcher = StitchMatcher(seg, clip, [red_reference()], "cat")
     assert len(clip.encode_calls) == 1  # the reference's windows calibrate the gate, once
     img, _ = target_with_red()
-    matcher(img)
-    assert seg.embed_calls == 1 and len(seg.predict_calls) == 1
+    result = matcher(img)
+    positives = int((result.point_labels == 1).sum())
+    assert seg.embed_calls == 1 and len(seg.predict_calls) == positives >= 1  # one decode per positive
     # one CLIP batch for all the windows, then one per narrowing level for all the kept windows
     assert len(clip.encode_calls) == 2 + matcher.refine_levels and clip.encode_calls[1] > 1
     other = canvas(70, 150)
     rect(other, 10, 10, 50, 60, RED)
-    matcher(other)
-    assert seg.embed_calls == 2 and len(seg.predict_calls) == 2
+    second = matcher(other)
+    assert seg.embed_calls == 2 and len(seg.predict_calls) == positives + int((second.point_labels == 1).sum())
     assert len(clip.encode_calls) == 1 + 2 * (1 + matcher.refine_levels)
-    # all prompt sets go to SAM in one batch, single-mask
+    # a positive's prompt sets go to SAM in one batch, single-mask
     call = seg.predict_calls[-1]
     assert call["multimask"] is False and call["point_coords"].shape[0] == matcher.num_prompt_sets
 

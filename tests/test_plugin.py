@@ -133,7 +133,7 @@ def test_form_default_properties(ds):
     assert props["reference_field"].type.values == ["ground_truth"]
     assert props["reference_field"].required
     assert "reference_mask" not in props
-    assert props["method"].type.values == ["prior", "stitch"]
+    assert props["method"].type.values == ["prior", "stitch", "sam3"]
     assert props["method"].default == "prior"
     # prior method: its own options, no CLIP unless asked; the absent-object gate calibrated by default
     assert {"refine", "max_instances"} <= set(props)

@@ -98,6 +98,8 @@ def test_grid_default_depends_on_the_device():
     assert ProposalSettings().grid_side("cpu") == 16 and ProposalSettings().grid_side("cuda") == 32
     assert ProposalSettings(points_per_side=8).grid_side("cuda") == 8
     assert ProposalSettings().batch_size("cpu") == 2 and ProposalSettings().batch_size("cuda") == 64
+    assert ProposalSettings().batch_size("cpu", "bf16") == 8 and ProposalSettings(points_per_batch=3).batch_size(
+        "cpu", "bf16") == 3
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +441,50 @@ def test_map_of_ten_thousand_proposals_on_two_hundred_photos(db):
     assert sorted(results.label_ids) == sorted(ids)
     patches = ds.to_patches("props")
     assert len(patches) == info.proposals and len(results.use_view(patches).current_points) == info.proposals
+
+
+def _coverage(settings, make, seeds):
+    """The fraction of every object of the scenes ``make(seed)`` that some proposal matches at IoU >= 0.5."""
+    from scenes import _iou
+
+    gen, found, total = ProposalGenerator(FakeSegmenter(), settings), 0, 0
+    for seed in seeds:
+        scene = make(seed)
+        result = gen(scene.image)
+        for masks in scene.instances.values():
+            for mask in masks:
+                total += 1
+                found += any(_iou(mask, inst.mask) >= 0.5 for inst in result.instances)
+    return found / total
+
+
+def test_on_cpus_default_grid_small_objects_between_the_points_are_found():
+    """Issue 20, cause 7: CPU's default 16x16 grid leaves small objects with no point on them. A second pass
+    prompts the points of a 32x32 grid that no first-pass mask covers: coverage of 150 objects (10 scenes of 15
+    objects, 320x400) goes from about 0.73 to 0.93 or more, above a plain 32x32 grid's, and the grid the caller
+    sets is used as given (no second pass)."""
+    from doubles import BLUE, GREEN, ORANGE, RED, YELLOW
+    from scenes import make_scene
+
+    def crowded(seed):
+        return make_scene(seed, {tuple(c): 3 for c in (RED, GREEN, BLUE, YELLOW, ORANGE)}, size=(320, 400))
+
+    filled = _coverage(ProposalSettings(max_proposals=None), crowded, range(10))
+    plain = _coverage(ProposalSettings(max_proposals=None, fill_gaps=False), crowded, range(10))
+    assert filled >= 0.92 and filled >= plain + 0.15, (filled, plain)
+    assert not ProposalSettings(points_per_side=16).fills_gaps(16) and ProposalSettings().fills_gaps(16)
+    assert not ProposalSettings().fills_gaps(32)  # CUDA's default grid is dense enough
+
+
+def test_on_the_issue_s_scenes_the_default_grid_covers_every_method_s_target():
+    """Issue 20's scenes (0-3 targets among look-alikes and other kinds, 60 scenes, every object counted): with the
+    second pass the 16x16 grid covers at least 0.95 of the objects (measured on 100 scenes: 0.996; the 16x16 grid
+    alone 0.91, the issue measured 0.90; a plain 32x32 grid 0.994)."""
+    from doubles import ORANGE, RED
+    from scenes import random_scene
+
+    def issue_scene(seed):
+        return random_scene(seed, RED, ORANGE)
+
+    filled = _coverage(ProposalSettings(max_proposals=None), issue_scene, range(60))
+    assert filled >= 0.95, filled

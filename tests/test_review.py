@@ -272,7 +272,7 @@ def test_a_field_still_being_written_is_read_with_a_warning_by_review_and_evalua
 
     ds = reviewed
     records.register_run(ds, records.run_key_for("pseudo"), dict(action="annotate_by_reference", settings={},
-                                                         runs={"abc": dict(status="running")}))
+                                                         runs={"abc": records.new_entry()}))  # alive
     report = samtext.review(ds, "pseudo")
     assert report.reviewed == 6 and "still being written" in report.warnings[0] and "abc" in report.warnings[0]
     report = samtext.evaluate(ds, "pseudo", "other", eval_key=None)

@@ -346,3 +346,167 @@ def test_vit_tokens_land_in_their_grid_cells(batch_first):
         for r in range(2):
             for c in range(3):
                 assert torch.equal(grid[n, :, r, c], tokens[n, 1 + r * 3 + c])
+
+
+@pytest.mark.parametrize("noise", [12, 25])
+def test_the_shortlist_keeps_the_objects_boxes_in_busy_images(noise):
+    """Issue 20, cause 5: on textured images selective search gives 700-1,000 boxes and CLIP sees 48 of them. The
+    shortlist ranks them by objectness before the budget: of the objects that have a good box (IoU >= 0.7) among
+    all the boxes, at least 95% keep one in the shortlist (a seeded random order kept fewer than half). 40 scenes
+    of up to 13 objects, 320x400 pixels."""
+    from scenes import random_scene
+    from samtext.pipelines.text_boxes import objectness
+
+    def box_iou(boxes, box):
+        x0, y0 = np.maximum(boxes[:, 0], box[0]), np.maximum(boxes[:, 1], box[1])
+        x1, y1 = np.minimum(boxes[:, 2], box[2]), np.minimum(boxes[:, 3], box[3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return inter / (areas + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+
+    settings, good, kept, seen = TextSettings(), 0, 0, 0
+    for seed in range(40):
+        scene, rng = random_scene(seed), np.random.default_rng(seed)
+        noisy = np.clip(scene.image + rng.normal(0, noise, scene.image.shape), 0, 255).astype(np.uint8)
+        image = np.repeat(np.repeat(noisy, 2, axis=0), 2, axis=1)
+        boxes = selective_search(image, "fast")
+        seen += len(boxes)
+        keep = shortlist(boxes, image.shape[:2], settings, objectness(image, boxes))
+        assert len(keep) == min(settings.max_proposals, len(keep)) <= settings.max_proposals
+        for masks in scene.instances.values():
+            for mask in masks:
+                ys, xs = np.nonzero(np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1))
+                ious = box_iou(boxes.astype(np.float64), (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+                if ious.max() >= 0.7:
+                    good += 1
+                    kept += ious[keep].max() >= 0.7
+    assert seen / 40 > 500 and good > 150
+    assert kept / good >= 0.95, kept / good
+
+
+def test_patches_find_every_instance_of_a_crowded_image():
+    """Issue 20, cause 3: with 2-3 instances the few best patches used to pile onto the most visible one, and
+    peaks had to reach half of the whole map's maximum (recall 0.70 here). Spread patches and per-region peaks:
+    recall, precision and absent -> empty >= 0.95 on 60 scenes of 0-3 targets among other kinds."""
+    from doubles import ORANGE
+    from scenes import Tally, make_scene
+
+    clip = TextClip({"target": {tuple(RED): 1.0, tuple(ORANGE): 0.4}})
+    s = TextSettings(localizer="patches")
+    lab = TextLabeller(FakeSegmenter(box_regions=True, box_margin=3), clip, ["target thing"], PatchLocalizer(clip, s),
+                       [], s)
+    tally = Tally()
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        scene = make_scene(seed, {tuple(RED): int(rng.integers(0, 4)), tuple(GREEN): 1, tuple(BLUE): 1,
+                                  tuple(YELLOW): int(rng.integers(0, 2))})
+        tally.add(lab(scene.image), scene.of(RED))
+    assert tally.gt_instances > 90 and tally.absent_images > 10
+    assert tally.recall >= 0.95 and tally.precision >= 0.95, tally.row()
+    assert tally.absent_empty_rate >= 0.95 and tally.points_on_object >= 0.95, tally.row()
+
+
+@pytest.mark.parametrize("localizer", ["boxes", "patches"])
+def test_an_object_found_in_pieces_is_one_instance(localizer):
+    """Issue 20, cause 4: objects of two colours (a shirt and trousers) are found piece by piece; pieces that
+    do not overlap used to stay separate instances (boxes, with a SAM that cuts its masks to the box: precision
+    0.86 here). Pieces that share a seam, or that a left-out mask bridges, are asked of SAM as one box: recall,
+    precision and absent -> empty >= 0.95 on 60 scenes (the patch localizer's SAM offers the whole object among
+    its three masks, as SAM does)."""
+    from scenes import evaluate, two_tone_scene
+
+    clip = TextClip({"target": [RED, YELLOW]})
+    s = TextSettings(localizer=localizer)
+    where = BoxLocalizer(clip, s) if localizer == "boxes" else PatchLocalizer(clip, s)
+    sam = FakeSegmenter(box_margin=3, box_cut=localizer == "boxes", whole_level=localizer == "patches")
+    lab = TextLabeller(sam, clip, ["target thing"], where, [], s)
+    tally = evaluate(lab, range(60), make=two_tone_scene)
+    assert tally.gt_instances > 75 and tally.absent_images > 10
+    assert tally.recall >= 0.95 and tally.precision >= 0.95 and tally.absent_empty_rate >= 0.95, tally.row()
+
+
+def test_objects_apart_are_not_joined_though_a_mask_spans_both():
+    """Two kept objects of the class 3 px apart, and a left-out mask spanning both (background between): the
+    mask bridges them, so SAM is asked for their box; its answer is not one piece, so both stay."""
+    from samtext.pipelines.result import Instance
+
+    img = canvas(120, 160)
+    left, right = rect(img, 40, 30, 80, 70, RED), rect(img, 40, 73, 80, 113, RED)
+    clip = TextClip(WORDS)
+    s = TextSettings()
+    sam = FakeSegmenter(box_margin=3, box_cut=True)
+    lab = TextLabeller(sam, clip, ["red thing"], BoxLocalizer(clip, s), [], s)
+    scores = {"sam_score": 0.9, "clip_score": 1.0, "region_score": 1.0}
+    kept = [Instance(left, 0.9, "red thing", dict(scores)), Instance(right, 0.9, "red thing", dict(scores))]
+    out = lab._join_parts(img, sam.embed(img), list(kept), {"red thing": [left | right]})
+    assert [inst.mask is k.mask for inst, k in zip(out, kept)] == [True, True]
+    assert len(sam.predict_calls) == 1 and sam.predict_calls[0]["boxes"].tolist() == [[30, 40, 113, 80]]
+    # the same two as one object's pieces (the gap painted): joined into one instance
+    rect(img, 40, 70, 80, 73, YELLOW)
+    clip.words["red"] = {RED: 1.0, YELLOW: 1.0}
+    out = lab._join_parts(img, sam.embed(img), list(kept), {"red thing": [left | right]})
+    assert len(out) == 1 and out[0].area == 40 * 83
+
+
+def test_seams_and_pieces():
+    from samtext.pipelines.parts import one_piece, part_pairs, seam, share_a_seam
+
+    a = np.zeros((40, 40), bool)
+    a[10:30, 10:20] = True
+    b = np.zeros_like(a)
+    b[10:30, 20:30] = True  # a's other half: a 20-pixel seam
+    corner = np.zeros_like(a)
+    corner[30:35, 30:35] = True  # touches b at one corner pixel
+    apart = np.zeros_like(a)
+    apart[10:26, 32:38] = True  # 2 px from b
+    assert seam(a, b) == 20 and seam(b, a) == 20 and share_a_seam(a, b)
+    assert seam(b, corner) == 1 and not share_a_seam(b, corner) and seam(b, apart) == 0
+    assert part_pairs([a, b, corner, apart]) == [(0, 1)]
+    bridge = np.zeros_like(a)
+    bridge[15:20, 25:35] = True  # overlaps b and apart
+    assert part_pairs([a, b, corner, apart], [bridge]) == [(0, 1), (1, 3)]
+    assert one_piece(a | b) and not one_piece(b | apart) and not one_piece(np.zeros_like(a))
+
+
+# ------------------------------------------------------------------------------------------- SAM 3 concepts
+
+
+def test_sam3_concepts_label_every_instance_and_leave_absent_images_empty():
+    """SAM 3's localizer on 60 scenes of 0-3 targets among other kinds, look-alikes included (the double scores a
+    look-alike at 0.4 of a target, as SAM 3's own scores separate them): recall, precision and absent -> empty
+    >= 0.95, one encoding and one batched find per image (prompts and negatives together)."""
+    from doubles import ORANGE, FakeConcepts
+    from samtext.pipelines.text_sam3 import ConceptLabeller
+    from scenes import evaluate
+
+    concepts = FakeConcepts({"target": {RED: 1.0, ORANGE: 0.4}})
+    lab = ConceptLabeller(concepts, ["target thing"], [], TextSettings(localizer="sam3", sam_model="tiny-sam3"))
+    tally = evaluate(lab, range(60))
+    assert tally.gt_instances > 60 and tally.absent_images > 10
+    assert tally.recall >= 0.95 and tally.precision >= 0.95 and tally.absent_empty_rate >= 0.95, tally.row()
+    assert concepts.embed_calls == 60 and len(concepts.find_calls) == 60
+
+
+def test_sam3_negatives_classes_and_the_reason_when_absent():
+    from doubles import FakeConcepts
+    from samtext.pipelines.text_sam3 import ConceptLabeller
+
+    img = canvas(120, 160)
+    red = rect(img, 10, 10, 50, 60, RED)
+    blue = disc(img, 80, 110, 20, BLUE)
+    concepts = FakeConcepts({"red": {RED: 1.0}, "blue": {BLUE: 1.0}, "object": {RED: 0.9, BLUE: 0.9},
+                             "roof": {RED: 1.0}})
+    s = TextSettings(localizer="sam3", sam_model="tiny-sam3")
+    result = ConceptLabeller(concepts, ["red", "blue"], [], s)(img)
+    by_label = {inst.label: inst.mask for inst in result.instances}
+    assert set(by_label) == {"red", "blue"}
+    assert iou(by_label["red"], red) == 1.0 and iou(by_label["blue"], blue) > 0.95
+    assert concepts.find_calls[-1] == ["red", "blue"]
+    # a negative that claims the red object with a higher score takes it away from "object"
+    assert len(ConceptLabeller(concepts, ["object"], [], s)(img).instances) == 2
+    result = ConceptLabeller(concepts, ["object"], ["not the roof"], s)(img)
+    assert [iou(inst.mask, blue) > 0.95 for inst in result.instances] == [True]
+    assert concepts.find_calls[-1] == ["object", "roof"]
+    # nothing named in the image: empty, with the score and presence in the reason
+    result = ConceptLabeller(concepts, ["green thing"], [], s)(canvas(60, 60))
+    assert result.is_empty and "presence 0.05" in result.empty_reason and "'green thing'" in result.empty_reason

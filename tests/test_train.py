@@ -208,11 +208,11 @@ def test_refuses_bad_inputs(db, tmp_path):
         st.train(ds, "cat_label", path, classes=["dog"], **TINY)
     with pytest.raises(ValueError, match="no class names.*classes=\\['cat'\\].*label_targets"):
         st.train(ds, "ground_truth", path, **TINY)  # 0/255 masks that nothing names
-    with pytest.raises(ValueError, match="no usable sample.*2 have no label"):
+    with pytest.raises(ValueError, match="label_field 'cat_label' has no labels in these 2 samples"):
         st.train(ds.set_field("cat_label", None), "cat_label", path, **TINY)
 
     records.register_run(ds, records.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
-        "a1b2": dict(status="completed"), "c3d4": dict(status="running")}))
+        "a1b2": dict(status="completed"), "c3d4": records.new_entry()}))  # alive: this process
     with pytest.raises(ValueError, match="still being written by samtext.*run c3d4.*allow_running=True"):
         st.train(ds, "cat_label", path, **TINY)
     assert not os.path.exists(path) and "samtext_train_cat_label" not in ds.list_runs()  # nothing written
@@ -294,12 +294,12 @@ def test_other_ways_to_name_the_classes(db, tmp_path):
         st.train(ds, "cat_objects", str(tmp_path / "c.pt"), label_targets={1: "cat"}, **one)
 
     records.register_run(ds, records.run_key_for("cat_label"), dict(action="annotate_by_text", runs={
-        "c3d4": dict(status="running")}))
+        "c3d4": records.new_entry()}))  # alive: this process
     forced = st.train(ds, "cat_label", str(tmp_path / "d.pt"), allow_running=True, **one)
     assert forced.status == "completed"
 
 
-def test_a_file_lost_during_training_fails_the_run_and_names_it(db, tmp_path):
+def test_a_file_lost_during_training_is_left_out_and_named(db, tmp_path):
     import shutil
 
     import samtext.actions.train as st
@@ -316,7 +316,8 @@ def test_a_file_lost_during_training_fails_the_run_and_names_it(db, tmp_path):
         if os.path.exists(copy):
             os.remove(copy)
 
-    with pytest.raises(ValueError, match="sample %s .*copy.jpg.*file not found" % sample.id):
-        st.train(ds, "cat_label", str(tmp_path / "m.pt"), epochs=2, val_fraction=0, progress=lose_it, **TINY)
+    summary = st.train(ds, "cat_label", str(tmp_path / "m.pt"), epochs=2, val_fraction=0, progress=lose_it, **TINY)
+    assert summary.status == "completed" and summary.epochs_done == 2 and summary.failed == 1
+    assert sample.id in str(summary.errors[0]) and "file not found" in str(summary.errors[0])
     record = records.read_run(ds, "samtext_train_cat_label")
-    assert record["status"] == "failed" and "file not found" in record["error"] and record["epochs_done"] == 1
+    assert record["status"] == "completed" and record["failed"] == 1

@@ -172,8 +172,9 @@ def test_train_in_the_app_streams_its_progress(pets, tmp_path):
 def test_summaries_round_and_hide_empty_lists(pets):
     import fiftyone.operators as foo
 
+    pets.clone_sample_field("ground_truth", "copy")
     result = foo.execute_operator(PLUGIN_NAME + "/evaluate_segmentations",
-                                  {"dataset": pets, "params": dict(pred_field="ground_truth", gt_field="ground_truth", eval_key="ev",
+                                  {"dataset": pets, "params": dict(pred_field="copy", gt_field="ground_truth", eval_key="ev",
                                                                    gt_targets="255=cat", pred_targets="255=cat")})
     miou = result.result["miou"]
     assert miou == round(miou, 4)

@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from .. import names, settings
 from . import by_examples, by_reference, by_text, evaluation, export, mask_proposals, proposal_map, rerun, review, train
+from ..errors import SamtextError
 
 
 @dataclass(frozen=True)
@@ -97,5 +98,5 @@ def get(name: str) -> ActionSpec:
         ValueError: an unknown name, with the actions listed.
     """
     if name not in ACTIONS:
-        raise ValueError("unknown action %r; the actions are %s" % (name, ", ".join(ACTIONS)))
+        raise SamtextError("unknown action %r; the actions are %s" % (name, ", ".join(ACTIONS)))
     return ACTIONS[name]

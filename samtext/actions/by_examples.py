@@ -27,6 +27,7 @@ import numpy as np
 import fiftyone as fo
 
 from ..images import InputError
+from ..models import sam_record
 from ..names import EXAMPLES_FIELD
 from ..pipelines.examples import ExampleClass, ExampleMatcher, ImageProposals
 from ..run import driver
@@ -36,6 +37,7 @@ from ..run.store import EmbeddingStore
 from ..settings import ExamplesSettings, ProposalSettings, RunOptions, signature_with
 from .exemplars import mask_exemplar_vectors, proposals_embedder
 from .mask_proposals import ACTION as PROPOSALS_ACTION
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class Exemplars:
         if isinstance(value, dict):
             unknown = sorted(set(value) - set(cls.__dataclass_fields__))
             if unknown:
-                raise ValueError("unknown exemplar key %r; use %s" % (unknown[0], ", ".join(cls.__dataclass_fields__)))
+                raise SamtextError("unknown exemplar key %r; use %s" % (unknown[0], ", ".join(cls.__dataclass_fields__)))
             return cls(**value)
         if isinstance(value, str):
             return cls(label_ids=[value])
@@ -109,11 +111,11 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
     if ids:
         bad = [i for i in ids if not isinstance(i, str) or not ObjectId.is_valid(i)]
         if bad:
-            raise ValueError("%s %r is not a label id (a 24-character hex ObjectId)" % (what, bad[0]))
+            raise SamtextError("%s %r is not a label id (a 24-character hex ObjectId)" % (what, bad[0]))
         found = set(dataset.select_labels(ids=ids, fields=field).values(field + ".detections.id", unwind=True))
         missing = [i for i in ids if i not in found]
         if missing:
-            raise ValueError(
+            raise SamtextError(
                 "%s %r is not a proposal in field %r of dataset %r (%d of %d ids are not): picked in another "
                 "dataset or field, or the proposals were recomputed since; pick the exemplars again"
                 % (what, missing[0], field, dataset.name, len(missing), len(ids)))
@@ -121,17 +123,25 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
     if tag:
         tagged = dataset.select_labels(tags=tag, fields=field).values(field + ".detections.id", unwind=True)
         if not tagged:
-            raise ValueError("no proposal in field %r carries the label tag %r" % (field, tag))
+            raise SamtextError("no proposal in field %r carries the label tag %r" % (field, tag))
         out += tagged
     if clusters:
+        wanted = []
+        for c in clusters:
+            try:
+                if isinstance(c, bool) or not float(c).is_integer():
+                    raise ValueError
+                wanted.append(int(float(c)))
+            except (TypeError, ValueError):
+                raise SamtextError("clusters: %r is not a cluster id (a whole number such as 3, as the map's "
+                                   "'cluster' attribute shows)" % (c,)) from None
         path = "%s.detections.%s" % (field, cluster_attribute)
         existing = sorted({c for c in dataset.values(path, unwind=True) if c is not None})
         if not existing:
-            raise ValueError("the proposals in %r have no clusters: run samtext.compute_proposal_map first" % field)
-        wanted = [int(c) for c in clusters]
+            raise SamtextError("the proposals in %r have no clusters: run samtext.compute_proposal_map first" % field)
         missing = [c for c in wanted if c not in existing]
         if missing:
-            raise ValueError("cluster %r does not exist in field %r; its clusters are %s"
+            raise SamtextError("cluster %r does not exist in field %r; its clusters are %s"
                              % (missing[0], field, existing))
         view = dataset.filter_labels(field, F(cluster_attribute).is_in(wanted))
         out += view.values(field + ".detections.id", unwind=True)
@@ -141,9 +151,9 @@ def _proposal_ids(dataset: fo.Dataset, field: str, ids=(), tag=None, clusters=()
 def _proposals_record(dataset: fo.Dataset, field: str) -> dict:
     record = records.read_run(dataset, records.run_key_for(field))
     if not record or record.get("action") != PROPOSALS_ACTION:
-        raise ValueError("field %r holds no proposals of samtext.compute_mask_proposals; run it first" % field)
+        raise SamtextError("field %r holds no proposals of samtext.compute_mask_proposals; run it first" % field)
     if not (record.get("learnt") or {}).get("embeddings_dir"):
-        raise ValueError("the proposals in %r were computed without embeddings (embedder=None); recompute them "
+        raise SamtextError("the proposals in %r were computed without embeddings (embedder=None); recompute them "
                          "with an embedder" % field)
     return record
 
@@ -151,7 +161,7 @@ def _proposals_record(dataset: fo.Dataset, field: str) -> dict:
 def _vectors(store: EmbeddingStore, ids: List[str], field: str, what: str) -> np.ndarray:
     found, vectors = store.load(ids)
     if len(found) < len(ids):
-        raise ValueError("%d %s proposals of %r have no stored embedding (the store at %s lacks them)"
+        raise SamtextError("%d %s proposals of %r have no stored embedding (the store at %s lacks them)"
                          % (len(ids) - len(found), what, field, store.root))
     return vectors
 
@@ -165,13 +175,13 @@ def _exemplar_vectors(dataset, field, name, store, ids, tag, clusters, mask_fiel
         parts.append(_vectors(store, chosen, field, what))
     if mask_field:
         if mask_field == field:
-            raise ValueError("mask_field %r is the proposals field: give its proposals as label ids, a tag or "
+            raise SamtextError("mask_field %r is the proposals field: give its proposals as label ids, a tag or "
                              "clusters" % mask_field)
         embed, min_area = masks_embedder()
         parts.append(mask_exemplar_vectors(dataset, mask_field, name, embed, mask_samples, mask_class, min_area,
                                            what=what))
     elif mask_samples:
-        raise ValueError("%s mask samples of %r are given without a mask field" % (what, name))
+        raise SamtextError("%s mask samples of %r are given without a mask field" % (what, name))
     return np.concatenate(parts) if parts else None
 
 
@@ -179,7 +189,7 @@ def _class_examples(dataset, field, name, spec: Exemplars, store, masks_embedder
     pos = _exemplar_vectors(dataset, field, name, store, spec.label_ids, spec.tag, spec.clusters, spec.mask_field,
                             spec.mask_samples, spec.mask_class, masks_embedder, "exemplar")
     if pos is None:
-        raise ValueError("class %r has no exemplars: give label ids, a label tag, clusters or a mask field" % name)
+        raise SamtextError("class %r has no exemplars: give label ids, a label tag, clusters or a mask field" % name)
     neg = _exemplar_vectors(dataset, field, name, store, spec.negative_ids, spec.negative_tag,
                             spec.negative_clusters, spec.negative_mask_field, spec.negative_mask_samples,
                             spec.negative_mask_class, masks_embedder, "negative exemplar")
@@ -253,19 +263,21 @@ def examples_action(
     settings = (settings or ExamplesSettings()).check()
     proposals_field = settings.proposals_field
     if not isinstance(examples, dict) or not examples:
-        raise ValueError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
+        raise SamtextError("examples must map each class name to its exemplars, e.g. {'car': [label ids]}")
     names = [n.strip() if isinstance(n, str) else "" for n in examples]
     if not all(names):
-        raise ValueError("every class needs a non-empty name, got %r" % (list(examples),))
+        raise SamtextError("every class needs a non-empty name, got %r" % (list(examples),))
     if len(set(names)) < len(names):
-        raise ValueError("class names repeat once spaces are trimmed: %r" % (list(examples),))
+        raise SamtextError("class names repeat once spaces are trimmed: %r" % (list(examples),))
     sds.check_label_field(dataset, proposals_field, fo.Detections)
     if not dataset.has_field(proposals_field):
-        raise ValueError("dataset %r has no field %r: run samtext.compute_mask_proposals first"
+        raise SamtextError("dataset %r has no field %r: run samtext.compute_mask_proposals first"
                          % (dataset.name, proposals_field))
+    specs = {name: Exemplars.of(value) for name, value in zip(names, examples.values())}
+    if settings.method == "sam3":  # SAM 3 reads the exemplars' pixels: the proposals' embeddings are not needed
+        return _sam3_action(dataset, samples, specs, settings)
     record = _proposals_record(dataset, proposals_field)
     store = EmbeddingStore(record["learnt"]["embeddings_dir"])
-    specs = {name: Exemplars.of(value) for name, value in zip(names, examples.values())}
     built = {}
 
     def masks_embedder():
@@ -285,12 +297,73 @@ def examples_action(
         return dict(exemplars={c.name: dict(positives=len(c.positives), negatives=len(c.negatives))
                                for c in classes})
 
-    return driver.Action(ACTION, names, recorded, lambda: matcher, info, input_fields=[proposals_field],
+    mask_fields = [f for spec in specs.values() for f in (spec.mask_field, spec.negative_mask_field) if f]
+    return driver.Action(ACTION, names, recorded, lambda: matcher, info,
+                         input_fields=list(dict.fromkeys([proposals_field] + mask_fields)),
                          loader=ProposalReader(dataset, proposals_field, store, sample_ids),
                          exclude_ids=without_proposals(dataset, sample_ids, proposals_field),
                          exclude_what="samples without proposals in %r" % proposals_field,
                          empty_hint="no proposal reached threshold=%s of similarity to the exemplars; lower 'threshold' "
                                     "or pick more exemplars" % settings.threshold)
+
+
+def _shots(dataset: fo.Dataset, field: str, ids: Sequence[str], most: int):
+    """The :class:`samtext.pipelines.examples_sam3.Shot` of at most ``most`` of the proposals ``ids`` (taken evenly
+    through them: a lasso of thousands reads a dozen images)."""
+    from ..images import load_image
+    from ..pipelines.examples_sam3 import _evenly, shot_from
+
+    wanted = set(_evenly(list(ids), most))
+    shots = []
+    for sample in dataset.select_labels(ids=list(wanted), fields=field):
+        try:
+            image = load_image(sample.filepath)
+        except (InputError, OSError, ValueError) as e:
+            raise SamtextError("exemplar image of sample %s (%s): %s" % (sample.id, sample.filepath, e)) from e
+        for det in sample[field].detections:
+            if det.id in wanted:
+                _, box = sds.detection_mask(det, image.shape[:2], with_box=True)
+                shots.append(shot_from(image, box))
+    return shots
+
+
+def _sam3_action(dataset, samples, specs: Dict[str, Exemplars], settings: ExamplesSettings) -> driver.Action:
+    """The action of ``method="sam3"``: each class's exemplars (proposals by id, tag or cluster) on a collage beside
+    every target, read by SAM 3 (:mod:`samtext.pipelines.examples_sam3`)."""
+    from ..pipelines.examples_sam3 import MAX_SHOWN, ShotClass, ShotMatcher
+
+    field = settings.proposals_field
+    classes = []
+    for name, spec in specs.items():
+        if spec.mask_field or spec.negative_mask_field:
+            raise SamtextError("method='sam3' takes exemplars as proposals (label ids, a tag or clusters), not "
+                               "mask fields (class %r)" % name)
+        pos = _proposal_ids(dataset, field, spec.label_ids, spec.tag, spec.clusters, what="exemplar of %r" % name)
+        if not pos:
+            raise SamtextError("class %r has no exemplars: give label ids, a label tag or clusters" % name)
+        neg = _proposal_ids(dataset, field, spec.negative_ids, spec.negative_tag, spec.negative_clusters,
+                            what="negative exemplar of %r" % name)
+        classes.append(ShotClass(name, _shots(dataset, field, pos, MAX_SHOWN),
+                                 _shots(dataset, field, neg, MAX_SHOWN // 3)))
+    names = [c.name for c in classes]
+    recorded = dict(settings.record(), examples={name: spec.record() for name, spec in specs.items()})
+
+    def build():
+        from ..models.precision import resolve_device, resolve_precision
+        from ..models.sam3_concepts import load_sam3_concepts
+
+        device = resolve_device(settings.device)
+        concepts = load_sam3_concepts(settings.sam3_model, settings.sam_checkpoint, device,
+                                      resolve_precision(settings.precision, device))
+        return ShotMatcher(concepts, classes, threshold=settings.sam3_threshold, top_k=settings.top_k)
+
+    def info(labeller):
+        return dict(exemplars={c.name: dict(positives=len(c.positives), negatives=len(c.negatives))
+                               for c in classes}, models=sam_record(labeller.segmenter))
+
+    return driver.Action(ACTION, names, recorded, build, info, input_fields=[field],
+                         empty_hint="SAM 3 scored nothing like the exemplars at sam3_threshold=%s; lower it or pick "
+                                    "other exemplars" % settings.sam3_threshold)
 
 
 def without_proposals(dataset: fo.Dataset, sample_ids: Sequence[str], field: str) -> List[str]:

@@ -33,6 +33,7 @@ from ..run import driver
 from ..run.class_maps import class_value_from_targets
 from ..run.fields import samples_by_id
 from ..settings import ReferenceSettings, RunOptions, check_class_value, signature_with
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,9 @@ def load_references(
     class_value = check_class_value(reference_class_value)
     samples = samples_by_id(dataset, reference, what="reference")
     if reference_mask is not None and len(samples) != 1:
-        raise ValueError("an uploaded reference_mask goes with exactly one reference sample")
+        raise SamtextError("an uploaded reference_mask goes with exactly one reference sample")
     if reference_mask is None and not reference_field:
-        raise ValueError("give reference_field (the field holding the reference mask) or reference_mask")
+        raise SamtextError("give reference_field (the field holding the reference mask) or reference_mask")
     targets_value = class_value_from_targets(dataset, reference_field, class_name) if reference_field else None
     refs = []
     for sample in samples:
@@ -105,7 +106,7 @@ def load_references(
                 mask = _mask_from_label(label, image.shape[:2], class_name, class_value, targets_value,
                                         reference_field)
         except (InputError, ValueError) as e:
-            raise ValueError("%s: %s" % (where, e)) from e
+            raise SamtextError("%s: %s" % (where, e)) from e
         refs.append(Reference(image, mask, name=where))  # its own errors already name the sample
     return refs, [s.id for s in samples]
 
@@ -113,10 +114,19 @@ def load_references(
 def build_matcher(references: List[Reference], class_name: str, settings: ReferenceSettings, seed: int = 0):
     """Loads the models ``settings`` name and builds the method's ``image -> MaskResult`` callable."""
     s = settings
-    sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
     clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision,
                      s.clip_checkpoint) if s.uses_clip() else None
     check = ClipCheck(clip, class_name, s.clip_threshold, references) if s.clip_threshold is not None else None
+    if s.method == "sam3":
+        from ..models.precision import resolve_device, resolve_precision
+        from ..models.sam3_concepts import load_sam3_concepts
+        from ..pipelines.reference_sam3 import ConceptMatcher
+
+        device = resolve_device(s.device)
+        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, device, resolve_precision(s.precision, device))
+        return ConceptMatcher(concepts, references, class_name, min_similarity=s.min_similarity,
+                              max_instances=s.max_instances, clip_check=check)
+    sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
     if s.method == "prior":
         return PriorMatcher(sam, references, refine=s.refine, min_similarity=s.min_similarity,
                             max_instances=s.max_instances, clip_check=check)
@@ -147,7 +157,7 @@ def reference_action(
     settings = (settings or ReferenceSettings()).check()
     class_name = class_name.strip() if isinstance(class_name, str) else ""
     if not class_name:
-        raise ValueError("class_name must be a non-empty name of the object, e.g. 'cat'")
+        raise SamtextError("class_name must be a non-empty name of the object, e.g. 'cat'")
     references, ref_ids = load_references(
         dataset, reference, class_name, reference_field, reference_mask, settings.reference_class_value)
     recorded = dict(settings.record(), class_name=class_name, reference_ids=ref_ids, reference_field=reference_field,

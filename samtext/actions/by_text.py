@@ -25,6 +25,7 @@ from ..pipelines.text_boxes import BoxLocalizer
 from ..pipelines.text_patches import PatchLocalizer
 from ..run import driver
 from ..settings import RunOptions, TextSettings, signature_with
+from ..errors import SamtextError
 
 ACTION = TextSettings.action
 CLIP_CONTEXT_TOKENS = 75  # CLIP reads 77 tokens, two of them the start and end markers
@@ -50,23 +51,33 @@ def uses_clip_bpe(clip_model: str) -> bool:
     return not (config.get("text_cfg") or {}).get("hf_tokenizer_name")
 
 
-def check_prompt_lengths(texts: Sequence[str], what: str = "prompt") -> None:
-    """Raises ValueError naming the first prompt that CLIP's 77-token context cannot hold (the template "a
-    photo of a ..." included); CLIP's tokenizer would silently cut it. Counted with CLIP's BPE (see
-    :func:`uses_clip_bpe`)."""
+def check_prompt_lengths(texts: Sequence[str], what: str = "prompt", template: Optional[str] = None,
+                         limit: int = CLIP_CONTEXT_TOKENS, reader: str = "CLIP") -> None:
+    """Raises ValueError naming the first prompt that its reader's context cannot hold: CLIP's 77 tokens with the
+    template "a photo of a ..." (default), or SAM 3's (``template="{}"``, ``limit`` its tokens less two); the
+    tokenizer would silently cut it. Counted with CLIP's BPE, which both read (see :func:`uses_clip_bpe`)."""
     from ..models.clip import PROMPT_TEMPLATE
 
+    template = PROMPT_TEMPLATE if template is None else template
     for text in texts:
-        n = len(_bpe().encode(PROMPT_TEMPLATE.format(text)))
-        if n > CLIP_CONTEXT_TOKENS:
-            raise ValueError("%s %r is %d CLIP tokens with its template %r; CLIP reads at most %d: shorten it"
-                             % (what, text[:60] + ("..." if len(text) > 60 else ""), n, PROMPT_TEMPLATE,
-                                CLIP_CONTEXT_TOKENS))
+        n = len(_bpe().encode(template.format(text)))
+        if n > limit:
+            raise SamtextError("%s %r is %d %s tokens%s; %s reads at most %d: shorten it"
+                               % (what, text[:60] + ("..." if len(text) > 60 else ""), n, reader,
+                                  " with its template %r" % template if template != "{}" else "", reader, limit))
 
 
 def build_labeller(classes, negatives, settings: TextSettings) -> TextLabeller:
     """Loads SAM and CLIP and builds the ``image -> MaskResult`` labeller."""
     s = settings
+    if s.localizer == "sam3":  # SAM 3 reads the prompts itself: no CLIP, no separate localizer
+        from ..models.precision import resolve_device, resolve_precision
+        from ..models.sam3_concepts import load_sam3_concepts
+        from ..pipelines.text_sam3 import ConceptLabeller
+
+        device = resolve_device(s.device)
+        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, device, resolve_precision(s.precision, device))
+        return ConceptLabeller(concepts, classes, negatives, s)
     sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
     clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint)
     if s.localizer == "boxes":
@@ -88,17 +99,25 @@ def text_action(dataset: fo.Dataset, prompts: Union[str, Sequence[str]],
     negatives = parse_prompts(settings.negative_prompts, what="negative prompts", allow_none=True)
     clash = sorted({negative_subject(n).lower() for n in negatives} & {c.lower() for c in classes})
     if clash:
-        raise ValueError("%r is both a prompt and a negative prompt" % clash[0])
-    if uses_clip_bpe(settings.clip_model):
+        raise SamtextError("%r is both a prompt and a negative prompt" % clash[0])
+    if settings.localizer == "sam3":  # SAM 3 reads 32 tokens, its start and end markers included
+        from ..models.sam3_concepts import TEXT_TOKENS as SAM3_TEXT_TOKENS
+
+        for texts, what in ((classes, "prompt"), ([negative_subject(n) for n in negatives], "negative prompt")):
+            check_prompt_lengths(texts, what, template="{}", limit=SAM3_TEXT_TOKENS - 2, reader="SAM 3")
+    elif uses_clip_bpe(settings.clip_model):
         check_prompt_lengths(classes)
         check_prompt_lengths([negative_subject(n) for n in negatives], "negative prompt")
     recorded = dict(settings.record(), prompts=classes, negative_prompts=negatives)
     def info(labeller):
         return dict(models=dict(sam_record(labeller.segmenter), clip=getattr(labeller.clip, "name", None)))
 
-    hint = ("CLIP scored no region above threshold=%s; lower 'threshold'%s" % (
-        settings.threshold, ", or try localizer='patches' (small objects)" if settings.localizer == "boxes" else
-        " or 'peak_threshold' (%s)" % settings.peak_threshold))
+    hint = {"boxes": "CLIP scored no region above threshold=%s; lower 'threshold', or try localizer='patches' "
+                     "(small objects)",
+            "patches": "CLIP scored no region above threshold=%%s; lower 'threshold' or 'peak_threshold' (%s)"
+                       % settings.peak_threshold,
+            "sam3": "SAM 3 scored no instance at threshold=%s; lower 'threshold'"}[settings.localizer] % (
+        settings.threshold,)
     return driver.Action(ACTION, classes, recorded, lambda: build_labeller(classes, negatives, settings), info,
                          empty_hint=hint)
 

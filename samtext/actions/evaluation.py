@@ -37,6 +37,7 @@ import fiftyone as fo
 import fiftyone.core.fields as fof
 import fiftyone.utils.eval.segmentation as fous
 
+from ..errors import SamtextError
 from ..images import InputError
 from ..run import class_maps as lm
 from ..run import records
@@ -341,6 +342,9 @@ def evaluate(samples, pred_field: str, gt_field: str, progress: Union[bool, Call
     eval_key, classes, gt_targets, pred_targets = (settings.eval_key, settings.classes, settings.gt_targets,
                                                    settings.pred_targets)
     dataset, samples = sample_collection(samples)
+    if pred_field == gt_field:
+        raise SamtextError("pred_field and gt_field are both %r: a field evaluated against itself always scores "
+                           "mIoU 1.0; give the ground truth's field as gt_field" % pred_field)
     names = lm.match_classes(samples, pred_field, gt_field, classes, gt_targets, pred_targets)
     warnings = [n for n in (records.running_note(dataset, f) for f in (pred_field, gt_field)) if n]
     overlap = _training_overlap_note(dataset, samples, pred_field)
@@ -372,6 +376,11 @@ def evaluate(samples, pred_field: str, gt_field: str, progress: Union[bool, Call
     iou, dice = class_scores(matrix)
     if method.skipped:
         logger.warning("samtext evaluate: %d sample(s) skipped, e.g. %s", len(method.skipped), method.skipped[0])
+
+    if method.images and method.missing_predictions == method.images:
+        warnings.append("no evaluated sample has a label in %r (%d scored as all background): label them first, or "
+                        "choose the field that holds the predictions" % (pred_field, method.images))
+        logger.warning("samtext evaluate: %s", warnings[-1])
 
     def as_dict(values):
         return {c: (None if np.isnan(v) else float(v)) for c, v in zip(class_list, values)}

@@ -19,6 +19,7 @@ from ..run import fields as sds
 from ..run.class_maps import class_value_from_targets
 from ..run.fields import samples_by_id
 from ..settings import ExamplesSettings, ProposalSettings, check_class_value
+from ..errors import SamtextError
 
 Embedder = Callable[[np.ndarray, List[np.ndarray]], np.ndarray]
 
@@ -38,15 +39,15 @@ def proposals_embedder(settings: dict, given: Optional[ExamplesSettings] = None)
     device, precision = given.device, given.precision
     embedder = settings.get("embedder")
     if embedder not in ("clip", "sam"):
-        raise ValueError("the proposals were computed without embeddings (embedder=%r)" % (embedder,))
+        raise SamtextError("the proposals were computed without embeddings (embedder=%r)" % (embedder,))
 
     def weights(kind: str, given: Optional[str]) -> Optional[str]:
         recorded = settings.get(kind + "_checkpoint")
         if recorded and not given:
-            raise ValueError("the proposals were embedded with the weights file %r: pass its path as %s_checkpoint "
+            raise SamtextError("the proposals were embedded with the weights file %r: pass its path as %s_checkpoint "
                              "so that mask exemplars are embedded the same way" % (recorded, kind))
         if given and os.path.basename(given) != (recorded or os.path.basename(given)):
-            raise ValueError("%s_checkpoint %r is not the weights file the proposals were embedded with (%r)"
+            raise SamtextError("%s_checkpoint %r is not the weights file the proposals were embedded with (%r)"
                              % (kind, given, recorded))
         return given
 
@@ -100,15 +101,15 @@ def mask_exemplar_vectors(dataset: fo.Dataset, field: str, class_name: str, embe
     """
     schema = dataset.get_field_schema()
     if field not in schema:
-        raise ValueError("mask_field %r is not a field of dataset %r" % (field, dataset.name))
+        raise SamtextError("mask_field %r is not a field of dataset %r" % (field, dataset.name))
     kind = getattr(schema[field], "document_type", None)
     if kind not in (fo.Segmentation, fo.Detections):
-        raise ValueError("mask_field %r holds %s; exemplar masks must be in a fo.Segmentation or fo.Detections "
+        raise SamtextError("mask_field %r holds %s; exemplar masks must be in a fo.Segmentation or fo.Detections "
                          "field" % (field, getattr(kind, "__name__", type(schema[field]).__name__)))
     mask_class = class_name if mask_class is None or mask_class == "" else mask_class
     chosen = samples_by_id(dataset, list(samples), what="mask_samples") if samples else list(dataset.exists(field))
     if not chosen:
-        raise ValueError("no sample of dataset %r has masks in field %r" % (dataset.name, field))
+        raise SamtextError("no sample of dataset %r has masks in field %r" % (dataset.name, field))
     targets_value = class_value_from_targets(dataset, field, str(mask_class))
     vectors = []
     for sample in chosen:
@@ -121,8 +122,8 @@ def mask_exemplar_vectors(dataset: fo.Dataset, field: str, class_name: str, embe
             if masks:
                 vectors.append(embed(image, masks))
         except (InputError, ValueError, OSError) as e:
-            raise ValueError("%s masks of %r, sample %s (%s): %s" % (what, class_name, sample.id, sample.filepath, e))
+            raise SamtextError("%s masks of %r, sample %s (%s): %s" % (what, class_name, sample.id, sample.filepath, e))
     if not vectors:
-        raise ValueError("no %s of %r found in field %r of %d samples (instances of at least %d pixels)"
+        raise SamtextError("no %s of %r found in field %r of %d samples (instances of at least %d pixels)"
                          % (what, mask_class, field, len(chosen), min_area))
     return np.concatenate(vectors).astype(np.float32)

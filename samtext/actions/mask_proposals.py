@@ -23,6 +23,7 @@ from ..pipelines.proposals import PROPOSAL_LABEL, ProposalGenerator
 from ..run import driver, records
 from ..run.store import EmbeddingSidecar, EmbeddingStore, default_root
 from ..settings import ProposalSettings, RunOptions, signature_with
+from ..errors import SamtextError
 
 ACTION = ProposalSettings.action
 DEFAULT_FIELD = names.PROPOSALS_FIELD
@@ -52,9 +53,10 @@ def proposals_action(settings: Optional[ProposalSettings] = None) -> driver.Acti
         if isinstance(generator, ProposalGenerator):
             learnt.update(points_per_side=generator.side, points_per_batch=generator.batch,
                           models=sam_record(generator.segmenter))
-        if stores:
-            learnt["embeddings_dir"] = stores[0].root
         return learnt
+
+    def local_info():  # the store is this process's (the run's sidecar), also when actors run the models
+        return {"embeddings_dir": stores[0].root} if stores else {}
 
     def sidecar(dataset, fields):
         stores.append(EmbeddingStore(s.embeddings_dir or default_root(dataset.name, fields.out)))
@@ -63,7 +65,7 @@ def proposals_action(settings: Optional[ProposalSettings] = None) -> driver.Acti
     hint = ("every SAM mask fell below pred_iou_thresh=%s or stability_score_thresh=%s (or min_area=%s); lower them, "
             "e.g. 0.7 and 0.8, or raise points_per_side" % (s.pred_iou_thresh, s.stability_score_thresh, s.min_area))
     return driver.Action(ACTION, [PROPOSAL_LABEL], record, build, info, output="detections",
-                         sidecar=sidecar if s.embedder else None, empty_hint=hint)
+                         sidecar=sidecar if s.embedder else None, empty_hint=hint, local_info=local_info)
 
 
 def proposal_embeddings(samples, field: str = DEFAULT_FIELD):
@@ -76,10 +78,10 @@ def proposal_embeddings(samples, field: str = DEFAULT_FIELD):
     dataset, samples = driver.sample_collection(samples)
     record = records.read_run(dataset, records.run_key_for(field))
     if not record or record.get("action") != ACTION:
-        raise ValueError("field %r was not written by compute_mask_proposals; run it first" % field)
+        raise SamtextError("field %r was not written by compute_mask_proposals; run it first" % field)
     root = (record.get("learnt") or {}).get("embeddings_dir")
     if not root:
-        raise ValueError("the proposals in %r were computed without embeddings (embedder=None)" % field)
+        raise SamtextError("the proposals in %r were computed without embeddings (embedder=None)" % field)
     ids = [i for ids in samples.values(field + ".detections.id") for i in (ids or [])]
     return EmbeddingStore(root).load(ids)
 
@@ -89,7 +91,10 @@ def _action(samples, kwargs):
     if options.get("embedder", "clip") and not options.get("embeddings_dir"):
         # resolved once, here, so that every shard of a run (and its record) names the same folder
         dataset, _ = driver.sample_collection(samples)
-        options["embeddings_dir"] = default_root(dataset.name, run["out_field"])
+        record = records.read_run(dataset, records.run_key_for(run["out_field"])) or {}
+        recorded = (record.get("settings") or {}).get("embeddings_dir") if record.get("action") == ACTION else None
+        # a resumed run (on a clone too) keeps writing where its record says; a new one goes beside the dataset
+        options["embeddings_dir"] = recorded or default_root(dataset.name, run["out_field"])
     return proposals_action(ProposalSettings.from_kwargs(options, "compute_mask_proposals")), run
 
 

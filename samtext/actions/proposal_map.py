@@ -21,6 +21,7 @@ from ..run import fields as sds
 from ..run import records
 from ..settings import MapSettings, signature_with
 from .mask_proposals import DEFAULT_FIELD, proposal_embeddings
+from ..errors import SamtextError
 
 RESERVED_ATTRIBUTES = {"id", "_id", "label", "bounding_box", "mask", "mask_path", "confidence", "index", "tags",
                        "attributes", "predicted_iou", "stability_score", "area"}
@@ -60,17 +61,17 @@ def compute_proposal_map(
     fit_cap, seed, overwrite = settings.fit_cap, settings.seed, settings.overwrite
     dataset, samples = driver.sample_collection(samples)
     brain_key = brain_key or field + MAP_SUFFIX
-    sds.check_field_name(brain_key)
-    sds.check_field_name(cluster_attribute)
+    sds.check_field_name(brain_key, "brain_key")
+    sds.check_field_name(cluster_attribute, "cluster_attribute")
     if cluster_attribute in RESERVED_ATTRIBUTES:
-        raise ValueError("cluster_attribute %r is a field the proposals already use; choose another name"
+        raise SamtextError("cluster_attribute %r is a field the proposals already use; choose another name"
                          % cluster_attribute)
     if brain_key in dataset.list_brain_runs() and not overwrite:
-        raise ValueError("brain key %r is taken; pass overwrite=True to replace it, or choose another brain_key"
+        raise SamtextError("brain key %r is taken; pass overwrite=True to replace it, or choose another brain_key"
                          % brain_key)
     ids, vectors = proposal_embeddings(samples, field)
     if not ids:
-        raise ValueError("no proposal in field %r of these samples has an embedding" % field)
+        raise SamtextError("no proposal in field %r of these samples has an embedding" % field)
     # everything is computed before anything is written: a failure here leaves the dataset as it was
     clusters, k = cluster_embeddings(vectors, num_clusters, fit_cap, seed)
     points = map_2d(vectors, fit_cap, seed)  # one path at every size: UMAP fit on <= fit_cap, the rest placed

@@ -34,6 +34,7 @@ from ..run import fields as sds
 from ..run import records
 from ..settings import ExamplesSettings, ReferenceSettings, RerunSettings, TextSettings, signature_with
 from .review import approved_expression
+from ..errors import SamtextError
 
 REFERENCE = ReferenceSettings.action
 EXAMPLES = ExamplesSettings.action
@@ -60,16 +61,16 @@ def approved_labels(dataset: fo.Dataset, field: str, approved_tag: str = APPROVE
 def _record(dataset: fo.Dataset, field: str) -> dict:
     record = records.read_run(dataset, records.run_key_for(field))
     if not record:
-        raise ValueError("field %r has no samtext run record, so there is no action to rerun; label it with a "
+        raise SamtextError("field %r has no samtext run record, so there is no action to rerun; label it with a "
                          "samtext action first" % field)
     action = record.get("action")
     if action == TEXT:
-        raise ValueError(
+        raise SamtextError(
             "field %r was made by 'Annotate by text', which takes no examples; use the approved labels as references "
             "instead: samtext.annotate_by_reference(view, class_name, reference=<approved sample ids>, "
             "reference_field=%r, out_field=...)" % (field, field))
     if action not in (REFERENCE, EXAMPLES):
-        raise ValueError("field %r was made by %r; only the reference and few-shot actions rerun from approved "
+        raise SamtextError("field %r was made by %r; only the reference and few-shot actions rerun from approved "
                          "labels" % (field, action))
     return record
 
@@ -86,7 +87,7 @@ def _copy_approved(dataset: fo.Dataset, field: str, target: str, sample_ids: Lis
     values = {}
     for sid, label in zip(*dataset.select(sample_ids).values(["id", field])):
         if lm.mask_source(label) is None:
-            raise ValueError("approved label of sample %s in %r has no mask" % (sid, field))
+            raise SamtextError("approved label of sample %s in %r has no mask" % (sid, field))
         values[sid] = fo.Segmentation(mask=np.asarray(label.get_mask()).astype(np.uint8), approved_from=label.id)
     for sid, mask in (extra or {}).items():
         values[sid] = fo.Segmentation(mask=mask.astype(np.uint8), approved_from="reference")
@@ -146,7 +147,7 @@ def _examples_settings(dataset, field, settings, approved) -> dict:
         spec = Exemplars.of(dict(spec))
         if present.get(name):
             if spec.mask_field and spec.mask_field != target:
-                raise ValueError("class %r already takes mask exemplars from %r; a rerun from approved labels adds "
+                raise SamtextError("class %r already takes mask exemplars from %r; a rerun from approved labels adds "
                                  "its own mask field: copy those masks into %r first" % (name, spec.mask_field, target))
             spec.mask_field, spec.mask_samples, spec.mask_class = target, present[name], name
         examples[name] = spec.record()
@@ -191,19 +192,22 @@ def _loop_action(samples, field, kwargs):
     approved_tag, max_approved = own.approved_tag, own.max_approved
     for fixed in ("out_field", "overwrite"):
         if fixed in run:
-            raise ValueError("%s is fixed for a rerun from approved labels (the field itself, relabelled)" % fixed)
+            raise SamtextError("%s is fixed for a rerun from approved labels (the field itself, relabelled)" % fixed)
     dataset, samples = driver.sample_collection(samples)
     record = _record(dataset, field)
     action_name, settings = record["action"], dict(record.get("settings") or {})
+    from . import ACTIONS  # the registry imports this module
+
+    _recorded_knobs(ACTIONS[action_name].settings, settings, overrides)  # bad knobs refused before anything is copied
     if run.get("shard") is None or not settings.get("approved"):
         # a whole rerun, or the operator preparing its shards: read the approvals and copy them once
         _, running = records.running_runs(dataset, field)
         if running:
-            raise ValueError("field %r is still being written by samtext (run %s); rerun it when that run has "
+            raise SamtextError("field %r is still being written by samtext (run %s); rerun it when that run has "
                              "finished" % (field, ", ".join(running)))
         sample_ids, label_ids = approved_labels(dataset, field, approved_tag)
         if not sample_ids:
-            raise ValueError("no label of %r is approved: tag the labels you checked (or their samples) %r in the "
+            raise SamtextError("no label of %r is approved: tag the labels you checked (or their samples) %r in the "
                              "App first" % (field, approved_tag))
         sample_ids, label_ids = _chosen(sample_ids, label_ids, int(max_approved))
         before = settings.get("approved") or {}  # a rerun of a rerun starts again from the run's own inputs

@@ -37,6 +37,7 @@ from ..run import driver
 from ..run import fields as sds
 from ..run import records
 from ..settings import REVIEW_FLAGS, ReviewSettings, signature_with
+from ..errors import SamtextError
 
 CHUNK = 256  # samples read per database query (masks stay out of memory but for one chunk)
 
@@ -68,6 +69,21 @@ def approved_expression(field: str, approved_tag: str = APPROVED_TAG):
     from fiftyone import ViewField as F
 
     return F(field + ".tags").contains(approved_tag) | F("tags").contains(approved_tag)
+
+
+def rejected_expression(field: str, reject_tag: str = REJECT_TAG, approved_tag: str = APPROVED_TAG):
+    """A FiftyOne expression true for samples whose ``field`` label is rejected: it carries ``reject_tag`` and no
+    person approved it since (an approval, :func:`approved_expression`, overrides a review's rejection)."""
+    from fiftyone import ViewField as F
+
+    return F(field + ".tags").contains(reject_tag) & ~approved_expression(field, approved_tag)
+
+
+def is_rejected(label_tags, sample_tags, reject_tag: Optional[str] = REJECT_TAG,
+                approved_tag: str = APPROVED_TAG) -> bool:
+    """:func:`rejected_expression` for one label's and its sample's tags, in Python."""
+    label_tags, sample_tags = list(label_tags or ()), list(sample_tags or ())
+    return bool(reject_tag) and reject_tag in label_tags and approved_tag not in label_tags + sample_tags
 
 
 def fragment_count(mask: np.ndarray, min_pixels: int) -> int:
@@ -124,14 +140,15 @@ def review(
     targets, compare_targets, compare_field = s.targets, s.compare_targets, s.compare_field
     dataset, samples = driver.sample_collection(samples)
     if lm.field_type(dataset, field) is not fo.Segmentation:
-        raise ValueError("review reads a fo.Segmentation field; %r holds fo.Detections (review the Segmentation "
+        raise SamtextError("review reads a fo.Segmentation field; %r holds fo.Detections (review the Segmentation "
                          "field the action wrote beside it)" % field)
     names = lm.field_classes(dataset, field, targets) or ["object"]
     reader = lm.ClassMapReader(dataset, field, names, targets)
     other = None
     if compare_field:
         if compare_field == field:
-            raise ValueError("compare_field is the reviewed field itself; give another field")
+            raise SamtextError("compare_field is the reviewed field itself; give another field")
+        lm.field_type(dataset, compare_field, "compare_field")
         shared = lm.match_classes(samples, field, compare_field, None, targets, compare_targets)
         reader = lm.ClassMapReader(dataset, field, shared, targets)
         other = lm.ClassMapReader(dataset, compare_field, shared, compare_targets)

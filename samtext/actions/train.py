@@ -34,13 +34,15 @@ import numpy as np
 import fiftyone as fo
 
 from ..images import InputError, load_image
-from ..names import PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
+from ..names import APPROVED_TAG, PREDICTIONS_FIELD, TRAIN_RUN_KEY_PREFIX
+from ..errors import SamtextError
 from ..pipelines import training as segtrain
 from ..pipelines.result import Instance, MaskResult
 from ..progress import run_events
 from ..run import class_maps as lm
 from ..run import driver, records
 from ..settings import PredictSettings, TrainSettings, signature_with
+from .review import is_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class TrainSummary:
     device: str = "cpu"
     seconds: float = 0.0
     history: List[dict] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
     def to_dict(self, max_errors: int = 50) -> dict:
         d = asdict(self)
@@ -122,7 +125,7 @@ def check_not_running(dataset: fo.Dataset, label_field: str) -> None:
     """
     action, running = records.running_runs(dataset, label_field)
     if running:
-        raise ValueError(
+        raise SamtextError(
             "label field %r is still being written by samtext (%s run %s, status 'running'); train when it has "
             "finished, or pass allow_running=True if that run died without saying so"
             % (label_field, action, ", ".join(running)))
@@ -138,27 +141,31 @@ def training_classes(samples, label_field: str, classes: Optional[Sequence[str]]
     """
     dataset = samples._root_dataset
     kind = lm.field_type(dataset, label_field, "label_field")
+    if not len(samples.exists(label_field).limit(1)):
+        raise SamtextError("label_field %r has no labels in these %d samples (the field is declared, but no sample "
+                           "has one): label them first, or choose the field that holds the labels"
+                           % (label_field, len(samples)))
     if label_targets is not None and kind is not fo.Segmentation:
-        raise ValueError("label_targets names the values of a fo.Segmentation field; %r holds fo.Detections "
+        raise SamtextError("label_targets names the values of a fo.Segmentation field; %r holds fo.Detections "
                          "(its classes are the detections' labels)" % label_field)
     named = lm.field_classes(samples, label_field, label_targets)
     given = None if classes is None else [str(c).strip() for c in ([classes] if isinstance(classes, str)
                                                                      else classes)]
     if given is not None and (not given or not all(given) or len(set(given)) != len(given)):
-        raise ValueError("classes must be distinct non-empty names, got %r" % (classes,))
+        raise SamtextError("classes must be distinct non-empty names, got %r" % (classes,))
     if not named:
         if kind is fo.Segmentation and given is not None and len(given) == 1:
             return given  # unnamed masks: every nonzero pixel is the one class
         if kind is fo.Detections:
-            raise ValueError("label field %r has no labelled detections in these samples" % label_field)
-        raise ValueError(
+            raise SamtextError("label field %r has no labelled detections in these samples" % label_field)
+        raise SamtextError(
             "label field %r has no class names (no mask_targets); name its nonzero pixels with one class "
             "(classes=['cat']) or name its values (label_targets={255: 'cat'})" % label_field)
     if given is None:
         return named
     missing = [c for c in given if c not in named]
     if missing:
-        raise ValueError("label field %r has no class %s; its classes are %s" % (
+        raise SamtextError("label field %r has no class %s; its classes are %s" % (
             label_field, ", ".join(repr(c) for c in missing), named))
     return given
 
@@ -177,7 +184,8 @@ class _Plan:
     total: int
 
 
-def scan_samples(samples, label_field: str, reader: lm.ClassMapReader, skip_tag: Optional[str] = None) -> _Plan:
+def scan_samples(samples, label_field: str, reader: lm.ClassMapReader, skip_tag: Optional[str] = None,
+                 approved_tag: str = APPROVED_TAG) -> _Plan:
     """Reads every sample's image and label once: which samples can be trained on, which have no label, which
     fail (image or mask unreadable, mask of another aspect ratio), and how many are background only."""
     dataset = samples._root_dataset
@@ -188,7 +196,7 @@ def scan_samples(samples, label_field: str, reader: lm.ClassMapReader, skip_tag:
         if label is None:
             plan.skipped_unlabelled += 1
             continue
-        if skip_tag and skip_tag in (getattr(label, "tags", None) or []):  # a Detections has none
+        if is_rejected(getattr(label, "tags", None), sample.tags, skip_tag, approved_tag):  # Detections have none
             plan.skipped_rejected += 1
             continue
         try:
@@ -218,7 +226,7 @@ def _loader(dataset: fo.Dataset, label_field: str, reader: lm.ClassMapReader, pa
             if cmap is None:
                 raise InputError("its label in %r is gone" % label_field)
         except (InputError, ValueError, OSError) as e:
-            raise ValueError("sample %s (%s): %s" % (sid, path, e)) from e
+            raise segtrain.UnreadableItem(str(e)) from e
         return image, cmap
 
     return load
@@ -242,7 +250,7 @@ def iter_train(
     settings = TrainSettings.from_kwargs(dict(kwargs, model_path=model_path), "train")
     dataset, samples = driver.sample_collection(train_view)
     if len(samples) == 0:
-        raise ValueError("the training view is empty: no sample to train on")
+        raise SamtextError("the training view is empty: no sample to train on")
     lm.field_type(dataset, label_field, "label_field")
     if not settings.allow_running:
         check_not_running(dataset, label_field)
@@ -253,13 +261,13 @@ def iter_train(
     val_fraction, seed = settings.val_fraction, settings.seed
     model_path = os.path.abspath(os.path.expanduser(settings.model_path or default_model_path(dataset, label_field)))
     if os.path.isdir(model_path):
-        raise ValueError("model_path %s is a folder; give the checkpoint's file name" % model_path)
+        raise SamtextError("model_path %s is a folder; give the checkpoint's file name" % model_path)
     os.makedirs(os.path.dirname(model_path), exist_ok=True)
     device = resolve_device(settings.device)
 
-    plan = scan_samples(samples, label_field, reader, settings.skip_tag)
+    plan = scan_samples(samples, label_field, reader, settings.skip_tag, settings.approved_tag)
     if not plan.ids:
-        raise ValueError(
+        raise SamtextError(
             "no usable sample to train on among the %d of the view: %d have no label in %r, %d could not be read%s"
             % (plan.total, plan.skipped_unlabelled, label_field, len(plan.errors),
                " (first: %s)" % plan.errors[0] if plan.errors else ""))
@@ -272,7 +280,8 @@ def iter_train(
                        samples_digest=segtrain.ids_digest(plan.ids))
     load = _loader(dataset, label_field, reader, plan.paths)
     val_set = segtrain.PairDataset(val_ids, load) if val_ids else None
-    events = segtrain.iter_fit(segtrain.PairDataset(train_ids, load), val_set, config, model_path, device,
+    train_set = segtrain.PairDataset(train_ids, load)
+    events = segtrain.iter_fit(train_set, val_set, config, model_path, device,
                                resume=settings.resume, restart=settings.restart,
                                extra=dict(dataset=dataset.name, label_field=label_field))
 
@@ -283,6 +292,11 @@ def iter_train(
         skipped_rejected=plan.skipped_rejected,
         background_only=plan.background_only, failed=len(plan.errors), errors=plan.errors, epochs=config.epochs,
         device=device)
+    if plan.background_only == len(plan.ids):
+        summary.notes.append(
+            "every one of the %d labels is background only (no pixel of %s): the network can only learn to "
+            "predict background; check the field's classes (mask_targets or label_targets)" % (len(plan.ids), names))
+        logger.warning("samtext: %s", summary.notes[-1])
     _record_start(dataset, key, summary, config)
     summary.status, error = "failed", None
     try:
@@ -304,6 +318,10 @@ def iter_train(
         raise
     finally:
         events.close()
+        unreadable = dict(val_set.unreadable if val_set is not None else {}, **train_set.unreadable)
+        for sid, why in unreadable.items():  # found while training: left out, named
+            summary.errors.append(driver.SampleError(sid, plan.paths.get(sid, ""), why))
+        summary.failed += len(unreadable)
         summary.seconds = time.time() - start
         _record_end(dataset, key, summary, error)
     return summary
@@ -352,7 +370,8 @@ def _record_end(dataset: fo.Dataset, key: str, summary: TrainSummary, error: Opt
         records.update_run(dataset, key, status=summary.status, error=error, finished=driver._now(),
                        seconds=summary.seconds, start_epoch=summary.start_epoch, epochs_done=summary.epochs_done,
                        best_val_miou=summary.best_val_miou, best_epoch=summary.best_epoch, val_miou=summary.val_miou,
-                       val_iou=summary.val_iou, backbone_start=summary.backbone_start, history=summary.history)
+                       val_iou=summary.val_iou, backbone_start=summary.backbone_start, history=summary.history,
+                       failed=summary.failed, errors=[str(e) for e in summary.errors[:20]], notes=summary.notes)
     except Exception:  # bookkeeping: never hide the run's own outcome behind it
         logger.exception("samtext: could not record the end of training %r", key)
 
@@ -456,7 +475,7 @@ def predict_action(samples, model_path: str, device: str = PredictSettings.devic
     from ..models.precision import resolve_device
 
     if not model_path:
-        raise ValueError("give model_path: the checkpoint that samtext.train() wrote")
+        raise SamtextError("give model_path: the checkpoint that samtext.train() wrote")
     path = os.path.abspath(os.path.expanduser(model_path))
     state = segtrain.load_checkpoint(path)
     config = state["config"]

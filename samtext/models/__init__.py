@@ -14,10 +14,11 @@ from typing import Optional
 from .clip import ClipModel
 from .fast_encoder import encoder_workload, fast_encoder_default
 from .precision import resolve_device, resolve_precision
-from .registry import (CLIP_PRESETS, DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, SAM_MODELS, checkpoint_name,
-                       sam_spec)
+from .registry import (CLIP_PRESETS, DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, HF_SAM_FAMILIES, SAM_MODELS,
+                       checkpoint_name, sam_spec)
 from .sam import ImageEmbedding, Prediction, SamSegmenter
 from .weights import WeightsUnavailableError, resolve_sam_checkpoint
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def load_sam(
 ) -> SamSegmenter:
     """Builds (once per process) the SAM ``name``, one of :data:`samtext.models.registry.SAM_MODELS`.
 
-    Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint`; the tiny presets need none.
-    ``fast_encoder``: the encoder's fast path (:mod:`samtext.models.fast_encoder`); None: on unless
-    ``SAMTEXT_FAST_ENCODER=0``.
+    Weights: see :func:`samtext.models.weights.resolve_sam_checkpoint` (SAM 2.1 and SAM 3:
+    :func:`samtext.models.weights.resolve_hf_sam`); the tiny presets need none. ``fast_encoder``: SAM 1's encoder
+    fast path (:mod:`samtext.models.fast_encoder`); None: on unless ``SAMTEXT_FAST_ENCODER=0``.
     """
     device = resolve_device(device)
     fast = fast_encoder_default() if fast_encoder is None else bool(fast_encoder)
@@ -68,6 +69,10 @@ def load_sam(
 @functools.lru_cache(maxsize=6)
 def _load_sam(name, checkpoint, device, precision, fast_encoder) -> SamSegmenter:
     spec = sam_spec(name)
+    if spec.family in HF_SAM_FAMILIES:
+        from .hf_sam import load_hf_sam
+
+        return load_hf_sam(spec, checkpoint, device, precision)
     # a tiny preset has no published weights: random unless a file is given
     path = resolve_sam_checkpoint(name, checkpoint) if spec.checkpoint is not None else checkpoint
     sam = spec.build()
@@ -113,7 +118,7 @@ def _load_clip(name, pretrained, checkpoint, device, precision) -> ClipModel:
     from .weights import clip_tag_config, clip_tag_overrides, find_clip_tag, resolve_clip_weights
 
     if name not in open_clip.list_models():
-        raise ValueError("unknown CLIP model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50" % name)
+        raise SamtextError("unknown CLIP model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50" % name)
     path, tag = None, None
     if pretrained or checkpoint:
         path = resolve_clip_weights(name, pretrained or "", checkpoint)
@@ -149,7 +154,7 @@ def check_model_options(sam_model: str = DEFAULT_SAM, clip_model: Optional[str] 
         import open_clip
 
         if clip_model not in open_clip.list_models():
-            raise ValueError("unknown clip_model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50 (see "
+            raise SamtextError("unknown clip_model %r; open_clip knows e.g. ViT-B-32, ViT-B-16, RN50 (see "
                              "open_clip.list_models())" % (clip_model,))
     check_hardware(device, precision)
 
@@ -167,9 +172,9 @@ def check_hardware(device: str = "auto", precision: str = "auto") -> None:
         try:
             dev = torch.device(device)
         except (RuntimeError, TypeError) as e:
-            raise ValueError("device %r is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1')" % (device,)) from e
+            raise SamtextError("device %r is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1')" % (device,)) from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device %r was asked for, but torch sees no CUDA GPU here; use device='auto' or "
+            raise SamtextError("device %r was asked for, but torch sees no CUDA GPU here; use device='auto' or "
                              "'cpu'" % (device,))
     resolve_precision(precision, resolve_device(device))
 

@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def compile_policy() -> str:
     """``SAMTEXT_COMPILE_ENCODER``: "auto" (default), "always" or "never"."""
     value = os.environ.get("SAMTEXT_COMPILE_ENCODER", "auto").strip().lower()
     if value not in ("auto", "always", "never"):
-        raise ValueError("SAMTEXT_COMPILE_ENCODER must be auto, always or never, got %r" % value)
+        raise SamtextError("SAMTEXT_COMPILE_ENCODER must be auto, always or never, got %r" % value)
     return value
 
 

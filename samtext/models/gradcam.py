@@ -18,6 +18,7 @@ from typing import List, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..errors import SamtextError
 
 
 class _ImageTextScore(torch.nn.Module):
@@ -43,7 +44,7 @@ def target_layer(visual) -> torch.nn.Module:
     transformer = getattr(visual, "transformer", None)
     if transformer is not None and hasattr(transformer, "resblocks"):
         return transformer.resblocks[-1].ln_1
-    raise ValueError("Grad-CAM supports open_clip's ResNet and ViT image towers, not %s" % type(visual).__name__)
+    raise SamtextError("Grad-CAM supports open_clip's ResNet and ViT image towers, not %s" % type(visual).__name__)
 
 
 def token_grid_reshape(visual):

@@ -3,6 +3,7 @@
 import contextlib
 
 import torch
+from ..errors import SamtextError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -16,7 +17,7 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device) -> str:
     """Turns "auto" into "bf16" or "fp32" for ``device``."""
     if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+        raise SamtextError("precision must be one of %s, got %r" % (PRECISIONS, precision))
     if precision != "auto":
         return precision
     device = torch.device(device)

@@ -14,6 +14,7 @@ The table itself imports neither torch nor open_clip; a spec's ``build`` does, w
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
+from ..errors import SamtextError
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,14 @@ class ModelSpec:
     Attributes:
         name: what users pass (``sam_model="vit_b"``, ``arch="lraspp"``).
         label: what a form or ``--help`` shows.
-        family: "sam" (segment_anything's ``Sam``, MobileSAM included), "clip" or "segnet".
+        family: "sam" (segment_anything's ``Sam``, MobileSAM included), "sam2" and "sam3" (transformers' SAM 2.1 and
+            SAM 3, :mod:`samtext.models.hf_sam`), "clip" or "segnet".
         build: builds the architecture with random weights; imports torch and the model's package when called.
         checkpoint: the published weights (None: the model needs none, or they are found elsewhere).
         input_size: the square input side the model expects, in pixels.
         for_tests: a tiny random preset (tests, offline demos); its output is meaningless.
-        detail: family-specific facts (a segnet's torchvision builder and ImageNet backbone weights).
+        detail: family-specific facts (a segnet's torchvision builder and ImageNet backbone weights; a transformers
+            SAM's Hugging Face repository).
     """
 
     name: str
@@ -91,6 +94,48 @@ def _tiny_sam():
     return build_tiny_sam()
 
 
+# SAM 2.1's Hiera image encoders, as its published configs: (width, blocks per stage, global-attention blocks, window
+# per stage, window position background); heads double per stage from 1 (tiny, small) or 2 (base+, large)
+_HIERA = {
+    "tiny": (96, [1, 2, 7, 2], [5, 7, 9], [8, 4, 14, 7], [7, 7], 1),
+    "small": (96, [1, 2, 11, 2], [7, 10, 13], [8, 4, 14, 7], [7, 7], 1),
+    "base_plus": (112, [2, 3, 16, 3], [12, 16, 20], [8, 4, 14, 7], [14, 14], 2),
+    "large": (144, [2, 6, 36, 4], [23, 33, 43], [8, 4, 16, 8], [7, 7], 2),
+}
+
+
+def _sam2(size: str):
+    def build():
+        from transformers import Sam2Config, Sam2HieraDetConfig, Sam2Model, Sam2VisionConfig
+
+        width, blocks, global_blocks, windows, background, heads = _HIERA[size]
+        dims = [width * 2 ** i for i in range(4)]
+        backbone = Sam2HieraDetConfig(hidden_size=width, num_attention_heads=heads, blocks_per_stage=blocks,
+                                      embed_dim_per_stage=dims, num_attention_heads_per_stage=[heads * 2 ** i
+                                                                                              for i in range(4)],
+                                      window_size_per_stage=windows, global_attention_blocks=global_blocks,
+                                      window_positional_embedding_background_size=background)
+        vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=list(reversed(dims)))
+        return Sam2Model(Sam2Config(vision_config=vision)).eval()
+
+    return build
+
+
+def _sam3_tracker():
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel
+
+    return Sam3TrackerModel(Sam3TrackerConfig()).eval()
+
+
+def _tiny_hf(kind: str):
+    def build():
+        from . import tiny
+
+        return tiny.build_tiny_sam2() if kind == "sam2" else tiny.build_tiny_sam3_tracker()
+
+    return build
+
+
 _META = "https://dl.fbaipublicfiles.com/segment_anything/"
 # MobileSAM's weights live in its repository (weights/mobile_sam.pt, 39 MB), pinned to the last commit that changed them
 _MOBILE_SAM_URL = ("https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/a509aac54fdd7af59f843135f2f7cee307283c88/"
@@ -110,12 +155,27 @@ SAM_MODELS: Dict[str, ModelSpec] = {spec.name: spec for spec in (
               _mobile_sam(tiny=False),
               Checkpoint("mobile_sam.pt", _MOBILE_SAM_URL, git_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"),
               input_size=1024),
+    ModelSpec("sam2.1_hiera_tiny", "SAM 2.1 Hiera-T (156 MB, Apache-2.0)", "sam2", _sam2("tiny"), input_size=1024,
+              detail=("facebook/sam2.1-hiera-tiny",)),
+    ModelSpec("sam2.1_hiera_small", "SAM 2.1 Hiera-S (184 MB, Apache-2.0)", "sam2", _sam2("small"), input_size=1024,
+              detail=("facebook/sam2.1-hiera-small",)),
+    ModelSpec("sam2.1_hiera_base_plus", "SAM 2.1 Hiera-B+ (324 MB, Apache-2.0)", "sam2", _sam2("base_plus"),
+              input_size=1024, detail=("facebook/sam2.1-hiera-base-plus",)),
+    ModelSpec("sam2.1_hiera_large", "SAM 2.1 Hiera-L (898 MB, Apache-2.0)", "sam2", _sam2("large"), input_size=1024,
+              detail=("facebook/sam2.1-hiera-large",)),
+    ModelSpec("sam3", "SAM 3 (3.4 GB, SAM License; gated: accept it on Hugging Face)", "sam3", _sam3_tracker,
+              input_size=1008, detail=("facebook/sam3",)),
     ModelSpec("tiny", "Tiny random SAM (tests and offline demos; masks are meaningless)", "sam", _tiny_sam,
               input_size=256, for_tests=True),
     ModelSpec("tiny-mobile", "Tiny random MobileSAM (tests; masks are meaningless)", "sam", _mobile_sam(tiny=True),
               input_size=1024, for_tests=True),
+    ModelSpec("tiny-sam2", "Tiny random SAM 2.1 (tests; masks are meaningless)", "sam2", _tiny_hf("sam2"),
+              input_size=256, for_tests=True),
+    ModelSpec("tiny-sam3", "Tiny random SAM 3 (tests; masks are meaningless)", "sam3", _tiny_hf("sam3"),
+              input_size=224, for_tests=True),
 )}
 DEFAULT_SAM = "vit_b"
+HF_SAM_FAMILIES = ("sam2", "sam3")  # served by transformers (samtext.models.hf_sam)
 
 # ----------------------------------------------------------------------------------------------- CLIP
 # Real CLIP models are open_clip's (any name open_clip.list_models() knows, with its weight tags); the presets
@@ -178,7 +238,7 @@ def sam_spec(name: str) -> ModelSpec:
         ValueError: an unknown name, with the choices.
     """
     if name not in SAM_MODELS:
-        raise ValueError("unknown sam_model %r; choose one of %s" % (name, ", ".join(SAM_MODELS)))
+        raise SamtextError("unknown sam_model %r; choose one of %s" % (name, ", ".join(SAM_MODELS)))
     return SAM_MODELS[name]
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .precision import autocast
 from .sam_decoder import PromptBatchDecoder, SharedImageTokens
 from .upsampled_area import upsampled_areas
+from ..errors import SamtextError
 
 
 @dataclass
@@ -29,12 +30,15 @@ class ImageEmbedding:
         input_size: ``(h_in, w_in)`` of the image after resizing its longest side to the encoder's input
             size, before padding to a square.
         shared_tokens: the decoder's prompt-independent image side, filled by the first ``predict``.
+        levels: every feature level a model's decoder reads, finest first, ``features`` last (SAM 2.1 and
+            SAM 3's high-resolution features, :mod:`samtext.models.hf_sam`); None for SAM 1.
     """
 
     features: torch.Tensor
     original_size: Tuple[int, int]
     input_size: Tuple[int, int]
     shared_tokens: Optional[SharedImageTokens] = field(default=None, repr=False, compare=False)
+    levels: Optional[Tuple[torch.Tensor, ...]] = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -74,7 +78,9 @@ class SamSegmenter:
         sam: the SAM model (real or tiny).
         device: torch device to run on.
         precision: "fp32" or "bf16". The plain encoder runs under bfloat16 autocast at "bf16"; the fast one
-            (:mod:`samtext.models.fast_encoder`) holds bf16 weights. The mask decoder stays fp32, it is cheap.
+            (:mod:`samtext.models.fast_encoder`) holds bf16 weights. Prompts without a mask input are decoded
+            with a bf16 copy of the mask decoder at "bf16" (:meth:`PromptBatchDecoder.for_model`); prompts with
+            one go through SAM's own decoder module, in fp32.
         name: a label for run records ("vit_b", "tiny", ...).
         fast_encoder: run the image encoder on the fast path (fused attention, bf16 weights where precision
             is bf16, compilation for runs that plan many images).
@@ -87,17 +93,23 @@ class SamSegmenter:
         from segment_anything.utils.transforms import ResizeLongestSide
 
         self.sam = sam.to(device).eval()
+        self.mask_threshold = sam.mask_threshold
         self.device = torch.device(device)
         self.precision = precision
         self.name = name
         self.image_size = sam.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
-        self.decoder = PromptBatchDecoder.for_model(sam)  # None: SAM's own decoder module for every prompt
+        decoder_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.decoder = PromptBatchDecoder.for_model(sam, decoder_dtype)  # None: SAM's own module for every prompt
         self.fast = None
         if fast_encoder:
             from .fast_encoder import FastEncoder
 
             self.fast = FastEncoder(sam.image_encoder, precision, self.device)
+        self._init_prepared(encoder_batch)
+
+    def _init_prepared(self, encoder_batch: Optional[int]) -> None:
+        """The state of :meth:`prepare` (shared with the transformers adapters)."""
         self.encoder_batch = int(encoder_batch or (8 if self.device.type == "cuda" else 1))
         self._prepared = OrderedDict()  # id(image) -> (image, ImageEmbedding or (input, input_size))
         self._prepared_lock = threading.Lock()
@@ -122,7 +134,7 @@ class SamSegmenter:
         """An ``(H, W, 3)`` uint8 RGB image -> ``(1, 3, S, S)`` float32 encoder input (resized so that its longest
         side is S, normalised, zero-padded at the right and bottom) and its ``(h_in, w_in)`` before padding."""
         if not _is_rgb(image):
-            raise ValueError("expected an (H, W, 3) uint8 RGB image, got %s %s"
+            raise SamtextError("expected an (H, W, 3) uint8 RGB image, got %s %s"
                              % (getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")))
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].contiguous()
@@ -246,7 +258,7 @@ class SamSegmenter:
         pred = Prediction(scores=iou.float().cpu().numpy(), low_res_logits=low_res.float())
         if full_size:
             logits = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size).float()
-            pred.masks, pred.logits = (logits > sam.mask_threshold).cpu().numpy(), logits
+            pred.masks, pred.logits = (logits > self.mask_threshold).cpu().numpy(), logits
         return pred
 
     @torch.no_grad()
@@ -259,7 +271,7 @@ class SamSegmenter:
         out = np.zeros((len(low_res_logits), h, w), dtype=bool)
         for i, logits in enumerate(low_res_logits):
             full = self.sam.postprocess_masks(logits[None, None].to(self.device), embedding.input_size, (h, w))
-            out[i] = (full[0, 0] > self.sam.mask_threshold).cpu().numpy()
+            out[i] = (full[0, 0] > self.mask_threshold).cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -276,7 +288,7 @@ class SamSegmenter:
         that covers the image (padding cut off), for cheap comparisons between masks."""
         scale = self.image_size // self.mask_input_size[0]
         h_in, w_in = embedding.input_size
-        return low_res_logits[:, : -(-h_in // scale), : -(-w_in // scale)] > self.sam.mask_threshold
+        return low_res_logits[:, : -(-h_in // scale), : -(-w_in // scale)] > self.mask_threshold
 
     def low_res_to_grid(self, embedding: ImageEmbedding, masks: torch.Tensor) -> torch.Tensor:
         """``(N, h_v, w_v)`` masks from :meth:`low_res_masks` -> ``(N, h, w)`` fraction of each valid

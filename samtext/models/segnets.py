@@ -23,6 +23,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from .registry import DEFAULT_SEGNET, SEGNETS
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class BackboneWeightsError(RuntimeError):
 
 def check_arch(arch: str) -> str:
     if arch not in SEGNETS:
-        raise ValueError("unknown arch %r; choose one of %s" % (arch, ", ".join(SEGNETS)))
+        raise SamtextError("unknown arch %r; choose one of %s" % (arch, ", ".join(SEGNETS)))
     return arch
 
 
@@ -44,7 +45,7 @@ def check_backbone_weights(value) -> str:
     """``backbone_weights`` as one of "auto", "imagenet", "none" (None counts as "none")."""
     choice = "none" if value is None else str(value).strip().lower()
     if choice not in BACKBONE_CHOICES:
-        raise ValueError("backbone_weights must be 'auto', 'imagenet' or None, got %r" % (value,))
+        raise SamtextError("backbone_weights must be 'auto', 'imagenet' or None, got %r" % (value,))
     return choice
 
 
@@ -76,7 +77,7 @@ def build_segnet(arch: str = DEFAULT_SEGNET, num_classes: int = 2, backbone_weig
     check_arch(arch)
     choice = check_backbone_weights(backbone_weights)
     if int(num_classes) < 2:
-        raise ValueError("a segmentation model needs at least 2 classes (background + one), got %r" % (num_classes,))
+        raise SamtextError("a segmentation model needs at least 2 classes (background + one), got %r" % (num_classes,))
     builder = SEGNETS[arch].build
     weights = None
     if choice != "none":

@@ -5,7 +5,8 @@ Resolution order for a SAM checkpoint (first hit wins):
 1. an explicit ``checkpoint`` path given by the caller;
 2. the environment variable ``SAMTEXT_SAM_<NAME>_CHECKPOINT`` (e.g. ``SAMTEXT_SAM_VIT_B_CHECKPOINT``);
 3. samtext's cache folder (``$SAMTEXT_CACHE_DIR``, default ``~/.cache/samtext``);
-4. FiftyOne's model-zoo folder, if it already holds the very same checkpoint file;
+4. FiftyOne's model-zoo folder, if it already holds the very same checkpoint file (for SAM 2.1, Meta's file,
+   converted on loading: :mod:`samtext.models.meta_checkpoints`);
 5. a download from the publisher (Meta's servers; the MobileSAM repository at a pinned commit), with a
    progress bar and a checksum (MD5 for SAM; for MobileSAM the file's git blob id in that commit).
 
@@ -23,6 +24,7 @@ import urllib.request
 from typing import Optional
 
 from .registry import Checkpoint, checkpoint_env_var, sam_spec
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, do
         return checkpoint
     ckpt = sam_spec(model_name).checkpoint
     if ckpt is None:
-        raise ValueError("SAM model %r has no published weights; pass a checkpoint file" % (model_name,))
+        raise SamtextError("SAM model %r has no published weights; pass a checkpoint file" % (model_name,))
     env_path = os.environ.get(checkpoint_env_var(model_name))
     if env_path:
         if not os.path.isfile(env_path):
@@ -96,6 +98,87 @@ def resolve_sam_checkpoint(model_name: str, checkpoint: Optional[str] = None, do
     if not download:
         raise WeightsUnavailableError(_missing_message(ckpt, cached, model_name))
     return download_checkpoint(ckpt, cached, model_name)
+
+
+HF_FILES = ("*.json", "*.safetensors")  # a transformers model's config, processor config and weights
+
+
+def _hf_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json")) and any(
+        f.endswith((".safetensors", ".bin")) for f in os.listdir(path))
+
+
+def meta_checkpoint_names(model_name: str):
+    """File names of Meta's own checkpoint of a SAM 2.1 model, as Meta publishes it and as FiftyOne's zoo stores it
+    (``sam2.1_hiera_tiny.pt``, ``sam2.1_hiera_tiny_image.pt``, ...); none for other models."""
+    if sam_spec(model_name).family != "sam2":
+        return ()
+    return tuple(model_name + suffix for suffix in (".pt", "_image.pt", "_video.pt"))
+
+
+def resolve_hf_sam(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
+    """Where the weights of the SAM 2.1 / SAM 3 model ``model_name`` are: a folder of transformers weights, or (SAM
+    2.1) one of Meta's own ``.pt`` checkpoints, which :mod:`samtext.models.meta_checkpoints` converts on loading.
+
+    Resolution order: an explicit ``checkpoint`` (a folder with ``config.json`` + ``model.safetensors``, as
+    ``save_pretrained`` writes or a Hugging Face snapshot holds; for SAM 2.1 also Meta's ``.pt`` file);
+    ``SAMTEXT_SAM_<NAME>_CHECKPOINT``; the Hugging Face cache (``$HF_HOME/hub``, where ``hf download`` and
+    FiftyOne's transformers models put them); for SAM 2.1, FiftyOne's model-zoo folder (its
+    ``segment-anything-2.1-hiera-*`` models keep Meta's files); a download of the repository's json and
+    safetensors files into the Hugging Face cache (progress bars and file hashes are Hugging Face's), unless
+    ``download`` is False or ``HF_HUB_OFFLINE`` is set.
+
+    Raises:
+        WeightsUnavailableError: one message saying what is missing and where to put it.
+    """
+    spec = sam_spec(model_name)
+    repo = spec.detail[0]
+    meta_names = meta_checkpoint_names(model_name)
+    given = checkpoint or os.environ.get(checkpoint_env_var(model_name))
+    if given:
+        if os.path.isdir(given) and _hf_folder(given):
+            return given
+        if meta_names and os.path.isfile(given):
+            return given  # Meta's format (or not: the loader says so)
+        what = "sam_checkpoint" if checkpoint else checkpoint_env_var(model_name)
+        raise WeightsUnavailableError(
+            "%s=%r is not a folder of transformers weights (config.json and model.safetensors, as in the Hugging "
+            "Face repository %s)%s" % (what, given, repo, " or one of Meta's SAM 2.1 .pt checkpoints" if meta_names
+                                       else "; SAM 3 loads through transformers"))
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo, allow_patterns=list(HF_FILES), local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    for name in meta_names:
+        for path in _fiftyone_zoo_candidates(name):
+            logger.info("Using FiftyOne zoo copy of %s at %s", name, path)
+            return path
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    gated = " (a gated repository: accept the SAM License on its page and log in with `hf auth login`)" if (
+        spec.family == "sam3") else ""
+    where = ("are in neither the Hugging Face cache nor FiftyOne's model zoo (%s)" % meta_names[1] if meta_names
+             else "are not in the Hugging Face cache")
+    meta = " or Meta's %s" % meta_names[0] if meta_names else ""
+    if spec.family == "sam3":  # FiftyOne's zoo SAM 3 is Meta's sam3.pt, which samtext does not convert
+        zoo_copy = next(iter(_fiftyone_zoo_candidates("sam3.pt")), None)
+        if zoo_copy:
+            where += " (FiftyOne's zoo holds %s, Meta's format for its sam3 package, which samtext cannot read yet)" % (
+                zoo_copy)
+    hint = ("%s's weights %s. Run `hf download %s --include '*.json' '*.safetensors'` on a machine "
+            "with internet%s and copy the cache (~/.cache/huggingface) here, or pass sam_checkpoint=<a folder with "
+            "its config.json and model.safetensors%s>" % (model_name, where, repo, gated, meta))
+    if not download or offline:
+        raise WeightsUnavailableError(hint + (" (HF_HUB_OFFLINE is set)" if offline else ""))
+    try:
+        logger.info("Downloading %s from Hugging Face", repo)
+        return snapshot_download(repo, allow_patterns=list(HF_FILES))
+    except GatedRepoError as e:
+        raise WeightsUnavailableError(hint + " (download refused: %s)" % str(e).splitlines()[0]) from e
+    except (OSError, ValueError) as e:
+        raise WeightsUnavailableError(hint + " (download failed: %s)" % str(e).splitlines()[0]) from e
 
 
 def _missing_message(ckpt: Checkpoint, dest: str, model_name: str, reason: str = "") -> str:
@@ -195,7 +278,7 @@ def clip_tag_config(model_name: str, tag: str) -> dict:
 
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
-        raise ValueError(
+        raise SamtextError(
             "open_clip has no weights %r for %r; known tags: %s"
             % (tag, model_name, open_clip.list_pretrained_tags_by_model(model_name))
         )

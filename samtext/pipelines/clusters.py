@@ -8,6 +8,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from ..settings import MapSettings
+from ..errors import SamtextError
 
 AUTO_MAX_CLUSTERS = 24
 
@@ -56,7 +57,7 @@ def cluster_embeddings(vectors: np.ndarray, num_clusters: Union[int, str] = MapS
             k = best[1] if best else 1
     else:
         if int(num_clusters) < 1:
-            raise ValueError("num_clusters must be 'auto' or at least 1, got %r" % (num_clusters,))
+            raise SamtextError("num_clusters must be 'auto' or at least 1, got %r" % (num_clusters,))
         k = min(int(num_clusters), distinct)
     model = kmeans(k)
     return model.predict(vectors).astype(np.int64), k

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..settings import EMBEDDERS, ProposalSettings
 from .geometry import masked_crop
 from .result import PreparesImages
+from ..errors import SamtextError
 
 
 def pool_features(features: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
@@ -67,9 +68,9 @@ class EmbeddedProposals(PreparesImages):
     def __init__(self, generator, embedder: str = ProposalSettings.embedder, clip=None,
                  context: float = ProposalSettings.crop_context):
         if embedder not in EMBEDDERS:
-            raise ValueError("unknown embedder %r; choose one of %s" % (embedder, ", ".join(EMBEDDERS)))
+            raise SamtextError("unknown embedder %r; choose one of %s" % (embedder, ", ".join(EMBEDDERS)))
         if embedder == "clip" and clip is None:
-            raise ValueError("the clip embedder needs a CLIP model")
+            raise SamtextError("the clip embedder needs a CLIP model")
         self.generator, self.embedder, self.clip, self.context = generator, embedder, clip, float(context)
         self.segmenter = generator.segmenter
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..settings import EXAMPLE_SCORINGS, ExamplesSettings
 from .geometry import mask_to_box
 from .result import Instance, MaskResult
+from ..errors import SamtextError
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -46,11 +47,11 @@ class ExampleClass:
     def __post_init__(self):
         self.positives = _unit(np.atleast_2d(self.positives))
         if not len(self.positives):
-            raise ValueError("class %r has no positive exemplar" % self.name)
+            raise SamtextError("class %r has no positive exemplar" % self.name)
         dim = self.positives.shape[1]
         neg = np.zeros((0, dim), np.float32) if self.negatives is None else _unit(np.atleast_2d(self.negatives))
         if neg.size and neg.shape[1] != dim:
-            raise ValueError("class %r: negative exemplars have %d dimensions, positives %d"
+            raise SamtextError("class %r: negative exemplars have %d dimensions, positives %d"
                              % (self.name, neg.shape[1], dim))
         self.negatives = neg.reshape(-1, dim)
 
@@ -116,20 +117,20 @@ class ExampleMatcher:
                  scoring: str = ExamplesSettings.scoring, top_k: Optional[int] = ExamplesSettings.top_k,
                  overlap: float = 0.8, margin: float = 0.02):
         if not classes:
-            raise ValueError("no class to label: give at least one class with exemplars")
+            raise SamtextError("no class to label: give at least one class with exemplars")
         if scoring not in EXAMPLE_SCORINGS:
-            raise ValueError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(EXAMPLE_SCORINGS)))
+            raise SamtextError("unknown scoring %r; choose one of %s" % (scoring, ", ".join(EXAMPLE_SCORINGS)))
         if not -1.0 <= float(threshold) <= 1.0:
-            raise ValueError("threshold is a cosine similarity between -1 and 1, got %r" % (threshold,))
+            raise SamtextError("threshold is a cosine similarity between -1 and 1, got %r" % (threshold,))
         if top_k is not None and int(top_k) < 1:
-            raise ValueError("top_k must be at least 1 (or None: every proposal above the threshold), got %r"
+            raise SamtextError("top_k must be at least 1 (or None: every proposal above the threshold), got %r"
                              % (top_k,))
         dims = {c.positives.shape[1] for c in classes}
         if len(dims) != 1:
-            raise ValueError("the classes' exemplars have embeddings of different sizes %s" % sorted(dims))
+            raise SamtextError("the classes' exemplars have embeddings of different sizes %s" % sorted(dims))
         names = [c.name for c in classes]
         if len(set(names)) != len(names):
-            raise ValueError("class names repeat: %s" % names)
+            raise SamtextError("class names repeat: %s" % names)
         self.classes, self.threshold, self.scoring = list(classes), float(threshold), scoring
         self.top_k, self.overlap, self.margin = top_k, float(overlap), float(margin)
         self.dim = dims.pop()
@@ -139,7 +140,7 @@ class ExampleMatcher:
         that class is at least as similar as its positives."""
         v = _unit(np.atleast_2d(vectors))
         if v.shape[1] != self.dim:
-            raise ValueError("proposal embeddings have %d dimensions, the exemplars %d: were they made by the "
+            raise SamtextError("proposal embeddings have %d dimensions, the exemplars %d: were they made by the "
                              "same embedder?" % (v.shape[1], self.dim))
         out = np.empty((len(v), len(self.classes)), np.float32)
         for c, cls in enumerate(self.classes):
@@ -171,8 +172,10 @@ class ExampleMatcher:
             mine = [k for k, inst in enumerate(kept) if inst.label == name]
             if area == 0 or np.count_nonzero(mask[y0:y1, x0:x1] & covered[name][y0:y1, x0:x1]) > self.overlap * area:
                 continue  # empty, or a part of (or the same as) an object of this class already kept
-            parts = [k for k in mine if best[i] >= kept[k].scores["similarity"] - self.margin
-                     and _shares_more(kept[k].mask, boxes[k], mask, box, self.overlap * areas[k])]
+            covers = [k for k in mine if _shares_more(kept[k].mask, boxes[k], mask, box, self.overlap * areas[k])]
+            if any(best[i] < kept[k].scores["similarity"] - self.margin for k in covers):
+                continue  # it holds a part that the exemplars match clearly better: the part wins
+            parts = covers  # kept parts it covers with a score nearly as good: the whole replaces them
             if not parts and self.top_k is not None and len(mine) >= self.top_k:
                 continue
             if parts:  # the whole replaces its parts

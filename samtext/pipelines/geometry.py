@@ -100,13 +100,17 @@ def box_crop(image: np.ndarray, box, context: float = 0.1, fill=NEUTRAL_FILL,
     return pad_to_square(_shrink(crop_with_context(image, np.asarray(box, dtype=np.float32), context), max_side), fill)
 
 
-def components(mask: np.ndarray, min_area: int = 1) -> List[np.ndarray]:
-    """The connected parts (8-connectivity) of a bool mask with at least ``min_area`` pixels, largest first."""
+def component_areas(mask: np.ndarray):
+    """``(labels, areas)`` of the connected parts (8-connectivity) of a bool mask: ``labels`` ``(H, W)`` int, 0 off
+    the mask and k on part k; ``areas`` ``(n,)`` pixels of parts 1..n."""
     from scipy import ndimage
 
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return []
-    areas = np.bincount(labels.ravel())[1:]
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
+
+
+def components(mask: np.ndarray, min_area: int = 1) -> List[np.ndarray]:
+    """The connected parts (8-connectivity) of a bool mask with at least ``min_area`` pixels, largest first."""
+    labels, areas = component_areas(mask)
     order = [i + 1 for i in np.argsort(-areas) if areas[i] >= min_area]
     return [labels == k for k in order]

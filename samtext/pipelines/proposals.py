@@ -8,6 +8,9 @@ matter when hundreds of prompts are decoded per image:
   it again);
 - the decoder shares its image-side work across prompts (:mod:`samtext.models.sam_decoder`) and draws no mask
   for a prompt none of whose masks passes the predicted-IoU filter;
+- on a coarse grid (CPU's default 16x16), a second pass prompts the points of a grid twice as dense that no mask
+  of the first pass covers (``fill_gaps``; at most an eighth as many as the first pass): small objects between
+  the first points are found, at the cost of decoding only where nothing was found;
 - every prompt stays in SAM's low-resolution mask frame (256x256 for real SAM) through the filters and the NMS;
   only the proposals that survive are upscaled to the image's size. The stability score is computed as the
   generator does, on the logits upsampled to SAM's input frame (without the last resize to the image), but
@@ -26,6 +29,7 @@ from ..settings import ProposalSettings
 from .result import Instance, MaskResult, PreparesImages
 
 PROPOSAL_LABEL = "proposal"
+FILL_SHARE = 8  # the second pass prompts at most an eighth as many points as the first (bench/results/proposals_fill.md)
 
 
 def point_grid(side: int, size) -> np.ndarray:
@@ -53,7 +57,11 @@ class ProposalGenerator(PreparesImages):
         self.segmenter = segmenter
         self.settings = (settings or ProposalSettings()).check()
         device = getattr(segmenter, "device", "cpu")
-        self.side, self.batch = self.settings.grid_side(device), self.settings.batch_size(device)
+        # the decoder's own precision: SAM 2.1 / SAM 3 (transformers' decoders) and SAM 1 without the shared-image
+        # decoder keep an fp32 decoder at any precision
+        decoder = getattr(segmenter, "decoder", None)
+        precision = "bf16" if getattr(decoder, "dtype", None) == torch.bfloat16 else "fp32"
+        self.side, self.batch = self.settings.grid_side(device), self.settings.batch_size(device, precision)
 
     def __call__(self, image: np.ndarray) -> MaskResult:
         return self.from_embedding(self.segmenter.embed(image))
@@ -75,6 +83,27 @@ class ProposalGenerator(PreparesImages):
             keep = stability >= s.stability_score_thresh
             logits, iou, stability = logits[keep], iou[keep], stability[keep]
         return logits, iou, stability
+
+    def _uncovered_points(self, embedding, shape, logits: torch.Tensor) -> np.ndarray:
+        """``(M, 2)`` ``(x, y)`` points of a grid twice as dense as the first one that no mask of the first pass
+        (``logits``, those that passed the filters) covers, at most 1/:data:`FILL_SHARE` of the first grid's
+        count (taken evenly through them): small objects between the first grid's points get a prompt of their
+        own, and the decoder works only where the first pass found nothing."""
+        gaps = point_grid(2 * self.side, shape)
+        if len(logits):
+            covered = torch.zeros(self.segmenter.low_res_masks(embedding, logits[:1]).shape[1:], dtype=torch.bool)
+            for start in range(0, len(logits), self.STABILITY_CHUNK):
+                chunk = logits[start:start + self.STABILITY_CHUNK]
+                covered |= self.segmenter.low_res_masks(embedding, chunk).any(0).cpu()
+            h, w = shape
+            hv, wv = covered.shape
+            rows = np.clip((gaps[:, 1] * hv / h).astype(int), 0, hv - 1)
+            cols = np.clip((gaps[:, 0] * wv / w).astype(int), 0, wv - 1)
+            gaps = gaps[~covered.numpy()[rows, cols]]
+        cap = self.side * self.side // FILL_SHARE
+        if len(gaps) > cap:  # evenly through the gaps, within the speed budget
+            gaps = gaps[np.linspace(0, len(gaps) - 1, cap).round().astype(int)]
+        return gaps
 
     STABILITY_CHUNK = 64  # masks whose low-res logits are scored at once
 
@@ -102,6 +131,10 @@ class ProposalGenerator(PreparesImages):
         points = point_grid(self.side, shape)
         parts = [self._decode(embedding, points[i:i + self.batch])
                  for i in range(0, len(points), self.batch)]
+        if self.settings.fills_gaps(self.side):
+            extra = self._uncovered_points(embedding, shape, torch.cat([p[0] for p in parts]))
+            parts += [self._decode(embedding, extra[i:i + self.batch]) for i in range(0, len(extra), self.batch)]
+            points = np.concatenate([points, extra])
         logits = torch.cat([p[0] for p in parts])
         iou = torch.cat([p[1] for p in parts])
         stability = torch.cat([p[2] for p in parts])

@@ -32,6 +32,7 @@ from ..settings import STITCH_CLIP_THRESHOLD, Gate, ReferenceSettings, check_gat
 from .embeddings import pool_features
 from .geometry import components, iou, mask_to_box, masked_crop, sample_points
 from .result import Instance, MaskResult, PreparesImages
+from ..errors import SamtextError
 
 # The calibrated gate sits this far from the references' outside level towards their inside level.
 GATE_FRACTION = 0.5
@@ -39,6 +40,25 @@ GATE_FRACTION = 0.5
 # A reference mask must leave at least this fraction of its image as background.
 MIN_BACKGROUND_FRACTION = 0.01
 
+
+
+def _holds_centre(outer, box) -> bool:
+    """Whether the centre of ``box`` lies inside ``outer`` (both ``XYXY``)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return bool(outer[0] <= cx < outer[2] and outer[1] <= cy < outer[3])
+
+
+def _without_unlabelled_instances(sim: torch.Tensor, outside: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """The ``(h, w)`` bool ``outside`` cells of a reference, less those that look like another instance of the
+    class the user did not mask (a reference photo often shows several; one is masked): cells outside as similar
+    to the prototype as the masked object's own lower quartile, with a one-cell margin. Left as given when that
+    would remove most of the outside (then the whole image looks like the object and the gate should say so)."""
+    like = (sim >= torch.quantile(inside.float(), 0.25)) & outside
+    if not bool(like.any()):
+        return outside
+    grown = F.max_pool2d(like[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    rest = outside & ~grown
+    return rest if float(rest.sum()) >= 0.5 * float(outside.sum()) else outside
 
 
 @dataclass
@@ -51,14 +71,14 @@ class Reference:
 
     def __post_init__(self):
         if self.mask.shape != self.image.shape[:2]:
-            raise ValueError(
+            raise SamtextError(
                 "%s: mask %s and image %s differ in size" % (self.name, self.mask.shape, self.image.shape[:2])
             )
         if not self.mask.any():
-            raise ValueError("%s: the reference mask is empty; it must mark the object" % self.name)
+            raise SamtextError("%s: the reference mask is empty; it must mark the object" % self.name)
         background = 1.0 - float(self.mask.mean())
         if background < MIN_BACKGROUND_FRACTION:
-            raise ValueError(
+            raise SamtextError(
                 "%s: the reference mask covers %s of the image; it must leave some background (at least %d%%) "
                 "so that the object can be told from its surroundings"
                 % (self.name, "all" if background == 0 else "%.1f%%" % (100 * (1 - background)),
@@ -145,9 +165,9 @@ class PriorMatcher(PreparesImages):
         clip_check: Optional[ClipCheck] = None,
     ):
         if not references:
-            raise ValueError("at least one reference is needed")
+            raise SamtextError("at least one reference is needed")
         if int(max_instances) < 1:
-            raise ValueError("max_instances must be at least 1, got %r" % (max_instances,))
+            raise SamtextError("max_instances must be at least 1, got %r" % (max_instances,))
         self.segmenter = segmenter
         self.refine = refine
         self.max_instances = int(max_instances)
@@ -178,6 +198,7 @@ class PriorMatcher(PreparesImages):
             cover = self.segmenter.mask_to_grid(ref.mask, emb)[:h, :w].to(sim.device)
             inside.append(sim[cover >= 0.5] if bool((cover >= 0.5).any()) else sim[cover == cover.max()])
             out = cover < 0.05 if bool((cover < 0.05).any()) else cover < 0.5
+            out = _without_unlabelled_instances(sim, out, inside[-1])
             outside.append(sim[out] if bool(out.any()) else sim.min()[None])
             cells.append(float(cover.sum()))
         fg = float(torch.cat(inside).median())
@@ -425,9 +446,9 @@ class StitchMatcher:
         clip_check: Optional[ClipCheck] = None,
     ):
         if not references:
-            raise ValueError("at least one reference is needed")
+            raise SamtextError("at least one reference is needed")
         if int(max_instances) < 1:
-            raise ValueError("max_instances must be at least 1, got %r" % (max_instances,))
+            raise SamtextError("max_instances must be at least 1, got %r" % (max_instances,))
         self.max_instances = int(max_instances)
         self.segmenter, self.clip, self.reference = segmenter, clip, references[0]
         self.class_name = class_name
@@ -455,10 +476,16 @@ class StitchMatcher:
     def window_size(self, image: np.ndarray) -> int:
         return max(16, int(round(min(image.shape[:2]) * self.window_fraction)))
 
+    WINDOW_SCALES = (1.0, 0.5)  # window sides, as fractions of window_size: an object a third of the reference's
+    #                             relative size fills the small windows as the reference filled the large ones
+
     def windows(self, image: np.ndarray):
-        """``(boxes (N, 4) XYXY, probs (N,))`` of the CLIP windows over ``image``."""
-        window = self.window_size(image)
-        boxes = window_grid(*image.shape[:2], window, max(8, window // 2))
+        """``(boxes (N, 4) XYXY, probs (N,))`` of the CLIP windows over ``image``, at every scale of
+        :attr:`WINDOW_SCALES` (a window's score grows with how much of it the object fills, so one scale would
+        make the gate a size threshold)."""
+        h, w = image.shape[:2]
+        sides = sorted({max(16, int(round(self.window_size(image) * f))) for f in self.WINDOW_SCALES}, reverse=True)
+        boxes = np.concatenate([window_grid(h, w, side, max(8, side // 2)) for side in sides])
         return boxes, clip_box_scores(self.clip, image, boxes, self.class_name)
 
     def stitch(self, image: np.ndarray):
@@ -483,10 +510,13 @@ class StitchMatcher:
     def target_points(self, image: np.ndarray):
         """CLIP-located points on the target.
 
-        The windows scoring at least ``window_ratio`` of the best one and the gate (and not centred inside a
-        better one already taken) are each narrowed ``refine_levels`` times to their best half-size
-        sub-window, whose centre becomes a positive point; the worst windows at least a window away from every
-        positive give negative points.
+        Windows at two scales (:attr:`WINDOW_SCALES`) scoring above the reference's background level (without a
+        calibrated gate: ``window_ratio`` of the best), at most twice ``max(num_target_points, max_instances)``
+        and none centred inside a better one, are each narrowed ``refine_levels`` times to their best half-size
+        sub-window. The gate is applied to each one's best score over the levels, so a small object, which fills
+        only its narrowed window, is held to the same level as the reference object (a size-aware gate). Every
+        narrowed window that clears it (one per place) gives a positive point at its centre; the worst windows at
+        least a window away from every positive give negative points.
 
         Returns:
             points ``(K, 2)`` ``(x, y)``, labels ``(K,)``, and the best window's probability. No positive
@@ -495,22 +525,41 @@ class StitchMatcher:
         boxes, probs = self.windows(image)
         window = self.window_size(image)
         best = float(probs.max())
-        if self.gate is not None and best < self.gate:
-            return np.zeros((0, 2), np.float32), np.zeros((0,), int), best
+        most = max(self.num_target_points, self.max_instances)
+        # candidates: windows above the reference's background level (the gate is applied after narrowing, when a
+        # small object fills its sub-window as the reference object filled its best window)
+        if self.gate is None:
+            floor = self.window_ratio * best
+        else:  # a numeric gate has no calibrated background level: narrowing may raise a window's score two-fold
+            floor = self.calibration.get("outside", 0.5 * self.gate)
         taken = []
         for i in np.argsort(-probs):
-            if probs[i] < max(self.window_ratio * best, self.gate or 0.0) or len(taken) == self.num_target_points:
+            if probs[i] < (floor or 0.0) or len(taken) == 2 * most:
                 break
-            cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
-            if not any(b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in boxes[taken]):
+            if not any(_holds_centre(b, boxes[i]) for b in boxes[taken]):
                 taken.append(i)
-        kept = boxes[taken]
+        if not taken:
+            return np.zeros((0, 2), np.float32), np.zeros((0,), int), best
+        kept, score = boxes[taken], probs[taken].astype(np.float64)
         for _ in range(self.refine_levels):  # each level: the best half-size sub-window, all in one CLIP batch
             sides = [max(8, int(min(b[2] - b[0], b[3] - b[1])) // 2) for b in kept]
             sub = [window_grid(b[3] - b[1], b[2] - b[0], s, max(4, s // 2), (b[0], b[1])) for b, s in zip(kept, sides)]
             sub_probs = clip_box_scores(self.clip, image, np.concatenate(sub), self.class_name)
             starts = np.cumsum([0] + [len(x) for x in sub])
-            kept = np.stack([x[int(np.argmax(sub_probs[a:b]))] for x, a, b in zip(sub, starts[:-1], starts[1:])])
+            picks = [int(np.argmax(sub_probs[a:b])) for a, b in zip(starts[:-1], starts[1:])]
+            kept = np.stack([x[j] for x, j in zip(sub, picks)])
+            score = np.maximum(score, [sub_probs[a + j] for a, j in zip(starts[:-1], picks)])
+        best = max(best, float(score.max()))
+        if self.gate is not None and best < self.gate:
+            return np.zeros((0, 2), np.float32), np.zeros((0,), int), best
+        # every narrowed window that clears the gate, best first, one per place (no two on one sub-window)
+        chosen: List[int] = []
+        for i in np.argsort(-score, kind="stable"):
+            if (self.gate is not None and score[i] < self.gate) or len(chosen) == most:
+                break
+            if not any(_holds_centre(b, kept[i]) or _holds_centre(kept[i], b) for b in kept[chosen]):
+                chosen.append(i)
+        kept = kept[chosen]
         pos = np.stack([(kept[:, 0] + kept[:, 2]) / 2, (kept[:, 1] + kept[:, 3]) / 2], axis=1).astype(np.float32)
         centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
         neg = []
@@ -534,36 +583,42 @@ class StitchMatcher:
             return MaskResult.empty(shape, reason, tgt_points, tgt_labels, confidence, clip_window=best_prob)
         canvas, ref_mask, offset = self.stitch(image)
         rng = np.random.default_rng(self.seed)
-        sets = []
-        for _ in range(self.num_prompt_sets):
-            fg = sample_points(ref_mask, self.num_ref_points, rng)
-            bg = sample_points(~ref_mask, self.num_ref_points, rng)
-            pts = np.concatenate([fg, bg, tgt_points + [offset, 0]])
-            lbl = np.concatenate([np.ones(len(fg), int), np.zeros(len(bg), int), tgt_labels])
-            sets.append((pts, lbl))
-        coords = np.stack([p for p, _ in sets])  # every set has the same point counts: one batch
-        labels = np.stack([lbl for _, lbl in sets])
-
+        positives, negatives = tgt_points[tgt_labels == 1], tgt_points[tgt_labels == 0]
         emb = self.segmenter.embed(canvas)
-        pred = self.segmenter.predict(emb, coords, labels, multimask=False)
-        target_logits = pred.logits[:, 0, :, offset:]  # (P, H, W)
-        target_masks = target_logits > 0
-        probs = torch.sigmoid(target_logits)
-        area = target_masks.flatten(1).sum(1)
-        confidence = (probs * target_masks).flatten(1).sum(1) / area.clamp(min=1)
-        ranking = torch.as_tensor(pred.scores[:, 0], device=confidence.device).clamp(0, 1) * confidence * (area > 0)
-        k = int(ranking.argmax())
-        if area[k] == 0:
-            return MaskResult.empty(shape, "SAM's masks leave the target half empty", tgt_points, tgt_labels,
-                                    clip_window=best_prob)
-        score = float(pred.scores[k, 0])
+        chosen = []  # per positive: (ranking, SAM score, confidence, its target mask); one positive decoded at a
+        for point in positives:  # time, so memory holds num_prompt_sets canvas-sized masks, however many objects
+            sets = []
+            for _ in range(self.num_prompt_sets):
+                fg = sample_points(ref_mask, self.num_ref_points, rng)
+                bg = sample_points(~ref_mask, self.num_ref_points, rng)
+                target = np.concatenate([point[None], negatives]) + [offset, 0]
+                lbl = np.concatenate([np.ones(len(fg), int), np.zeros(len(bg), int), [1], np.zeros(len(negatives), int)])
+                sets.append((np.concatenate([fg, bg, target]), lbl))
+            coords = np.stack([p for p, _ in sets]).astype(np.float32)  # same point counts: one batch
+            labels = np.stack([lbl for _, lbl in sets])
+            pred = self.segmenter.predict(emb, coords, labels, multimask=False)
+            target_logits = pred.logits[:, 0, :, offset:]  # (S, H, W)
+            target_masks = target_logits > 0
+            area = target_masks.flatten(1).sum(1)
+            confidence = (torch.sigmoid(target_logits) * target_masks).flatten(1).sum(1) / area.clamp(min=1)
+            ranking = torch.as_tensor(pred.scores[:, 0], device=confidence.device).clamp(0, 1) * confidence * (area > 0)
+            k = int(ranking.argmax())
+            if area[k] > 0:
+                chosen.append((float(ranking[k]), float(pred.scores[k, 0]), float(confidence[k]),
+                               target_masks[k].cpu().numpy()))
+            del pred, target_logits, target_masks
         min_area = max(16, int(0.001 * shape[0] * shape[1]))
-        scores = {"sam_score": score, "target_confidence": float(confidence[k])}
-        instances = [Instance(part, float(ranking[k]), scores=dict(scores))
-                     for part in components(target_masks[k].cpu().numpy(), min_area)[: self.max_instances]]
+        instances: List[Instance] = []
+        for rank, sam_score, confidence, mask in sorted(chosen, key=lambda c: -c[0]):
+            scores = {"sam_score": sam_score, "target_confidence": confidence}
+            for part in components(mask, min_area):
+                if len(instances) < self.max_instances and not any(
+                        iou(part, other.mask) > 0.5 or (part & other.mask).sum() > 0.8 * min(part.sum(), other.mask.sum())
+                        for other in instances):
+                    instances.append(Instance(part, rank, scores=dict(scores)))
         if not instances:
-            return MaskResult.empty(shape, "SAM's mask on the target has only specks", tgt_points, tgt_labels,
-                                    clip_window=best_prob)
+            return MaskResult.empty(shape, "SAM's masks on the target are empty or only specks", tgt_points,
+                                    tgt_labels, clip_window=best_prob)
         result = MaskResult(tuple(shape), instances, tgt_points, tgt_labels, scores={"clip_window": best_prob})
         return self.clip_check.apply(image, result) if self.clip_check else result
 

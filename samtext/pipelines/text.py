@@ -10,8 +10,13 @@ One image at a time (:class:`TextLabeller`):
 3. SAM decodes every candidate (3 masks each); of its two best masks, the one kept has the best product of SAM's
    predicted IoU and CLIP's probability of the class on the masked crop (the object alone on a neutral fill).
 4. The decision: an object is kept when that masked-crop probability reaches ``threshold``, and it does not
-   repeat a better mask of its class (mask IoU above ``mask_iou``), nor is a part of one or a whole around one. An image where no object reaches it comes out empty, with each class's best
-   probability in the reason. The decision is taken on the object alone because a region's crop also holds its
+   repeat a better mask of its class (mask IoU above ``mask_iou``), nor is a part of one or a whole around one.
+   An image where no object reaches it comes out empty, with each class's best probability in the reason.
+5. Parts (:mod:`samtext.pipelines.parts`): a later mask in one connected piece that holds two or more kept masks
+   of its class replaces them (they were pieces of one object). Then two kept masks of a class that share a seam,
+   or that a mask left out touches both, are asked of SAM as one box; when its mask is one connected piece that
+   holds both (and any other kept mask of the class whole, or at most half of it), and CLIP finds it at least as
+   much the class as the weaker part, it replaces them and the masks it holds (repeated while pairs join). The decision is taken on the object alone because a region's crop also holds its
    background, which a thin, hollow or small object does not outweigh.
 
 Scores are probabilities, not raw cosines: a softmax over every class prompt, every negative prompt and generic
@@ -30,7 +35,9 @@ import torch
 
 from ..settings import TextSettings
 from .geometry import NEUTRAL_FILL, iou, masked_crop
+from .parts import COVERS, MAX_PIECES, PART_INSIDE, holds_part, one_piece, part_pairs, union_box
 from .result import Instance, MaskResult, PreparesImages
+from ..errors import SamtextError
 
 MAX_CLASSES = 255  # one uint8 mask value each
 _EMPTY_CROP = np.full((8, 8, 3), NEUTRAL_FILL, np.uint8)  # stands in for a mask that vanished at full size
@@ -50,22 +57,24 @@ def parse_prompts(prompts: Union[str, Sequence[str], None], what: str = "prompts
     if prompts is None or (isinstance(prompts, str) and not prompts.strip() and allow_none):
         if allow_none:
             return []
-        raise ValueError("no %s given: name what to segment, e.g. 'car' or 'car; pedestrian; traffic sign'" % what)
+        raise SamtextError("no %s given: name what to segment, e.g. 'car' or 'car; pedestrian; traffic sign'" % what)
+    if not isinstance(prompts, (str, list, tuple)):
+        raise SamtextError("%s must be a string ('car; pedestrian') or a list of strings, got %r" % (what, prompts))
     items = re.split(PROMPT_SEPARATORS, prompts) if isinstance(prompts, str) else list(prompts)
     out, seen = [], set()
     for item in items:
         if not isinstance(item, str):
-            raise ValueError("%s must be strings, got %r" % (what, item))
+            raise SamtextError("%s must be strings, got %r" % (what, item))
         for part in re.split(PROMPT_SEPARATORS, item):
             text = " ".join(part.split())
             if text and text.lower() not in seen:
                 seen.add(text.lower())
                 out.append(text)
     if not out and not allow_none:
-        raise ValueError("no %s in %r: only separators or spaces; name what to segment, e.g. 'car; pedestrian'"
+        raise SamtextError("no %s in %r: only separators or spaces; name what to segment, e.g. 'car; pedestrian'"
                          % (what, prompts))
     if len(out) > MAX_CLASSES:
-        raise ValueError("%d %s given; a segmentation mask holds at most %d classes" % (len(out), what, MAX_CLASSES))
+        raise SamtextError("%d %s given; a segmentation mask holds at most %d classes" % (len(out), what, MAX_CLASSES))
     return out
 
 
@@ -269,7 +278,7 @@ class TextLabeller(PreparesImages):
             if i not in chosen or value > chosen[i][0]:
                 chosen[i] = (value, k, clip_p)
         instances: List[Instance] = []
-        kept_by_class: Dict[int, List[np.ndarray]] = {}
+        bridges: Dict[str, List[np.ndarray]] = {}  # masks of a class that passed but repeated a kept one
         for i in sorted(chosen, key=lambda i: -chosen[i][0]):
             value, k, clip_p = chosen[i]
             cand, (_, j) = candidates[i], options[k]
@@ -277,15 +286,97 @@ class TextLabeller(PreparesImages):
             if empty[k] or clip_p < s.threshold:
                 continue
             mask = self._full_mask(embedding, low[i, j])  # again: only kept objects' masks are held at full size
-            kept = kept_by_class.setdefault(cand.class_index, [])
-            if len(kept) >= s.max_instances or any(_repeats(mask, other, s.mask_iou) for other in kept):
+            label = self.classes[cand.class_index]
+            same = [n for n, inst in enumerate(instances) if inst.label == label]
+            repeated = [n for n in same if _repeats(mask, instances[n].mask, s.mask_iou)]
+            pieces = [n for n in repeated if holds_part(mask, instances[n].mask)]
+            connected = bool(repeated) and one_piece(mask)
+            if repeated and not (len(pieces) >= 2 and len(pieces) == len(repeated) and connected):
+                if connected:  # a mask over two kept ones with background between says nothing of parts
+                    bridges.setdefault(label, []).append(mask)
+                continue  # a repeat, a part, or a whole around one object: the better mask stays
+            if not repeated and len(same) >= s.max_instances:
                 continue
-            kept.append(mask)
             sam_score = float(np.clip(pred.scores[i, j], 0, 1))
-            instances.append(Instance(
-                mask, float(np.sqrt(sam_score * clip_p)), label=self.classes[cand.class_index],
-                scores={"sam_score": sam_score, "clip_score": clip_p, "region_score": float(cand.score)}))
-        return instances, best_by_class
+            whole = Instance(mask, float(np.sqrt(sam_score * clip_p)), label=label,
+                             scores={"sam_score": sam_score, "clip_score": clip_p, "region_score": float(cand.score)})
+            if repeated:  # one connected mask holding several kept ones: they were pieces of it (step 5)
+                instances[pieces[0]] = whole
+                instances = [inst for n, inst in enumerate(instances) if n not in pieces[1:]]
+            else:
+                instances.append(whole)
+        return self._join_parts(image, embedding, instances, bridges), best_by_class
+
+    def _join_parts(self, image: np.ndarray, embedding, instances: List[Instance],
+                    bridges: Dict[str, List[np.ndarray]]) -> List[Instance]:
+        """``instances`` (best first) with the parts of one object joined (step 5 of the module docstring);
+        ``bridges``: by class, masks that passed but were not kept."""
+        refused = []  # pairs of masks SAM or CLIP did not join (the objects themselves: ids could be reused)
+        joined = True
+        while joined:
+            joined = False
+            for label in dict.fromkeys(inst.label for inst in instances):
+                same = [k for k, inst in enumerate(instances) if inst.label == label]
+                for a, b in part_pairs([instances[k].mask for k in same], bridges.get(label, ())):
+                    pair = (instances[same[a]].mask, instances[same[b]].mask)
+                    if any(pair[0] is x and pair[1] is y for x, y in refused):
+                        continue
+                    found = self._one_object(image, embedding, [instances[k] for k in same], a, b)
+                    if found is None:
+                        refused.append(pair)
+                        continue
+                    whole, pieces = found
+                    first = same[min(pieces)]
+                    instances[first] = whole
+                    instances = [inst for k, inst in enumerate(instances)
+                                 if k == first or k not in {same[p] for p in pieces}]
+                    joined = True
+                    break
+                if joined:
+                    break
+        return instances
+
+    def _one_object(self, image: np.ndarray, embedding, same: List[Instance], a: int,
+                    b: int) -> Optional[Tuple[Instance, List[int]]]:
+        """SAM's mask for the box around pieces ``same[a]`` and ``same[b]`` (kept instances of one class) as one
+        instance, with the indices in ``same`` of the pieces it replaces; None when SAM or CLIP says no.
+
+        The box is asked of SAM; its best mask that is one connected piece holding every piece is the answer. A
+        mask taking more than half of another kept instance of the class, but not all of it, takes in that
+        instance as a piece too and the box grows to it (at most :data:`MAX_PIECES` pieces). The answer is
+        refused when CLIP finds it less the class than the weakest piece, or under ``threshold``."""
+        s = self.settings
+        pieces = [a, b]
+        while True:
+            box = union_box(np.logical_or.reduce([same[p].mask for p in pieces]), same[pieces[0]].mask)
+            pred = self.segmenter.predict(embedding, np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.int64),
+                                          boxes=box[None], multimask=True, full_size=False)
+            grow: List[int] = []
+            for j in np.argsort(-pred.scores[0]):
+                mask = self._full_mask(embedding, pred.low_res_logits[0, j])
+                if not (all(holds_part(mask, same[p].mask, COVERS) for p in pieces) and one_piece(mask)):
+                    continue
+                shares = {k: (mask & o.mask).sum() / max(o.mask.sum(), 1)
+                          for k, o in enumerate(same) if k not in pieces}
+                grow = [k for k, x in shares.items() if 0.5 < x < PART_INSIDE]
+                held = [k for k, x in shares.items() if x >= PART_INSIDE]
+                break
+            else:
+                return None
+            if not grow:
+                break
+            if len(pieces) + len(grow) > MAX_PIECES:
+                return None
+            pieces += grow
+        c = self.classes.index(same[a].label)
+        clip_p = float(self.scorer.probabilities(self.clip.encode_images([masked_crop(image, mask, s.context)]))[0, c])
+        if clip_p < max(s.threshold, min(same[p].scores["clip_score"] for p in pieces)):
+            return None
+        sam_score = float(np.clip(pred.scores[0, j], 0, 1))
+        region = max(same[p].scores["region_score"] for p in pieces)
+        whole = Instance(mask, float(np.sqrt(sam_score * clip_p)), label=same[a].label,
+                         scores={"sam_score": sam_score, "clip_score": clip_p, "region_score": region})
+        return whole, sorted(pieces + held)
 
     def _full_mask(self, embedding, low_res_logits: torch.Tensor) -> np.ndarray:
         """``(h_m, w_m)`` low-res logits -> ``(H, W)`` bool mask at the image's size."""

@@ -4,15 +4,19 @@
    ``min_patch`` pixels), stride half a patch, cut from the full-resolution image (scaled down to at most 448 px
    for CLIP, which reads 224); an image smaller than a patch is one patch.
 2. CLIP scores every patch in batches (probabilities against the other prompts and the background prompts); per
-   class, the ``top_k`` best patches (at ``region_threshold`` or above, when set) are kept; per negative prompt,
-   the ``top_k`` best of those where it wins.
+   class, the ``top_k`` best patches (at ``region_threshold`` or above, when set) are kept, each overlapping a
+   better kept one by at most :data:`PATCH_NMS_IOU`, so that they spread over the instances instead of piling
+   onto the most visible one; per negative prompt, the same among the patches where it wins.
 3. Grad-CAM (:func:`samtext.models.gradcam.clip_gradcam`, through ``clip.saliency_maps``) of each kept patch
-   against its class's text; each map, weighted by its patch's probability, is pasted back into the image frame
-   (the maximum where patches overlap), on a map of at most ``map_side`` pixels, then smoothed.
-4. Positive points: local maxima of a class's map above ``peak_threshold`` of its maximum, at least
-   ``min_distance`` apart, at most ``max_instances``; each is one SAM prompt with, as negatives, the two
-   lowest-saliency points (under a tenth of the maximum) of the patches kept for the class, and the peaks of the
-   negative prompts' maps near it.
+   against its class's text; each map, weighted by its patch's probability to the power :data:`PROB_WEIGHT`
+   (a small object fills little of its patch, so its probability is low: the weight orders patches without
+   silencing it), is pasted back into the image frame (the maximum where patches overlap), on a map of at most
+   ``map_side`` pixels, then smoothed.
+4. Positive points: local maxima of a class's map at least ``min_distance`` apart, at most ``max_instances``,
+   each above ``peak_threshold`` of the brightest cell *of its own kept patches* (peaks are found per region:
+   an instance is not held to the level of a brighter one elsewhere), and above :data:`WEAK_PATCH` of the map's
+   maximum; every such peak is one SAM prompt with, as negatives, the two lowest-saliency points (under a tenth
+   of the maximum) of the patches kept for the class, and the peaks of the negative prompts' maps near it.
 
 Points are ``(x, y)`` pixels of the original image. Nothing here imports FiftyOne.
 """
@@ -27,6 +31,9 @@ from .reference import window_grid
 from .text import Candidate, Localized, negative_hits, region_gate
 
 LOW_SALIENCY = 0.1  # negatives come from where the map is below this fraction of its maximum
+WEAK_PATCH = 0.05  # a peak under this fraction of the whole map's maximum is noise
+PROB_WEIGHT = 0.25  # a kept patch's map is weighted by its probability to this power
+PATCH_NMS_IOU = 0.2  # kept patches overlap a better kept one by at most this (grid neighbours: 1/3; diagonal: 1/7)
 
 
 def patch_sides(settings: TextSettings, h: int, w: int) -> List[int]:
@@ -41,6 +48,13 @@ def patch_boxes(h: int, w: int, sizes: Sequence[int], overlap: float = 0.5) -> n
     ``size * (1 - overlap)``, covering an ``h x w`` image."""
     grids = [window_grid(h, w, s, max(1, int(round(s * (1 - overlap))))) for s in sizes]
     return np.unique(np.concatenate(grids), axis=0)
+
+
+def _map_box(box, scale: float, mh: int, mw: int) -> Tuple[int, int, int, int]:
+    """An ``XYXY`` image box in the ``(mh, mw)`` map frame (image pixels times ``scale``), at least one cell."""
+    x1, y1, x2, y2 = box
+    mx1, my1 = int(x1 * scale), int(y1 * scale)
+    return mx1, my1, max(mx1 + 1, min(mw, int(round(x2 * scale)))), max(my1 + 1, min(mh, int(round(y2 * scale))))
 
 
 def find_peaks(saliency: np.ndarray, threshold: float, min_distance: int, limit: int) -> np.ndarray:
@@ -80,20 +94,20 @@ class PatchLocalizer:
         crops = [box_crop(image, b, context=0.0) for b in boxes]
         probs = scorer.probabilities(self.clip.encode_images(crops))  # (N, C + G)
         c, texts = scorer.num_classes, probs.shape[1]
-        kept = [self._kept(probs[:, t], region_gate(s, probs[:, t]) if t < c else negative_hits(probs, c, t - c))
-                for t in range(texts)]
+        kept = [self._kept(probs[:, t], region_gate(s, probs[:, t]) if t < c else negative_hits(probs, c, t - c),
+                           boxes) for t in range(texts)]
         scale = min(1.0, s.map_side / max(h, w))
-        maps = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
+        maps, local = self._maps(crops, boxes, probs, kept, scorer, (h, w), scale)
         self.last_maps = (maps, scale)
         distance = max(1, int(round((s.min_distance or max(8, max(h, w) // 20)) * scale)))
-        neg_peaks = [find_peaks(maps[t], s.peak_threshold * maps[t].max(), distance, s.max_instances)
+        neg_peaks = [find_peaks(maps[t], s.peak_threshold * self._level(maps[t], local[t]), distance, s.max_instances)
                      for t in range(c, texts) if maps[t].max() > 0]
         neg_points = (np.concatenate(neg_peaks)[:, ::-1] + 0.5) / scale if neg_peaks else np.zeros((0, 2))
         candidates = []
         for k in range(c):
             if not len(kept[k]) or maps[k].max() <= 0:  # no patch at the threshold, or Grad-CAM saw nothing
                 continue
-            peaks = find_peaks(maps[k], s.peak_threshold * maps[k].max(), distance, s.max_instances)
+            peaks = find_peaks(maps[k], s.peak_threshold * self._level(maps[k], local[k]), distance, s.max_instances)
             low = self._low_points(maps[k], boxes[kept[k]], scale, distance)
             for r, col in peaks:
                 point = (np.array([[col, r]], np.float64) + 0.5) / scale
@@ -105,9 +119,21 @@ class PatchLocalizer:
                                                                                        probs[:, k])))
         return Localized(candidates, probs[:, :c].max(axis=0), {"num_regions": float(len(boxes))})
 
-    def _kept(self, column: np.ndarray, hits: np.ndarray) -> np.ndarray:
-        """The ``top_k`` best of the patches ``hits`` by ``column``, best first."""
-        return hits[np.argsort(-column[hits], kind="stable")][: self.settings.top_k_patches]
+    @staticmethod
+    def _level(saliency: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """The level a peak is measured against, per cell: its own patches' brightest cell, but at least
+        :data:`WEAK_PATCH` of the whole map's maximum (a patch that saw almost nothing gives no peaks); outside
+        every kept patch (where only the smoothing spilled) no peak."""
+        return np.where(local > 0, np.maximum(local, WEAK_PATCH * saliency.max()), np.inf)
+
+    def _kept(self, column: np.ndarray, hits: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The ``top_k`` best of the patches ``hits`` by ``column``, best first, each overlapping no better kept
+        patch by more than :data:`PATCH_NMS_IOU` (box IoU): the patches spread over the image's instances
+        instead of piling onto the best one."""
+        from .text import box_nms
+
+        order = hits[np.argsort(-column[hits], kind="stable")]
+        return order[box_nms(boxes[order].astype(np.float32), column[order], PATCH_NMS_IOU)][: self.settings.top_k_patches]
 
     @staticmethod
     def _region_score(point: np.ndarray, boxes: np.ndarray, kept: np.ndarray, column: np.ndarray) -> float:
@@ -116,16 +142,20 @@ class PatchLocalizer:
         inside = [i for i in kept if boxes[i, 0] <= x < boxes[i, 2] and boxes[i, 1] <= y < boxes[i, 3]]
         return float(column[inside or kept].max())
 
-    def _maps(self, crops, boxes, probs, kept, scorer, size, scale) -> np.ndarray:
-        """``(T, h, w)`` saliency of each class and negative, in the map frame (image pixels times ``scale``)."""
+    def _maps(self, crops, boxes, probs, kept, scorer, size, scale) -> Tuple[np.ndarray, np.ndarray]:
+        """``(maps, local)``, both ``(T, h, w)`` in the map frame (image pixels times ``scale``): the saliency of
+        each class and negative, and at each cell the highest saliency of the kept patches that cover it (the
+        level a peak there is measured against, so an instance in its own patch is not held to the level of a
+        brighter one elsewhere)."""
         import cv2
 
         h, w = size
         mh, mw = max(1, round(h * scale)), max(1, round(w * scale))
         maps = np.zeros((probs.shape[1], mh, mw), np.float32)
+        local = np.zeros_like(maps)
         jobs = [(t, i) for t in range(probs.shape[1]) for i in kept[t]]
         if not jobs:
-            return maps
+            return maps, local
         cams = self.clip.saliency_maps([crops[i] for _, i in jobs], scorer.text_embeddings, [t for t, _ in jobs])
         for (t, i), cam in zip(jobs, cams):
             x1, y1, x2, y2 = boxes[i]
@@ -133,9 +163,8 @@ class PatchLocalizer:
             side, h, w = cam.shape[0], y2 - y1, x2 - x1
             ph, pw = max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w)))
             top, left = (side - ph) // 2, (side - pw) // 2
-            cam = cam[top : top + ph, left : left + pw] * float(probs[i, t])
-            mx1, my1 = int(x1 * scale), int(y1 * scale)
-            mx2, my2 = max(mx1 + 1, min(mw, int(round(x2 * scale)))), max(my1 + 1, min(mh, int(round(y2 * scale))))
+            cam = cam[top : top + ph, left : left + pw] * float(probs[i, t]) ** PROB_WEIGHT
+            mx1, my1, mx2, my2 = _map_box(boxes[i], scale, mh, mw)
             shrink = cam.shape[1] > mx2 - mx1
             small = cv2.resize(np.ascontiguousarray(cam), (mx2 - mx1, my2 - my1),
                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -144,7 +173,11 @@ class PatchLocalizer:
         for t in range(len(maps)):
             if maps[t].max() > 0:
                 maps[t] = cv2.GaussianBlur(maps[t], (0, 0), sigma)
-        return maps
+        for t, i in jobs:  # after smoothing: the level of each patch's own brightest cell
+            mx1, my1, mx2, my2 = _map_box(boxes[i], scale, mh, mw)
+            top = maps[t, my1:my2, mx1:mx2].max()
+            np.maximum(local[t, my1:my2, mx1:mx2], top, out=local[t, my1:my2, mx1:mx2])
+        return maps, local
 
     def _low_points(self, saliency: np.ndarray, boxes: np.ndarray, scale: float, distance: int) -> np.ndarray:
         """``(<=2, 2)`` ``(x, y)`` image pixels where the class map is lowest (under LOW_SALIENCY of its maximum)

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Generator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Generator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..progress import run_events
 from ..settings import TrainRecipe
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -50,28 +51,47 @@ Loader = Callable[[str], Tuple[np.ndarray, np.ndarray]]
 # ------------------------------------------------------------------------------------------------- data
 
 
+class UnreadableItem(SamtextError):
+    """A pair that cannot be read (a truncated image, a mask gone): training leaves it out and goes on."""
+
+
 class PairDataset:
     """``(image (H, W, 3) uint8, class map (H, W) uint8)`` pairs, each read by ``loader(id)`` when indexed.
 
     Arguments:
         ids: one id per pair (sample ids); recorded in checkpoints.
-        loader: ``id -> (image, class map)``; the class map must have the image's ``(H, W)``.
+        loader: ``id -> (image, class map)``; the class map must have the image's ``(H, W)``. It raises
+            :class:`UnreadableItem` for a pair that cannot be read: :meth:`get` then returns None and remembers
+            why in ``unreadable``.
     """
 
     def __init__(self, ids: Sequence[str], loader: Loader):
         self.ids = [str(i) for i in ids]
         self.loader = loader
+        self.unreadable: Dict[str, str] = {}  # id -> why
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def get(self, index: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """The pair at ``index``, or None when it cannot be read (then and in later epochs)."""
+        item_id = self.ids[index]
+        if item_id in self.unreadable:
+            return None
+        try:
+            return self[index]
+        except UnreadableItem as e:
+            logger.warning("samtext: training leaves out %s: %s", item_id, e)
+            self.unreadable[item_id] = str(e)
+            return None
+
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         image, cmap = self.loader(self.ids[index])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("item %s: expected an (H, W, 3) uint8 image, got %s %s" % (
+            raise SamtextError("item %s: expected an (H, W, 3) uint8 image, got %s %s" % (
                 self.ids[index], image.dtype, image.shape))
         if cmap.shape != image.shape[:2]:
-            raise ValueError("item %s: class map %s does not match its image %s" % (
+            raise SamtextError("item %s: class map %s does not match its image %s" % (
                 self.ids[index], cmap.shape, image.shape[:2]))
         return image, cmap
 
@@ -81,7 +101,7 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[
     does not depend on their order) for validation, at least one when the fraction is above 0 and there are
     two ids or more; the training part is never empty."""
     if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError("val_fraction must be in [0, 1), got %r" % (val_fraction,))
+        raise SamtextError("val_fraction must be in [0, 1), got %r" % (val_fraction,))
     ids = sorted(str(i) for i in ids)
     n_val = int(round(len(ids) * float(val_fraction)))
     if val_fraction > 0 and len(ids) >= 2:
@@ -267,7 +287,10 @@ def validate(model, dataset: PairDataset, image_size: int, num_classes: int, dev
     model.eval()
     conf = np.zeros((num_classes, num_classes), np.int64)
     for start in range(0, len(dataset), batch_size):
-        pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        pairs = [p for p in (dataset.get(i) for i in range(start, min(start + batch_size, len(dataset))))
+                 if p is not None]
+        if not pairs:
+            continue
         for (_, cmap), (pred, _) in zip(pairs, predict_images(model, [p[0] for p in pairs], image_size, device)):
             conf += confusion(pred, cmap, num_classes)
     return conf
@@ -293,7 +316,7 @@ class TrainConfig(TrainRecipe):
         super().check()
         self.classes = [str(c) for c in self.classes]
         if not self.classes or len(set(self.classes)) != len(self.classes) or len(self.classes) > MAX_CLASSES:
-            raise ValueError("classes must be 1 to %d distinct names, got %r" % (MAX_CLASSES, self.classes))
+            raise SamtextError("classes must be 1 to %d distinct names, got %r" % (MAX_CLASSES, self.classes))
         return self
 
     def to_dict(self) -> dict:
@@ -329,13 +352,13 @@ def load_checkpoint(path: str) -> dict:
         ValueError: missing, unreadable, or not a samtext checkpoint.
     """
     if not os.path.isfile(path):
-        raise ValueError("no model checkpoint at %s" % path)
+        raise SamtextError("no model checkpoint at %s" % path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError("cannot read the model checkpoint %s: %s: %s" % (path, type(e).__name__, e)) from e
+        raise SamtextError("cannot read the model checkpoint %s: %s: %s" % (path, type(e).__name__, e)) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError("%s is not a samtext model checkpoint (format %r)" % (
+        raise SamtextError("%s is not a samtext model checkpoint (format %r)" % (
             path, state.get("format") if isinstance(state, dict) else type(state).__name__))
     return state
 
@@ -432,12 +455,12 @@ def _resume_state(path: str, config: TrainConfig, resume: bool, restart: bool) -
     if restart or not os.path.exists(path):
         return None
     if not resume:
-        raise ValueError("a model checkpoint exists at %s; pass resume=True to continue it, restart=True to "
+        raise SamtextError("a model checkpoint exists at %s; pass resume=True to continue it, restart=True to "
                          "train afresh and replace it, or choose another model_path" % path)
     state = load_checkpoint(path)
     diff = config_differences(state.get("config") or {}, config.to_dict())
     if diff:
-        raise ValueError(
+        raise SamtextError(
             "the checkpoint at %s was trained with another configuration (%s); pass restart=True to train afresh "
             "and replace it, or choose another model_path" % (path, "; ".join(diff)))
     return state
@@ -460,9 +483,9 @@ def iter_fit(train_set: PairDataset, val_set: Optional[PairDataset], config: Tra
     """
     config.check()
     if len(train_set) == 0:
-        raise ValueError("nothing to train on: the training set is empty")
+        raise SamtextError("nothing to train on: the training set is empty")
     if config.arch.startswith("deeplabv3") and len(train_set) < 2:
-        raise ValueError("%s needs at least 2 training images, got %d" % (config.arch, len(train_set)))
+        raise SamtextError("%s needs at least 2 training images, got %d" % (config.arch, len(train_set)))
     state = _resume_state(checkpoint, config, resume, restart)
     result = FitResult(checkpoint=checkpoint, epochs=config.epochs, device=str(device))
     model = optimizer = None
@@ -500,8 +523,11 @@ def _fit_events(train_set, val_set, config, checkpoint, device, model, optimizer
             lr = lr_at((epoch - 1) * steps + step - 1, total, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            pairs = [train_transform(*train_set[int(i)], config.image_size, rng, config.scale_range, config.flip,
-                                     config.jitter) for i in batch]
+            items = [p for p in (train_set.get(int(i)) for i in batch) if p is not None]
+            if not items:
+                continue  # every pair of this batch is unreadable
+            pairs = [train_transform(*p, config.image_size, rng, config.scale_range, config.flip, config.jitter)
+                     for p in items]
             x = torch.stack([p[0] for p in pairs]).to(device)
             y = torch.stack([p[1] for p in pairs]).to(device)
             loss = F.cross_entropy(model(x)["out"], y, ignore_index=IGNORE)
@@ -510,7 +536,7 @@ def _fit_events(train_set, val_set, config, checkpoint, device, model, optimizer
             optimizer.step()
             losses.append(float(loss.detach()))
             yield TrainEvent(epoch, config.epochs, step, steps, dict(loss=losses[-1], lr=lr))
-        entry = dict(epoch=epoch, train_loss=float(np.mean(losses)), val_miou=None, val_iou=None)
+        entry = dict(epoch=epoch, train_loss=float(np.mean(losses)) if losses else None, val_miou=None, val_iou=None)
         if val_set is not None and len(val_set):
             ious, miou = iou_from_confusion(validate(model, val_set, config.image_size, num_classes, device,
                                                      config.batch_size))

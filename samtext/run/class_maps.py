@@ -10,7 +10,9 @@ a ground truth stored as 0/255 and a samtext field ``{1: "cat"}`` compare once t
 - ``fo.Detections`` with instance masks: each detection's mask is pasted at its box under its label's class
   (rasterised); detections of other labels and boxes without masks are ignored.
 
-Values a field names "void" or "ignore" become :data:`IGNORE` (255), left out by evaluation and training.
+Values a field names "void" or "ignore" become :data:`IGNORE` (255), left out by evaluation and training. A
+field's pixel value 0 is background unless its ``mask_targets`` give 0 a class name (CamVid names 0 "Sky"):
+then it is that class like any other.
 A mask of another resolution than its image (same aspect ratio) is resized by nearest neighbour; another
 aspect ratio is an error naming the sizes.
 """
@@ -23,6 +25,7 @@ import fiftyone as fo
 
 from ..images import InputError, fit_mask, image_size, read_mask_values
 from . import fields as sds
+from ..errors import SamtextError
 
 LABEL_TYPES = (fo.Segmentation, fo.Detections)
 
@@ -35,17 +38,18 @@ def field_type(dataset: fo.Dataset, field: str, what: str = "field"):
     """
     schema = dataset.get_field_schema()
     if field not in schema:
-        raise ValueError("%s %r is not a field of dataset %r" % (what, field, dataset.name))
+        raise SamtextError("%s %r is not a field of dataset %r" % (what, field, dataset.name))
     doc_type = getattr(schema[field], "document_type", None)
     if doc_type not in LABEL_TYPES:
         found = doc_type.__name__ if doc_type else type(schema[field]).__name__
-        raise ValueError("%s %r holds %s; samtext reads fo.Segmentation or fo.Detections (with instance masks)"
+        raise SamtextError("%s %r holds %s; samtext reads fo.Segmentation or fo.Detections (with instance masks)"
                          % (what, field, found))
     return doc_type
 
 
 def segmentation_targets(dataset: fo.Dataset, field: str, override: Optional[Mapping] = None) -> Dict[int, str]:
-    """``{pixel value: class name}`` of a Segmentation field (background value 0 left out): ``override``, else
+    """``{pixel value: class name}`` of a Segmentation field (value 0 left out when it is unnamed or named as
+    background; a class named at 0, such as CamVid's "Sky", is kept): ``override``, else
     the field's ``mask_targets``, else the dataset's ``default_mask_targets``; ``{}`` when nothing names them.
 
     Raises:
@@ -58,11 +62,11 @@ def segmentation_targets(dataset: fo.Dataset, field: str, override: Optional[Map
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise ValueError("field %r names its classes by RGB colour or by %r; samtext reads class-value masks "
+            raise SamtextError("field %r names its classes by RGB colour or by %r; samtext reads class-value masks "
                              "(give targets such as {255: 'cat'})" % (field, value)) from None
         if not 0 <= number <= 255:
-            raise ValueError("field %r: mask value %r is outside 0..255" % (field, value))
-        if number:
+            raise SamtextError("field %r: mask value %r is outside 0..255" % (field, value))
+        if number or not is_background_name(name):  # 0 is background unless it names a class (CamVid's "Sky")
             out[number] = str(name)
     return out
 
@@ -223,7 +227,7 @@ def class_names_to_match(pred_names: Sequence[str], gt_names: Sequence[str], pre
         else:
             fix = "name them alike (gt_targets / pred_targets override a Segmentation field's names, e.g. " \
                   "gt_targets={1: %r})" % example
-        raise ValueError("fields %r (classes %s) and %r (classes %s) share no class name; %s" % (
+        raise SamtextError("fields %r (classes %s) and %r (classes %s) share no class name; %s" % (
             pred_field, list(pred_names) or "unnamed", gt_field, list(gt_names) or "unnamed", fix))
     return shared
 
@@ -240,13 +244,13 @@ def match_classes(samples, pred_field: str, gt_field: str, classes: Optional[Seq
             names that cannot be read as binary); a class of ``classes`` is not named by both fields.
     """
     dataset = samples._root_dataset
-    gt_kind = field_type(dataset, gt_field, "ground truth field")
-    pred_kind = field_type(dataset, pred_field, "prediction field")
+    gt_kind = field_type(dataset, gt_field, "gt_field")
+    pred_kind = field_type(dataset, pred_field, "pred_field")
     gt_names = field_classes(samples, gt_field, gt_targets)  # [] for a Segmentation field without names
     pred_names = field_classes(samples, pred_field, pred_targets)
     wanted = None if classes is None else list(dict.fromkeys(str(c) for c in classes))
     if wanted is not None and not wanted:
-        raise ValueError("classes is empty; give at least one class name, or None for every shared class")
+        raise SamtextError("classes is empty; give at least one class name, or None for every shared class")
 
     def unnamed(name, kind, targets):
         return kind is fo.Segmentation and not segmentation_targets(dataset, name, targets)
@@ -263,7 +267,7 @@ def match_classes(samples, pred_field: str, gt_field: str, classes: Optional[Seq
     for name in wanted:
         lacking = [f for f, names in ((gt_field, gt_names), (pred_field, pred_names)) if name not in names]
         if lacking:
-            raise ValueError("class %r is not a class of field %s (ground truth classes %s, prediction classes %s)"
+            raise SamtextError("class %r is not a class of field %s (ground truth classes %s, prediction classes %s)"
                              % (name, " or ".join(repr(f) for f in lacking), gt_names, pred_names))
     return wanted
 

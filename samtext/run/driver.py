@@ -17,6 +17,7 @@
    done and records how the run ended.
 """
 
+import contextlib
 import logging
 import time
 import uuid
@@ -33,6 +34,7 @@ from ..settings import RunOptions
 from . import fields as sds
 from . import records
 from .prefetch import Prefetcher
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class Action:
     output: str = "segmentation"
     sidecar: Optional[Callable] = None
     loader: Optional[Callable[[str, str], object]] = None
+    local_info: Optional[Callable[[], dict]] = None  # what the record keeps that this process knows (on Ray too)
 
 
 def _load_image(sample_id: str, filepath: str):
@@ -166,14 +169,14 @@ def sample_collection(samples):
         ValueError: not a FiftyOne collection, or not images.
     """
     if not isinstance(samples, fo.core.collections.SampleCollection):
-        raise ValueError("expected a FiftyOne dataset or view to label, got %s" % type(samples).__name__)
+        raise SamtextError("expected a FiftyOne dataset or view to label, got %s" % type(samples).__name__)
     if getattr(samples, "_is_patches", False) or getattr(samples, "_is_frames", False) or getattr(
             samples, "_is_clips", False):
         dataset = samples._root_dataset
         samples = dataset.select(sorted(set(samples.values("sample_id"))), ordered=True)
     dataset = samples._root_dataset
     if dataset.media_type != "image":
-        raise ValueError("samtext labels images; dataset %r holds %s" % (dataset.name, dataset.media_type))
+        raise SamtextError("samtext labels images; dataset %r holds %s" % (dataset.name, dataset.media_type))
     return dataset, samples
 
 
@@ -198,7 +201,7 @@ def check_resume(dataset: fo.Dataset, key: str, action: Action, out_field: str, 
     old = dict(action=record.get("action"), **(record.get("settings") or {}))
     diff = _differences(old, new)
     if diff:
-        raise ValueError(
+        raise SamtextError(
             "field %r holds labels of a run with other settings (%s); a resumed run must use the same ones. "
             "Pass overwrite=True to relabel with the new settings, or choose another output field"
             % (out_field, "; ".join(diff)))
@@ -218,12 +221,13 @@ def prepare_run(samples, action: Action, options: RunOptions):
                               kind=action.output)
     fields.check(dataset, action.input_fields)
     if not action.classes:
-        raise ValueError("the action names no class")
+        raise SamtextError("the action names no class")
     if fields.has_classes:
         values = sds.class_values(dataset, out_field, action.classes, overwrite)
     else:
         values = {name: value for value, name in enumerate(dict.fromkeys(action.classes), 1)}
     record = check_resume(dataset, records.run_key_for(out_field), action, out_field, overwrite)
+    records.check_not_busy(dataset, out_field, action.name, action.settings)
     return dataset, samples, fields, values, record
 
 
@@ -256,10 +260,38 @@ def nothing_found_note(summary: "RunSummary", hint: str) -> str:
     return "no object was found in any of the %d images%s" % (summary.labelled, ": " + hint if hint else "")
 
 
-def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, record) -> None:
+def _uncount(summary: "RunSummary", dropped) -> None:
+    """Takes back from ``summary`` the samples deleted from the dataset while the run labelled them."""
+    for empty, instances in dropped:
+        summary.labelled -= 1
+        summary.empty -= empty
+        summary.instances -= instances
+    if dropped:
+        summary.notes.append("%d samples were deleted from the dataset while the run labelled them; their labels "
+                             "were dropped" % len(dropped))
+        logger.warning("samtext: %s", summary.notes[-1])
+
+
+def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, overwrite: bool,
+                 entry: Optional[dict] = None) -> Optional[str]:
     """Creates the output fields, adds the classes to the field's ``mask_targets`` and writes (or keeps) the
-    run record. A record with the same action and settings is kept (a resumed run or a sibling shard adds its
-    own entry under ``runs``); otherwise it is replaced."""
+    run record, under the field's lock (:func:`samtext.run.records.field_lock`): the record is read again
+    there, a run of another action writing the field now is refused, and a record with the same action and
+    settings is kept (a resumed run or a sibling shard adds its own entry under ``runs``); otherwise it is
+    replaced. With ``entry`` (:func:`samtext.run.records.new_entry`), adds it under a new run id and returns
+    the id."""
+    with records.field_lock(dataset, fields.out):
+        record = check_resume(dataset, records.run_key_for(fields.out), action, fields.out, overwrite)
+        records.check_not_busy(dataset, fields.out, action.name, action.settings)
+        _open_outputs(dataset, action, fields, values, record)
+        if entry is None:
+            return None
+        run_id = uuid.uuid4().hex[:12]
+        records.update_run(dataset, records.run_key_for(fields.out), **{"runs." + run_id: entry})
+        return run_id
+
+
+def _open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, record) -> None:
     fields.ensure(dataset)
     if fields.has_classes:
         sds.set_mask_targets(dataset, fields.out, values)
@@ -272,6 +304,7 @@ def open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, re
         records.register_run(dataset, key, dict(
             action=action.name, out_field=fields.out, instances_field=fields.instances,
             prompts_field=fields.prompts, mask_dir=fields.mask_dir, settings=settings,
+            input_fields=[f for f in action.input_fields if f],
             classes={str(v): k for k, v in values.items()}, samtext_version=__version__,
             fiftyone_version=fo.constants.VERSION, started=_now(), runs={},
         ))
@@ -302,7 +335,7 @@ def prepare_outputs(samples, action: Action, out_field: str, **options) -> int:
     dataset, samples, fields, values, record = prepare_run(samples, action, opts)
     ids = _targets(dataset, samples, out_field, opts.overwrite, action.exclude_ids, None)[0]
     if ids:
-        open_outputs(dataset, action, fields, values, record)
+        open_outputs(dataset, action, fields, values, opts.overwrite)
     return len(ids)
 
 
@@ -336,21 +369,40 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
         logger.warning("samtext: nothing labelled in %r: %s", out_field, summary.notes[0])
         return summary
 
-    labeller = action.build()
+    load = action.loader or _load_image
+    if opts.ray_address:  # actors build the labeller and read the images; this process writes
+        from .ray_labeller import RayLabeller, load_ref
+
+        labeller = RayLabeller(action.build, action.info, address=opts.ray_address, actors=opts.ray_actors,
+                               gpus_per_actor=opts.ray_gpus_per_actor)
+        load = action.loader or load_ref
+        labeller_info = labeller.info
+    else:
+        labeller = action.build()
+        labeller_info = lambda: action.info(labeller)  # noqa: E731
+
+    def learnt() -> dict:
+        return dict(labeller_info(), **(action.local_info() if action.local_info else {}))
     from ..models import encoder_workload  # torch: imported once a model is loaded anyway
 
-    open_outputs(dataset, action, fields, values, record)
-    sidecar = action.sidecar(dataset, fields) if action.sidecar else None
-    run_id = uuid.uuid4().hex[:12]
-    records.update_run(dataset, key, learnt=action.info(labeller), **{"runs." + run_id: dict(
-        started=_now(), status="running", shard=shard, overwrite=overwrite, targets=len(ids))})
+    try:
+        run_id = open_outputs(dataset, action, fields, values, overwrite, records.new_entry(
+            shard=shard, overwrite=overwrite, targets=len(ids), operation=records.current_operation()))
+    except BaseException:
+        if opts.ray_address:
+            labeller.close()  # the actors hold models (GPU memory): not until garbage collection
+        raise
     default_label = action.classes[0]
     summary.status = "failed"
+    beating = contextlib.ExitStack()  # the entry is alive from here until the finally below closes it
     try:
+        beating.enter_context(records.Heartbeat(dataset, key, run_id))
+        sidecar = action.sidecar(dataset, fields) if action.sidecar else None
+        records.update_run(dataset, key, learnt=learnt())
         yield 0, len(ids)
         with sds.LabelWriter(dataset, opts.batch_size, before_flush=sidecar.flush if sidecar else None) as writer, \
                 encoder_workload(len(ids)), \
-                Prefetcher(zip(ids, paths), action.loader or _load_image, prepare=getattr(labeller, "prepare", None),
+                Prefetcher(zip(ids, paths), load, prepare=getattr(labeller, "prepare", None),
                            batch=getattr(labeller, "prepare_batch", 1),
                            discard=getattr(labeller, "discard_prepared", None)) as feed:
             for done, (sid, path, loaded, load_error) in enumerate(feed, 1):
@@ -373,15 +425,16 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
                     labels = sds.labels_for(result, fields, values, default_label, sid)
                     if sidecar is not None:
                         sidecar.add(sid, labels, result)
-                    writer.add(sid, labels)
+                    writer.add(sid, labels, stats=(int(result.is_empty), len(result.instances)))
                     summary.labelled += 1
                     summary.empty += int(result.is_empty)
                     summary.instances += len(result.instances)
                 yield done, len(ids)
+        _uncount(summary, writer.dropped)
         summary.status = "completed"
         if summary.labelled and not summary.instances:
             summary.notes.append(nothing_found_note(summary, action.empty_hint))
-            logger.warning("samtext: %s", summary.notes[0])
+            logger.warning("samtext: %s", summary.notes[-1])
     except GeneratorExit:
         summary.status = "canceled"
         raise
@@ -389,6 +442,9 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
         summary.status = "canceled"
         raise
     finally:
+        beating.close()
+        if opts.ray_address:
+            labeller.close()
         summary.seconds = time.time() - start
         if summary.labelled:
             sds.declare_attributes(dataset, fields.names())

@@ -16,15 +16,18 @@ import fiftyone as fo
 
 from .. import names
 from ..pipelines.result import MaskResult, semantic_mask
+from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
 
 MAX_CLASS_VALUE = 255  # masks are written as uint8
 
 
-def check_field_name(name: str) -> str:
+def check_field_name(name: str, what: str = "output field") -> str:
+    """``name`` once it is a valid FiftyOne field name (``what``: how the message calls it)."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError("output field %r is not a valid field name (letters, digits, _)" % (name,))
+        raise SamtextError("%s %r is not a valid name (letters, digits and _, not starting with a digit)"
+                           % (what, name))
     return name
 
 
@@ -42,7 +45,7 @@ def check_label_field(dataset: fo.Dataset, name: str, label_cls) -> bool:
     doc_type = getattr(f, "document_type", None)
     if not isinstance(f, fo.EmbeddedDocumentField) or doc_type is not label_cls:
         found = doc_type.__name__ if doc_type else type(f).__name__
-        raise ValueError(
+        raise SamtextError(
             "field %r already exists with type %s, not %s; choose another output field" % (name, found, label_cls.__name__)
         )
     return True
@@ -124,11 +127,16 @@ def class_values(dataset: fo.Dataset, name: str, classes: Iterable[str], overwri
     """
     targets = dict(dataset.mask_targets.get(name) or dataset.default_mask_targets or {})
     if any(not isinstance(k, (int, np.integer)) and not str(k).isdigit() for k in targets):
-        raise ValueError("field %r names its classes by RGB colour (%s); samtext writes class-value masks: choose "
+        raise SamtextError("field %r names its classes by RGB colour (%s); samtext writes class-value masks: choose "
                          "another output field" % (name, sorted(targets)[:3]))
     targets = {int(k): str(v) for k, v in targets.items()}
+    from .class_maps import is_background_name
+
+    if 0 in targets and not is_background_name(targets[0]):
+        raise SamtextError("field %r names its pixel value 0 %r, but samtext writes background as 0: choose another "
+                           "output field" % (name, targets[0]))
     if not targets and not overwrite and has_labels(dataset, name):
-        raise ValueError(
+        raise SamtextError(
             "field %r already holds masks whose values have no class names (no mask_targets), so a new class "
             "could clash with them; name them first (dataset.mask_targets[%r] = {1: 'name', ...}; "
             "dataset.save()), or choose another output field, or pass overwrite=True" % (name, name))
@@ -141,7 +149,7 @@ def class_values(dataset: fo.Dataset, name: str, classes: Iterable[str], overwri
             top += 1
             values[cls] = top
     if top > MAX_CLASS_VALUE:
-        raise ValueError("field %r would need mask value %d; masks hold at most %d classes" % (name, top,
+        raise SamtextError("field %r would need mask value %d; masks hold at most %d classes" % (name, top,
                                                                                           MAX_CLASS_VALUE))
     return values
 
@@ -172,12 +180,16 @@ class LabelWriter:
         self.batch_size = batch_size
         self.before_flush = before_flush
         self._pending: Dict[str, Dict[str, object]] = {}
+        self._stats: Dict[str, object] = {}
         self._count = 0
+        self.dropped: List[object] = []  # the ``stats`` of samples deleted from the dataset before their write
 
-    def add(self, sample_id: str, labels: Dict[str, object]) -> None:
-        """Queues ``{field: label}`` for one sample; writes when the batch is full."""
+    def add(self, sample_id: str, labels: Dict[str, object], stats=None) -> None:
+        """Queues ``{field: label}`` for one sample (``stats``: what the caller counted for it, returned in
+        :attr:`dropped` if the sample is gone when the batch is written); writes when the batch is full."""
         for name, label in labels.items():
             self._pending.setdefault(name, {})[sample_id] = label
+        self._stats[sample_id] = stats
         self._count += 1
         if self._count >= self.batch_size:
             self.flush()
@@ -185,11 +197,18 @@ class LabelWriter:
     def flush(self) -> None:
         if self.before_flush is not None and self._count:
             self.before_flush()
+        if self._stats:  # samples deleted while the run labelled them: their labels are dropped, not counted
+            present = set(self.dataset.select(list(self._stats)).values("id"))
+            for sid in [s for s in self._stats if s not in present]:
+                self.dropped.append(self._stats[sid])
+                for values in self._pending.values():
+                    values.pop(sid, None)
         # the main field last: a sample counts as labelled once it is written, so its side fields go first
         for name, values in sorted(self._pending.items(), key=lambda kv: -len(kv[0])):
             if values:
                 self.dataset.set_values(name, values, key_field="id", validate=False)
         self._pending = {}
+        self._stats = {}
         self._count = 0
 
     def __enter__(self):
@@ -250,7 +269,7 @@ def detection_mask(det: fo.Detection, size: Tuple[int, int], with_box: bool = Fa
     """
     crop = det.get_mask() if det.has_mask else None
     if crop is None:
-        raise ValueError("detection %s has no instance mask" % det.id)
+        raise SamtextError("detection %s has no instance mask" % det.id)
     crop = np.asarray(crop) > 0
     x0, y0, x1, y1 = detection_box(det, size, crop.shape[:2])
     out = np.zeros(size, dtype=bool)
@@ -308,7 +327,7 @@ class OutputFields:
     def __init__(self, out: str, instances: bool = True, prompts: bool = False, mask_dir: Optional[str] = None,
                  kind: str = "segmentation"):
         if kind not in OUTPUT_KINDS:
-            raise ValueError("unknown output kind %r; choose one of %s" % (kind, sorted(OUTPUT_KINDS)))
+            raise SamtextError("unknown output kind %r; choose one of %s" % (kind, sorted(OUTPUT_KINDS)))
         self.kind = kind
         self.out = check_field_name(out)
         self.instances = out + names.INSTANCES_SUFFIX if instances and kind == "segmentation" else None
@@ -332,22 +351,57 @@ class OutputFields:
         return os.path.join(self.mask_dir, field, sample_id + ext) if self.mask_dir else None
 
     def check(self, dataset: fo.Dataset, inputs: Iterable[str] = ()) -> None:
-        """Checks names and types of the output fields, and that none of them is a field the action reads.
+        """Checks names and types of the output fields, and that none of them is a field the action reads or
+        a field that holds what must not change (:func:`protected_fields`).
 
         Raises:
             ValueError: what is wrong, naming the field.
         """
         inputs = {f for f in inputs if f}
+        protected = protected_fields(dataset, self.out)
         for name, cls in self.types():
             if name in inputs:
-                raise ValueError(
-                    "the output field %r is a field the run reads (the reference/ground truth); machine labels "
-                    "would land among them: choose another output field" % name)
+                raise SamtextError(
+                    "the output field %r is a field the run reads (its reference, ground truth, exemplar masks or "
+                    "proposals); machine labels would land among them: choose another output field" % name)
+            if name in protected:
+                raise SamtextError("the output field %r is %s; machine labels would land among them: choose another "
+                                 "output field" % (name, protected[name]))
             check_label_field(dataset, name, cls)
 
     def ensure(self, dataset: fo.Dataset) -> None:
         for name, cls in self.types():
             ensure_label_field(dataset, name, cls)
+
+
+def protected_fields(dataset: fo.Dataset, out_field: str) -> Dict[str, str]:
+    """``{field: what it holds}`` of the fields a run into ``out_field`` must never write: the inputs of every
+    samtext run (references, ground truth, exemplar masks, proposals), the side fields (instances, prompts) and
+    outputs of samtext runs of other fields, and the ground truth of the dataset's evaluations."""
+    from . import records
+
+    out: Dict[str, str] = {}
+    by_key = records.samtext_records(dataset)
+    for key, record in by_key.items():
+        owner = record.get("out_field")
+        for name in record.get("input_fields") or ():
+            if by_key.get(records.run_key_for(name), {}).get("action") == "compute_mask_proposals":
+                continue  # proposals are read by few-shot, and recomputed at will
+            out.setdefault(name, "an input of the samtext run of %r (%s)" % (owner, record.get("action")))
+        if owner == out_field:
+            continue
+        for what in ("instances_field", "prompts_field"):
+            if record.get(what):
+                out.setdefault(record[what], "the %s of samtext field %r" % (what.split("_")[0], owner))
+        out.setdefault(owner, "the output of another samtext run (%s)" % record.get("action"))
+    for key in dataset.list_evaluations():
+        try:
+            gt = dataset.get_evaluation_info(key).config.gt_field
+        except Exception:  # an evaluation of a kind without a ground-truth field
+            continue
+        if gt:
+            out.setdefault(gt, "the ground truth of evaluation %r" % key)
+    return out
 
 
 def samples_by_id(dataset: fo.Dataset, samples, what: str = "reference") -> List[fo.Sample]:
@@ -364,14 +418,14 @@ def samples_by_id(dataset: fo.Dataset, samples, what: str = "reference") -> List
 
     given = [] if samples is None else list(samples) if isinstance(samples, (list, tuple)) else [samples]
     if not given:
-        raise ValueError("no %s sample given: pass %s=<sample, sample ID, or a list of them>" % (what, what))
+        raise SamtextError("no %s sample given: pass %s=<sample, sample ID, or a list of them>" % (what, what))
     is_sample = lambda r: isinstance(r, (fo.Sample, fo.core.sample.SampleView))  # noqa: E731
     ids = [r for r in given if not is_sample(r)]
     bad = [r for r in ids if not isinstance(r, str) or not ObjectId.is_valid(r)]
     if bad:
-        raise ValueError("%s %r is not a sample ID (a 24-character hex ObjectId) or a fo.Sample" % (what, bad[0]))
+        raise SamtextError("%s %r is not a sample ID (a 24-character hex ObjectId) or a fo.Sample" % (what, bad[0]))
     found = {s.id: s for s in dataset.select(ids)} if ids else {}
     missing = [r for r in ids if r not in found]
     if missing:
-        raise ValueError("%s %r: no sample with this ID in dataset %r" % (what, missing[0], dataset.name))
+        raise SamtextError("%s %r: no sample with this ID in dataset %r" % (what, missing[0], dataset.name))
     return [r if is_sample(r) else found[r] for r in given]

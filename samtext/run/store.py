@@ -19,6 +19,7 @@ import uuid
 from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
+from ..errors import SamtextError
 
 
 def default_root(dataset_name: str, field: str) -> str:
@@ -32,11 +33,11 @@ def _keys(ids: Iterable[str]) -> np.ndarray:
     """Label ids (24-character hex ObjectIds) as a ``(N,)`` ``S12`` array."""
     ids = list(ids)
     if any(not isinstance(i, str) or len(i) != 24 for i in ids):
-        raise ValueError("label ids must be 24-character hex ObjectIds")
+        raise SamtextError("label ids must be 24-character hex ObjectIds")
     try:
         return np.array([bytes.fromhex(i) for i in ids], dtype="S12")
     except ValueError:
-        raise ValueError("label ids must be 24-character hex ObjectIds") from None
+        raise SamtextError("label ids must be 24-character hex ObjectIds") from None
 
 
 def _hex(keys: np.ndarray) -> List[str]:
@@ -73,7 +74,7 @@ class EmbeddingStore:
             return None
         vectors = np.asarray(vectors, dtype=np.float16)
         if vectors.ndim != 2 or len(vectors) != len(ids):
-            raise ValueError("expected (%d, D) vectors, got %s" % (len(ids), vectors.shape))
+            raise SamtextError("expected (%d, D) vectors, got %s" % (len(ids), vectors.shape))
         keys = _keys(ids)
         order = np.argsort(keys, kind="stable")
         os.makedirs(self.root, exist_ok=True)
