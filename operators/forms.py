@@ -160,6 +160,7 @@ class ActionOperator(SamtextOperator):
         return execute_action(ctx, self, lambda: spec.iterate(*args, **kwargs), lambda: spec.prepare(*args, **kwargs))
 
     extra_fields = ()  # [(key, label, kind)] that finish() adds to the summary, for its panel
+    ticks_output = True  # whether the grid shows the output field once the run is done (not dozens of proposals)
     finishing = None  # the progress label while finish() works, e.g. "computing the proposal map"
 
     def finish(self, ctx, summary) -> dict:
@@ -570,7 +571,8 @@ def _execute_immediate(ctx, operator, events):
         message += ". " + result["notes"][-1]
     yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if result["notes"] else "success")
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
-    yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
+    if operator.ticks_output:
+        yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
     yield ctx.ops.show_output(summary_output(result, operator.extra_fields).to_json(), result)
     return result
 

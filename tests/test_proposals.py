@@ -243,6 +243,12 @@ def test_sdk_writes_detections_and_a_record(pets):
     config = pets.get_run_info("samtext_props").config
     assert config.action == "compute_mask_proposals" and config.settings["points_per_side"] == 8
     assert "props" not in pets.mask_targets
+    # unticked in the App's grid by default, as FiftyOne leaves dense labels (those stay unticked)
+    import fiftyone as fo
+
+    active = pets.app_config.active_fields
+    dense = pets.get_field_schema(ftype=fo.EmbeddedDocumentField, embedded_doc_type=(fo.Segmentation, fo.Heatmap))
+    assert active.exclude and set(active.paths) == {"props"} | set(dense)
     ids, vectors = samtext.proposal_embeddings(pets, "props")
     assert ids == [i for s in pets.values("props.detections.id") for i in s]
     assert vectors.shape == (n, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-2)
@@ -251,6 +257,21 @@ def test_sdk_writes_detections_and_a_record(pets):
     assert again.labelled == 0 and again.skipped_existing == 3
     with pytest.raises(ValueError, match="other settings"):
         samtext.compute_mask_proposals(pets, out_field="props", **dict(TINY, min_area=500))
+
+
+def test_a_new_proposals_field_is_left_unticked_whatever_the_app_config_says(db):
+    import fiftyone as fo
+    from samtext.run.fields import hide_in_grid
+
+    ds = fo.Dataset()
+    ds.app_config.active_fields = fo.ActiveFields(paths=["mine", "props"])  # a user's list of ticked fields
+    ds.save()
+    hide_in_grid(ds, "props")
+    assert fo.load_dataset(ds.name).app_config.active_fields.paths == ["mine"]
+    ds.app_config.active_fields = fo.ActiveFields(exclude=True, paths=["theirs"])  # a list of unticked ones
+    hide_in_grid(ds, "props")
+    hide_in_grid(ds, "props")
+    assert fo.load_dataset(ds.name).app_config.active_fields.paths == ["theirs", "props"]
 
 
 def test_sdk_refuses_before_creating_anything(pets):

@@ -51,14 +51,40 @@ def check_label_field(dataset: fo.Dataset, name: str, label_cls) -> bool:
     return True
 
 
-def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> None:
-    """Declares ``name`` as a ``label_cls`` field, or checks that the existing one has that type.
+def ensure_label_field(dataset: fo.Dataset, name: str, label_cls) -> bool:
+    """Declares ``name`` as a ``label_cls`` field, or checks that the existing one has that type. Returns whether
+    it was created.
 
     Raises:
         ValueError: the field exists with another type (it is left untouched).
     """
-    if not check_label_field(dataset, name, label_cls):
-        dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
+    if check_label_field(dataset, name, label_cls):
+        return False
+    dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_cls)
+    return True
+
+
+def hide_in_grid(dataset: fo.Dataset, name: str) -> None:
+    """Leaves the field ``name`` unticked in the App's sidebar by default (the dataset's
+    ``app_config.active_fields``), as FiftyOne leaves dense labels. For mask proposals: dozens of masks on every
+    grid tile made Chromium's page grow past 10 GB while the Embeddings panel recoloured the grid (12,000
+    proposals on 200 photos). A user ticks it to see them. Other fields keep their default: the dense label fields
+    that exist now stay in the list of unticked ones. Bookkeeping: a failure is logged, not raised."""
+    try:
+        config = dataset.app_config
+        active = config.active_fields
+        if active is None:
+            dense = [path for path, field in dataset.get_field_schema(
+                ftype=fo.EmbeddedDocumentField, embedded_doc_type=(fo.Segmentation, fo.Heatmap)).items()]
+            config.active_fields = fo.ActiveFields(exclude=True, paths=sorted(set(dense) | {name}))
+        elif active.exclude:
+            if name not in active.paths:
+                active.paths = list(active.paths) + [name]
+        elif name in active.paths:  # a list of the ticked fields
+            active.paths = [path for path in active.paths if path != name]
+        dataset.save()
+    except Exception:
+        logger.exception("samtext: could not leave %s unticked in the App", name)
 
 
 def declare_attributes(dataset: fo.Dataset, names: Iterable[str]) -> None:
@@ -370,8 +396,11 @@ class OutputFields:
             check_label_field(dataset, name, cls)
 
     def ensure(self, dataset: fo.Dataset) -> None:
+        """Declares the output fields; a new field of many masks per image (``kind="detections"``: proposals) is
+        left unticked in the App's grid (:func:`hide_in_grid`)."""
         for name, cls in self.types():
-            ensure_label_field(dataset, name, cls)
+            if ensure_label_field(dataset, name, cls) and name == self.out and self.kind == "detections":
+                hide_in_grid(dataset, name)
 
 
 def protected_fields(dataset: fo.Dataset, out_field: str) -> Dict[str, str]:
