@@ -81,6 +81,7 @@ def test_prior_decodes_the_peaks_in_batches():
         assert all(c["full_size"] is False for c in seg.predict_calls)
 
 
+@pytest.mark.slow  # a proof on many scenes (CI's slow set)
 @pytest.mark.parametrize("target,lookalike,seed", TARGETS)
 def test_stitch_points_land_on_the_object_and_the_clip_check_empties_absent_ones(target, lookalike, seed):
     ref = _reference(target, lookalike, seed)

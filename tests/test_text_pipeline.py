@@ -348,6 +348,7 @@ def test_vit_tokens_land_in_their_grid_cells(batch_first):
                 assert torch.equal(grid[n, :, r, c], tokens[n, 1 + r * 3 + c])
 
 
+@pytest.mark.slow  # a proof on many scenes (CI's slow set)
 @pytest.mark.parametrize("noise", [12, 25])
 def test_the_shortlist_keeps_the_objects_boxes_in_busy_images(noise):
     """Issue 20, cause 5: on textured images selective search gives 700-1,000 boxes and CLIP sees 48 of them. The

@@ -12,6 +12,7 @@ split the same recipe gave 0.43-0.45 (all foreground 0.274).
 import importlib.util
 
 import numpy as np
+import pytest
 
 from conftest import make_pets_dataset, pets_stems
 
@@ -43,6 +44,7 @@ def _dataset_iou(view, pred_field):
     return inter / union, gt_area / image_area
 
 
+@pytest.mark.slow  # a training proof (CI's slow set)
 def test_training_on_pets_beats_trivial_baselines(db, tmp_path):
     import samtext.actions.train as st
 

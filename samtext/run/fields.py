@@ -68,20 +68,21 @@ def hide_in_grid(dataset: fo.Dataset, name: str) -> None:
     """Leaves the field ``name`` unticked in the App's sidebar by default (the dataset's
     ``app_config.active_fields``), as FiftyOne leaves dense labels. For mask proposals: dozens of masks on every
     grid tile made Chromium's page grow past 10 GB while the Embeddings panel recoloured the grid (12,000
-    proposals on 200 photos). A user ticks it to see them. Other fields keep their default: the dense label fields
-    that exist now stay in the list of unticked ones. Bookkeeping: a failure is logged, not raised."""
+    proposals on 200 photos). A user ticks it to see them. Without a list yet, the list written is FiftyOne's own
+    default of this moment (every path unticked but the label fields that are not dense) with ``name`` added.
+    Bookkeeping: a failure is logged, not raised."""
     try:
         config = dataset.app_config
         active = config.active_fields
         if active is None:
-            dense = [path for path, field in dataset.get_field_schema(
-                ftype=fo.EmbeddedDocumentField, embedded_doc_type=(fo.Segmentation, fo.Heatmap)).items()]
-            config.active_fields = fo.ActiveFields(exclude=True, paths=sorted(set(dense) | {name}))
-        elif active.exclude:
+            ticked = set(fo.DatasetAppConfig.default_active_fields(dataset).paths)
+            paths = [path for path in dataset.get_field_schema(flat=True) if path not in ticked]
+            active = config.active_fields = fo.ActiveFields(exclude=True, paths=paths)
+        if active.exclude:  # a list of the unticked fields
             if name not in active.paths:
                 active.paths = list(active.paths) + [name]
-        elif name in active.paths:  # a list of the ticked fields
-            active.paths = [path for path in active.paths if path != name]
+        else:  # a list of the ticked fields
+            active.paths = [path for path in active.paths if path != name and not path.startswith(name + ".")]
         dataset.save()
     except Exception:
         logger.exception("samtext: could not leave %s unticked in the App", name)
