@@ -81,6 +81,17 @@ def test_runs_killed_at_random_points_resume_to_exactly_once(db, tmp_path):
         assert all(i is not None for _, i in final.values())  # every label has its instances beside it
         statuses = sorted(e["status"] for e in records.read_run(ds, records.run_key_for("cats"))["runs"].values())
         assert statuses == ["completed", "interrupted", "interrupted", "interrupted"]
+        # the consumers take the field: train's check passes, export warns of nothing and writes every label
+        from samtext.actions.train import check_not_running
+
+        check_not_running(ds, "cats")
+        first_of_each_image = {}
+        for sid, path in zip(ds.values("id"), ds.values("filepath")):
+            first_of_each_image.setdefault(path, sid)
+        view = ds.select(list(first_of_each_image.values()))  # an export writes one mask per image file
+        exported = samtext.export_labels(view, "cats", os.path.join(str(tmp_path), "export"))
+        assert not exported["warnings"] and exported["failed"] == 0, exported
+        assert exported["exported"] == len(view.exists("cats")), exported
     finally:
         fo.delete_dataset(ds.name)
 
