@@ -573,7 +573,7 @@ def _execute_immediate(ctx, operator, events):
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
     if operator.ticks_output:
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
-    elif ctx.active_fields is not None:  # the App ticks a new label field when it reloads the dataset
+    elif "active_fields" in ctx.request_params:  # the App ticks a new label field when it reloads the dataset
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields) - {summary.field}))
     yield ctx.ops.show_output(summary_output(result, operator.extra_fields).to_json(), result)
     return result

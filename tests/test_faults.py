@@ -259,10 +259,10 @@ def test_a_dead_run_is_closed_as_interrupted_and_consumers_go_on(ds, monkeypatch
     _refused(lambda: check_not_running(ds, "cats"), "far000000000", "still being written")  # train refuses
     monkeypatch.setenv("SAMTEXT_STALE_AFTER_S", "1")
     records.update_run(ds, key, **{"runs.far000000000.heartbeat": far["heartbeat"] - 60})
+    check_not_running(ds, "cats")  # train, the first to read the record, takes the field and closes the run
+    assert records.read_run(ds, key)["runs"]["far000000000"]["status"] == "interrupted"
     assert records.running_runs(ds, "cats")[1] == []
     assert not samtext.export_labels(ds, "cats", str(tmp_path / "e2"))["warnings"]
-    check_not_running(ds, "cats")  # train takes the field
-    assert records.read_run(ds, key)["runs"]["far000000000"]["status"] == "interrupted"
 
 
 def test_two_actions_into_one_field_at_once_the_second_is_refused(ds):

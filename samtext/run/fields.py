@@ -68,21 +68,25 @@ def hide_in_grid(dataset: fo.Dataset, name: str) -> None:
     """Leaves the field ``name`` unticked in the App's sidebar by default (the dataset's
     ``app_config.active_fields``), as FiftyOne leaves dense labels. For mask proposals: dozens of masks on every
     grid tile made Chromium's page grow past 10 GB while the Embeddings panel recoloured the grid (12,000
-    proposals on 200 photos). A user ticks it to see them. Without a list yet, the list written is FiftyOne's own
-    default of this moment (every path unticked but the label fields that are not dense) with ``name`` added.
-    Bookkeeping: a failure is logged, not raised."""
+    proposals on 200 photos). A user ticks it to see them.
+
+    A list of ticked fields (the user's, or FiftyOne's default: the label fields that are not dense) loses
+    ``name``; the App reads an empty one as "not set", so when nothing would be left the list becomes one of
+    unticked paths (every path of the schema but those the list ticked, plus ``name``). A list of unticked paths
+    gains ``name``. Bookkeeping: a failure is logged, not raised."""
     try:
         config = dataset.app_config
-        active = config.active_fields
-        if active is None:
-            ticked = set(fo.DatasetAppConfig.default_active_fields(dataset).paths)
-            paths = [path for path in dataset.get_field_schema(flat=True) if path not in ticked]
-            active = config.active_fields = fo.ActiveFields(exclude=True, paths=paths)
-        if active.exclude:  # a list of the unticked fields
-            if name not in active.paths:
-                active.paths = list(active.paths) + [name]
-        else:  # a list of the ticked fields
-            active.paths = [path for path in active.paths if path != name and not path.startswith(name + ".")]
+        active = config.active_fields or fo.DatasetAppConfig.default_active_fields(dataset)
+        if not active.exclude:  # a list of the ticked fields
+            ticked = [path for path in active.paths if path != name and not path.startswith(name + ".")]
+            if ticked:
+                active = fo.ActiveFields(paths=ticked)
+            else:
+                unticked = [path for path in dataset.get_field_schema(flat=True) if path not in active.paths]
+                active = fo.ActiveFields(exclude=True, paths=["_label_tags"] + unticked)
+        if active.exclude and name not in active.paths:
+            active.paths = list(active.paths) + [name]
+        config.active_fields = active
         dataset.save()
     except Exception:
         logger.exception("samtext: could not leave %s unticked in the App", name)
