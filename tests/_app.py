@@ -223,8 +223,9 @@ class OperatorPrompt:
         return self.dialog.get_by_role("button", name="Execute", exact=True)
 
     def execute(self):
-        """Clicks Execute (once the form is valid); returns the params the App sent to the server."""
-        expect()(self.execute_button).to_be_enabled()
+        """Clicks Execute (once the form is valid: the App checks it with the server, which took over 5 s for the
+        review form on 200 photos in a loaded CI run); returns the params the App sent to the server."""
+        expect()(self.execute_button).to_be_enabled(timeout=60_000)
         with self.page.expect_request(lambda r: "/operators/execute" in r.url) as request:
             self.execute_button.click()
         return json.loads(request.value.post_data)["params"]
