@@ -37,8 +37,6 @@ def main():
 
     mongod, db_dir = private_database()
     import fiftyone as fo
-
-    fo.config.database_uri = os.environ["FIFTYONE_DATABASE_URI"]  # fiftyone read its config before the line above
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 

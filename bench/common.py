@@ -127,6 +127,8 @@ def private_database():
     if os.environ.get("FIFTYONE_DATABASE_URI"):
         return None, None
     proc, folder, os.environ["FIFTYONE_DATABASE_URI"] = start_mongod()
+    if "fiftyone" in sys.modules:  # fiftyone read its config when imported (samtext imports it)
+        sys.modules["fiftyone"].config.database_uri = os.environ["FIFTYONE_DATABASE_URI"]
     return proc, folder
 
 

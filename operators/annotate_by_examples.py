@@ -30,7 +30,6 @@ METHOD_CHOICES = {
     "embeddings": "Match the proposals' embeddings (no model runs; fast)",
     "sam3": "Show the exemplars to SAM 3 beside each image (needs the SAM 3 model; one SAM 3 pass per image)",
 }
-SAM3_CHOICES = forms.SAM3_CHOICES
 
 
 def _extended_stages(ctx):
@@ -151,8 +150,8 @@ class AnnotateByExamples(forms.ActionOperator):
         inputs.enum("method", list(METHOD_CHOICES), default=S.default("method"), label="Method",
                     view=forms.choice_view(METHOD_CHOICES, types.RadioGroup))
         if (ctx.params.get("method") or S.default("method")) == "sam3":
-            inputs.enum("sam3_model", list(SAM3_CHOICES), default=S.default("sam3_model"), label="SAM 3 model",
-                        view=forms.choice_view(SAM3_CHOICES))
+            inputs.enum("sam3_model", list(forms.SAM3_CHOICES), default=S.default("sam3_model"), label="SAM 3 model",
+                        view=forms.choice_view(forms.SAM3_CHOICES))
             inputs.float("sam3_threshold", default=S.default("sam3_threshold"), min=0.0, max=1.0,
                          label="SAM 3 threshold", description="The least SAM 3 score of an object")
             forms.device(inputs)

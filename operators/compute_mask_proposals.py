@@ -54,7 +54,6 @@ class ComputeMaskProposals(forms.ActionOperator):
         return types.Property(inputs, view=types.View(label="Compute mask proposals"))
 
     finishing = "computing the proposal map"
-    ticks_output = False  # dozens of masks on every tile: the field is left unticked (samtext.run.fields.hide_in_grid)
     extra_fields = [("map_brain_key", "Map (Embeddings panel brain key)", "str"), ("map_clusters", "Clusters", "int")]
 
     def finish(self, ctx, summary):

@@ -126,13 +126,10 @@ def worker_duties(ctx):
     it runs, it keeps its own operation alive (a heartbeat on ``updated_at``) and names it in the run records it
     opens."""
     from samtext.run import records
-    from samtext.run.operations import OperationHeartbeat, recover_stale_operations
+    from samtext.run.operations import OperationHeartbeat, recover_quietly
 
     operation_id = ctx.request_params.get("run_doc")
-    try:
-        recover_stale_operations(ctx.dataset.name if ctx.dataset is not None else None)
-    except Exception:  # bookkeeping: never stop this run over another's
-        logger.exception("samtext: could not check for stale delegated operations")
+    recover_quietly(ctx.dataset.name if ctx.dataset is not None else None)
     with records.in_operation(operation_id), OperationHeartbeat(operation_id):
         yield
 
@@ -160,7 +157,6 @@ class ActionOperator(SamtextOperator):
         return execute_action(ctx, self, lambda: spec.iterate(*args, **kwargs), lambda: spec.prepare(*args, **kwargs))
 
     extra_fields = ()  # [(key, label, kind)] that finish() adds to the summary, for its panel
-    ticks_output = True  # whether the grid shows the output field once the run is done (not dozens of proposals)
     finishing = None  # the progress label while finish() works, e.g. "computing the proposal map"
 
     def finish(self, ctx, summary) -> dict:
@@ -489,14 +485,12 @@ def queue_shards(ctx, operator, count, prepare):
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
-    from samtext.run.operations import recover_stale_operations
+    from samtext.run.operations import recover_quietly
 
     if not prepare():
         return []  # nothing to label
-    try:
-        recover_stale_operations(ctx.dataset.name)  # shards of an earlier run whose workers died go back in the queue
-    except Exception:  # bookkeeping: never stop queueing over another run's operations
-        logger.exception("samtext: could not check for stale delegated operations")
+    if not ctx.delegated:  # a delegated run checked already (worker_duties)
+        recover_quietly(ctx.dataset.name)  # shards of an earlier run whose workers died go back in the queue
     service = DelegatedOperationService()
     ids = []
     for index in range(count):
@@ -571,7 +565,7 @@ def _execute_immediate(ctx, operator, events):
         message += ". " + result["notes"][-1]
     yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if result["notes"] else "success")
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
-    if operator.ticks_output:
+    if operator.spec.output != "detections":  # the grid shows the labels, not dozens of proposals per image
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
     elif "active_fields" in ctx.request_params:  # the App ticks a new label field when it reloads the dataset
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields) - {summary.field}))

@@ -12,12 +12,14 @@ This module imports no FiftyOne; it reads the model registry (:mod:`samtext.mode
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 from . import names
 from .errors import SamtextError
-from .models.registry import DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, DEFAULT_SEGNET, checkpoint_name
+from .models.registry import (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED, DEFAULT_SAM, DEFAULT_SEGNET, checkpoint_name,
+                              sam_spec)
 
 AUTO = "auto"
 Gate = Union[str, float, None]  # "auto" (calibrated), a number, or None (off)
@@ -72,6 +74,17 @@ def number(settings, name: str, kind=float, low=None, high=None, low_open=False,
         raise SamtextError("%s must be %s, got %r" % (name, span, value))
     setattr(settings, name, converted)
     return converted
+
+
+def sam3_model(settings, name: str, why: str) -> None:
+    """Refuses the knob ``name`` unless it names a SAM 3 model; ``why`` (what needs SAM 3) opens the message.
+
+    Raises:
+        ValueError: naming the knob, its value and the fix.
+    """
+    value = getattr(settings, name)
+    if sam_spec(value).family != "sam3":
+        raise SamtextError("%s: set %s='sam3' (%s must be a SAM 3 model, got %r)" % (why, name, name, value))
 
 
 def one_of(settings, name: str, choices: Sequence, allow_none=False, what: Optional[str] = None):
@@ -135,8 +148,6 @@ def check_targets(settings, name: str) -> Optional[Dict[int, str]]:
 
 def _writable_parent(path: str) -> Optional[str]:
     """The nearest existing folder at or above ``path``, or None when a file stands in the way."""
-    import os
-
     parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -145,8 +156,6 @@ def _writable_parent(path: str) -> Optional[str]:
 
 def _path_knob(settings, name: str, what: str) -> Optional[str]:
     """The knob ``name`` as an absolute path (None when unset). Raises SamtextError when it is not a path."""
-    import os
-
     value = getattr(settings, name)
     if value is None:
         return None
@@ -161,8 +170,6 @@ def check_folder(settings, name: str) -> Optional[str]:
     Raises:
         SamtextError: not a path; a file, or under one; not writable. Naming the knob and the path.
     """
-    import os
-
     path = _path_knob(settings, name, "folder")
     if path is None:
         return None
@@ -182,8 +189,6 @@ def check_file_path(settings, name: str) -> Optional[str]:
     Raises:
         SamtextError: a folder; under a file; not writable. Naming the knob and the path.
     """
-    import os
-
     path = _path_knob(settings, name, "file")
     if path is None:
         return None
@@ -405,19 +410,13 @@ class ReferenceSettings(ModelSettings):
     def check(self):
         one_of(self, "method", REFERENCE_METHODS)
         if self.method == "sam3":
-            from .models.registry import sam_spec
-
-            if sam_spec(self.sam_model).family != "sam3":
-                raise SamtextError("method='sam3' finds the reference's object with SAM 3: set sam_model='sam3' (it "
-                                   "is %r)" % (self.sam_model,))
-            gate = check_gate(self.min_similarity)
-            if isinstance(gate, float) and not 0.0 <= gate <= 1.0:
-                raise SamtextError("min_similarity with method='sam3' is SAM 3's score, in [0, 1]; got %r"
-                                   % (self.min_similarity,))
+            sam3_model(self, "sam_model", "method='sam3' finds the reference's object with SAM 3")
         if self.clip_threshold == AUTO:
             self.clip_threshold = STITCH_CLIP_THRESHOLD if self.method == "stitch" else None
         number(self, "clip_threshold", float, 0.0, 1.0, allow_none=True)
-        self.min_similarity = check_gate(self.min_similarity)
+        given, self.min_similarity = self.min_similarity, check_gate(self.min_similarity)
+        if self.method == "sam3" and isinstance(self.min_similarity, float) and not 0.0 <= self.min_similarity <= 1.0:
+            raise SamtextError("min_similarity with method='sam3' is SAM 3's score, in [0, 1]; got %r" % (given,))
         number(self, "max_instances", int, low=1)
         number(self, "num_prompt_sets", int, low=1)
         self.reference_class_value = check_class_value(self.reference_class_value)
@@ -514,11 +513,7 @@ class TextSettings(ModelSettings):
     def check(self):
         one_of(self, "localizer", TEXT_LOCALIZERS)
         if self.localizer == "sam3":
-            from .models.registry import sam_spec
-
-            if sam_spec(self.sam_model).family != "sam3":
-                raise SamtextError("localizer='sam3' reads the prompt with SAM 3: set sam_model='sam3' (it is %r)"
-                                   % (self.sam_model,))
+            sam3_model(self, "sam_model", "localizer='sam3' reads the prompt with SAM 3")
         one_of(self, "search_mode", SEARCH_MODES, what="selective search mode")
         for name in ("threshold", "nms_iou", "mask_iou", "context"):
             number(self, name, float, 0.0, 1.0)
@@ -624,8 +619,6 @@ class ProposalSettings(ModelSettings):
         return super().check()
 
     def record(self) -> dict:
-        import os
-
         out = super().record()
         out["embeddings_dir"] = os.path.abspath(os.path.expanduser(self.embeddings_dir)) if self.embeddings_dir else None
         if not self.uses_clip():
@@ -705,11 +698,7 @@ class ExamplesSettings(Hardware):
     def check(self):
         one_of(self, "method", EXAMPLE_METHODS)
         if self.method == "sam3":
-            from .models.registry import sam_spec
-
-            if sam_spec(self.sam3_model).family != "sam3":
-                raise SamtextError("method='sam3' shows the exemplars to SAM 3: sam3_model must be a SAM 3 model "
-                                   "('sam3'), got %r" % (self.sam3_model,))
+            sam3_model(self, "sam3_model", "method='sam3' shows the exemplars to SAM 3")
             number(self, "sam3_threshold", float, 0.0, 1.0)
         if self.threshold is None:
             raise SamtextError("threshold is needed: the least cosine similarity to the exemplars, e.g. 0.85")

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 
 import numpy as np
 import pytest
@@ -91,6 +92,19 @@ def make_pets_dataset(stems, gt_field="ground_truth"):
         s[gt_field] = fo.Segmentation(mask=np.asarray(Image.open(os.path.join(PETS, "masks", stem + ".png"))))
         samples.append(s)
     ds.add_samples(samples)
+    return ds
+
+
+def app_pets_dataset(prefix, stems):
+    """For a browser test: :func:`make_pets_dataset` of ``stems``, persistent (the App server is another process)
+    under a unique name ``prefix-<hex>``; Chromium and the database checked first (a missing one fails)."""
+    import _app
+
+    _app.require_chromium()
+    _require_db()
+    ds = make_pets_dataset(stems)
+    ds.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+    ds.persistent = True
     return ds
 
 

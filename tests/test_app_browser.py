@@ -12,14 +12,13 @@ Screenshots go to $SAMTEXT_SCREENSHOTS_DIR (default: a temporary folder). The RE
 import base64
 import os
 import types
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import _app
-from conftest import PETS, PLUGIN_NAME, _require_db, make_pets_dataset, pets_stems
+from conftest import PETS, PLUGIN_NAME, app_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -46,11 +45,7 @@ def screenshots(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """A persistent pets dataset (the App server is another process), the App server, and a browser page."""
-    _app.require_chromium()
-    _require_db()
-    ds = make_pets_dataset(pets_stems(animal="cat", n=N_SAMPLES))
-    ds.name = "samtext-browser-%s" % uuid.uuid4().hex[:8]
-    ds.persistent = True
+    ds = app_pets_dataset("samtext-browser", pets_stems(animal="cat", n=N_SAMPLES))
     with _app.app_session(ds, str(tmp_path_factory.mktemp("app"))) as (server, page):
         yield types.SimpleNamespace(
             ds=ds, ids=ds.values("id"), stems=ds.values("stem"), server=server, page=page,

@@ -8,12 +8,11 @@ The proposals are the tiny random SAM's (filters off, so that every image has so
 import json
 import os
 import types
-import uuid
 
 import pytest
 
 import _app
-from conftest import _require_db, make_pets_dataset, pets_stems
+from conftest import app_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -25,14 +24,10 @@ PATCHES_VIEW = "proposal-patches"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    _app.require_chromium()
-    _require_db()
     import fiftyone as fo
     import samtext
 
-    ds = make_pets_dataset(pets_stems(animal="cat", n=N_SAMPLES))
-    ds.name = "samtext-browser-examples-%s" % uuid.uuid4().hex[:8]
-    ds.persistent = True
+    ds = app_pets_dataset("samtext-browser-examples", pets_stems(animal="cat", n=N_SAMPLES))
     samtext.compute_mask_proposals(ds, out_field="props", sam_model="tiny", embedder="clip", clip_model="tiny",
                                    points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=50)
     samtext.compute_proposal_map(ds, field="props", num_clusters=2)

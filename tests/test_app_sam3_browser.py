@@ -3,14 +3,13 @@ prompt" drops CLIP's fields and offers only SAM 3 models; in the reference form,
 started from the form writes its masks (the tiny random SAM 3: the masks are meaningless, the path is real)."""
 
 import types
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import _app
-from conftest import _require_db, make_pets_dataset, pets_stems
+from conftest import app_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -22,11 +21,7 @@ SAM3_METHOD = "SAM 3 (reference beside target on one canvas, its box as SAM 3's 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    _app.require_chromium()
-    _require_db()
-    ds = make_pets_dataset(pets_stems(animal="cat", n=N_SAMPLES))
-    ds.name = "samtext-sam3-browser-%s" % uuid.uuid4().hex[:8]
-    ds.persistent = True
+    ds = app_pets_dataset("samtext-sam3-browser", pets_stems(animal="cat", n=N_SAMPLES))
     with _app.app_session(ds, str(tmp_path_factory.mktemp("app"))) as (server, page):
         yield types.SimpleNamespace(ds=ds, ids=ds.values("id"), server=server, page=page,
                                     dataset_url="%s/datasets/%s" % (server.url, ds.name))

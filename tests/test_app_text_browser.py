@@ -5,14 +5,13 @@ multi-class mask."""
 
 import os
 import types
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import _app
-from conftest import _require_db, make_pets_dataset, pets_stems
+from conftest import app_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -29,11 +28,7 @@ PATCHES = "Sliding patches + Grad-CAM: small objects (a car blinker)"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    _app.require_chromium()
-    _require_db()
-    ds = make_pets_dataset(pets_stems(animal="cat", n=2) + pets_stems(animal="dog", n=1))
-    ds.name = "samtext-text-browser-%s" % uuid.uuid4().hex[:8]
-    ds.persistent = True
+    ds = app_pets_dataset("samtext-text-browser", pets_stems(animal="cat", n=2) + pets_stems(animal="dog", n=1))
     with _app.app_session(ds, str(tmp_path_factory.mktemp("app"))) as (server, page):
         yield types.SimpleNamespace(ds=ds, server=server, page=page,
                                     dataset_url="%s/datasets/%s" % (server.url, ds.name))

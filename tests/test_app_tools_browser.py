@@ -9,12 +9,11 @@ The labels are the tiny random SAM's (made through the SDK first), so the figure
 import json
 import os
 import types
-import uuid
 
 import pytest
 
 import _app
-from conftest import PLUGIN_NAME, _require_db, make_pets_dataset, pets_stems
+from conftest import PLUGIN_NAME, app_pets_dataset, pets_stems
 
 pytestmark = pytest.mark.browser
 
@@ -24,13 +23,9 @@ TINY = dict(sam_model="tiny", device="cpu")
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    _app.require_chromium()
-    _require_db()
     import samtext
 
-    ds = make_pets_dataset(pets_stems(animal="cat", n=N_SAMPLES))
-    ds.name = "samtext-browser-tools-%s" % uuid.uuid4().hex[:8]
-    ds.persistent = True
+    ds = app_pets_dataset("samtext-browser-tools", pets_stems(animal="cat", n=N_SAMPLES))
     reference = ds.first()
     samtext.annotate_by_reference(ds, "cat", reference=reference.id, reference_field="ground_truth",
                                   out_field="cat_masks", min_similarity=None, **TINY)

@@ -349,12 +349,10 @@ def _sam3_action(dataset, samples, specs: Dict[str, Exemplars], settings: Exampl
     recorded = dict(settings.record(), examples={name: spec.record() for name, spec in specs.items()})
 
     def build():
-        from ..models.precision import resolve_device, resolve_precision
         from ..models.sam3_concepts import load_sam3_concepts
 
-        device = resolve_device(settings.device)
-        concepts = load_sam3_concepts(settings.sam3_model, settings.sam_checkpoint, device,
-                                      resolve_precision(settings.precision, device))
+        concepts = load_sam3_concepts(settings.sam3_model, settings.sam_checkpoint, settings.device,
+                                      settings.precision)
         return ShotMatcher(concepts, classes, threshold=settings.sam3_threshold, top_k=settings.top_k)
 
     def info(labeller):

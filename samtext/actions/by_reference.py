@@ -118,12 +118,10 @@ def build_matcher(references: List[Reference], class_name: str, settings: Refere
                      s.clip_checkpoint) if s.uses_clip() else None
     check = ClipCheck(clip, class_name, s.clip_threshold, references) if s.clip_threshold is not None else None
     if s.method == "sam3":
-        from ..models.precision import resolve_device, resolve_precision
         from ..models.sam3_concepts import load_sam3_concepts
         from ..pipelines.reference_sam3 import ConceptMatcher
 
-        device = resolve_device(s.device)
-        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, device, resolve_precision(s.precision, device))
+        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, s.device, s.precision)
         return ConceptMatcher(concepts, references, class_name, min_similarity=s.min_similarity,
                               max_instances=s.max_instances, clip_check=check)
     sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)

@@ -71,12 +71,10 @@ def build_labeller(classes, negatives, settings: TextSettings) -> TextLabeller:
     """Loads SAM and CLIP and builds the ``image -> MaskResult`` labeller."""
     s = settings
     if s.localizer == "sam3":  # SAM 3 reads the prompts itself: no CLIP, no separate localizer
-        from ..models.precision import resolve_device, resolve_precision
         from ..models.sam3_concepts import load_sam3_concepts
         from ..pipelines.text_sam3 import ConceptLabeller
 
-        device = resolve_device(s.device)
-        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, device, resolve_precision(s.precision, device))
+        concepts = load_sam3_concepts(s.sam_model, s.sam_checkpoint, s.device, s.precision)
         return ConceptLabeller(concepts, classes, negatives, s)
     sam = load_sam(s.sam_model, s.sam_checkpoint, s.device, s.precision)
     clip = load_clip(s.clip_model, s.clip_pretrained, s.device, s.precision, s.clip_checkpoint)

@@ -165,12 +165,10 @@ def _recorded_knobs(settings_class, recorded: dict, overrides: dict):
     return settings_class.from_kwargs(dict(knobs, **overrides), "rerun_from_approved")
 
 
-def _build(dataset, samples, field, settings, action_name, overrides):
-    """The action of a rerun whose settings (``settings``, with ``approved``) are known."""
-    from . import ACTIONS  # the registry imports this module
-
+def _build(dataset, samples, settings, action_name, knobs):
+    """The action of a rerun whose settings (``settings``, with ``approved``) are known; ``knobs``: the action's
+    settings object (:func:`_recorded_knobs`)."""
     approved = settings["approved"]
-    knobs = _recorded_knobs(ACTIONS[action_name].settings, settings, overrides)
     if action_name == REFERENCE:
         from .by_reference import reference_action
 
@@ -198,7 +196,7 @@ def _loop_action(samples, field, kwargs):
     action_name, settings = record["action"], dict(record.get("settings") or {})
     from . import ACTIONS  # the registry imports this module
 
-    _recorded_knobs(ACTIONS[action_name].settings, settings, overrides)  # bad knobs refused before anything is copied
+    knobs = _recorded_knobs(ACTIONS[action_name].settings, settings, overrides)  # bad knobs refused before a copy
     if run.get("shard") is None or not settings.get("approved"):
         # a whole rerun, or the operator preparing its shards: read the approvals and copy them once
         _, running = records.running_runs(dataset, field)
@@ -226,7 +224,7 @@ def _loop_action(samples, field, kwargs):
             settings.update(_examples_settings(dataset, field, settings, approved))
         settings["approved"] = approved
     # else: a shard of a rerun the operator prepared: the approved masks are in place, the record says which
-    action = _build(dataset, samples, field, settings, action_name, overrides)
+    action = _build(dataset, samples, settings, action_name, knobs)
     run.setdefault("mask_dir", record.get("mask_dir"))  # written as the field was
     run.setdefault("save_instances", bool(record.get("instances_field")))
     run.setdefault("save_prompts", bool(record.get("prompts_field")))

@@ -357,7 +357,7 @@ def _record_start(dataset: fo.Dataset, key: str, summary: TrainSummary, config: 
     data = settings.pop("data")
     records.register_run(dataset, key, dict(
         action=TRAIN_ACTION, label_field=summary.label_field, model_path=summary.model_path, settings=settings,
-        data=data, classes=summary.classes, status="running", started=driver._now(), device=summary.device,
+        data=data, classes=summary.classes, status="running", started=records.now(), device=summary.device,
         train_samples=summary.train_samples, val_samples=summary.val_samples,
         skipped_unlabelled=summary.skipped_unlabelled, skipped_rejected=summary.skipped_rejected,
         background_only=summary.background_only,
@@ -367,7 +367,7 @@ def _record_start(dataset: fo.Dataset, key: str, summary: TrainSummary, config: 
 
 def _record_end(dataset: fo.Dataset, key: str, summary: TrainSummary, error: Optional[str] = None) -> None:
     try:
-        records.update_run(dataset, key, status=summary.status, error=error, finished=driver._now(),
+        records.update_run(dataset, key, status=summary.status, error=error, finished=records.now(),
                        seconds=summary.seconds, start_epoch=summary.start_epoch, epochs_done=summary.epochs_done,
                        best_val_miou=summary.best_val_miou, best_epoch=summary.best_epoch, val_miou=summary.val_miou,
                        val_iou=summary.val_iou, backbone_start=summary.backbone_start, history=summary.history,

@@ -28,14 +28,14 @@ from ..errors import SamtextError
 
 # Hiera layouts by (width of the first stage, number of blocks): Meta's configs/sam2.1/*.yaml
 SAM2_HIERAS = {
-    (96, 12): dict(name="hiera_tiny", blocks=[1, 2, 7, 2], heads=[1, 2, 4, 8], global_blocks=[5, 7, 9],
+    (96, 12): dict(name="hiera_tiny", embed_dim=96, blocks=[1, 2, 7, 2], heads=[1, 2, 4, 8], global_blocks=[5, 7, 9],
                    windows=[8, 4, 14, 7], background=[7, 7]),
-    (96, 16): dict(name="hiera_small", blocks=[1, 2, 11, 2], heads=[1, 2, 4, 8], global_blocks=[7, 10, 13],
-                   windows=[8, 4, 14, 7], background=[7, 7]),
-    (112, 24): dict(name="hiera_base_plus", blocks=[2, 3, 16, 3], heads=[2, 4, 8, 16], global_blocks=[12, 16, 20],
-                    windows=[8, 4, 14, 7], background=[14, 14]),
-    (144, 48): dict(name="hiera_large", blocks=[2, 6, 36, 4], heads=[2, 4, 8, 16], global_blocks=[23, 33, 43],
-                    windows=[8, 4, 16, 8], background=[7, 7]),
+    (96, 16): dict(name="hiera_small", embed_dim=96, blocks=[1, 2, 11, 2], heads=[1, 2, 4, 8],
+                   global_blocks=[7, 10, 13], windows=[8, 4, 14, 7], background=[7, 7]),
+    (112, 24): dict(name="hiera_base_plus", embed_dim=112, blocks=[2, 3, 16, 3], heads=[2, 4, 8, 16],
+                    global_blocks=[12, 16, 20], windows=[8, 4, 14, 7], background=[14, 14]),
+    (144, 48): dict(name="hiera_large", embed_dim=144, blocks=[2, 6, 36, 4], heads=[2, 4, 8, 16],
+                    global_blocks=[23, 33, 43], windows=[8, 4, 16, 8], background=[7, 7]),
 }
 
 # Meta's submodule names -> transformers', applied in order to each tensor's name
@@ -67,16 +67,22 @@ _VIDEO_ONLY = re.compile(r"^(memory_attention|memory_encoder|maskmem_tpos_enc|no
                          r"obj_ptr_tpos_proj|no_obj_embed_spatial|mask_downsample)(\.|$)")
 
 
-def read_meta_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """The state dict of a Meta SAM 2 ``.pt`` file (``{"model": state_dict}``, or a bare state dict)."""
+def read_meta_state(path: str, marker: str, family: str) -> Dict[str, torch.Tensor]:
+    """The state dict of one of Meta's ``.pt`` checkpoints (``{"model": state_dict}``, or a bare state dict) of
+    ``family`` ("SAM 2", "SAM 3"), told by a tensor whose name starts with ``marker``."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated download, another format
         raise SamtextError("%s is not a readable PyTorch checkpoint (%s)" % (path, str(e).splitlines()[0])) from e
     state = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not any(str(k).startswith("image_encoder.trunk.") for k in state):
-        raise SamtextError("%s is not one of Meta's SAM 2 checkpoints (no image_encoder.trunk.* tensors)" % path)
+    if not isinstance(state, dict) or not any(str(k).startswith(marker) for k in state):
+        raise SamtextError("%s is not one of Meta's %s checkpoints (no %s* tensors)" % (path, family, marker))
     return state
+
+
+def read_meta_checkpoint(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a Meta SAM 2 ``.pt`` file."""
+    return read_meta_state(path, "image_encoder.trunk.", "SAM 2")
 
 
 def _rename(name: str) -> str:
@@ -143,13 +149,13 @@ def sam2_layout(meta_state: Dict[str, torch.Tensor], path: str = "the checkpoint
 
 
 def sam2_config(layout: dict, image_size: int = 1024, width: int = 256, decoder_width: Optional[int] = None):
-    """transformers' ``Sam2Config`` for a Hiera ``layout`` (keys of :data:`SAM2_HIERAS`' values, plus
-    ``embed_dim``, the first stage's width; default 96 or as the released model) at ``image_size`` pixels, with an
-    FPN neck, prompt encoder and mask decoder ``width`` channels wide (Meta's: 256)."""
+    """transformers' ``Sam2Config`` for a Hiera ``layout`` (keys of :data:`SAM2_HIERAS`' values: ``embed_dim`` is
+    the first stage's width) at ``image_size`` pixels, with an FPN neck, prompt encoder and mask decoder ``width``
+    channels wide (Meta's: 256)."""
     from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2PromptEncoderConfig,
                               Sam2VisionConfig)
 
-    first = int(layout.get("embed_dim") or {"hiera_base_plus": 112, "hiera_large": 144}.get(layout.get("name"), 96))
+    first = int(layout["embed_dim"])
     dims = [first * 2 ** i for i in range(len(layout["blocks"]))]
     backbone = Sam2HieraDetConfig(
         hidden_size=first, num_attention_heads=layout["heads"][0], image_size=[image_size, image_size],
@@ -181,7 +187,15 @@ def load_meta_sam2(path: str, config=None):
     meta_state = read_meta_checkpoint(path)
     config = config or sam2_config(sam2_layout(meta_state, path))
     state = sam2_state_dict(meta_state)
-    model = Sam2Model(config)
+    return fill_model(Sam2Model(config), state, path, "SAM 2")
+
+
+def fill_model(model, state: Dict[str, torch.Tensor], path: str, what: str):
+    """``model`` (eval mode) holding ``state``, which must name every tensor of it, nothing else, at its shape.
+
+    Raises:
+        SamtextError: names what is missing, left over, or of another shape (a few of each).
+    """
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
     extra = sorted(set(state) - set(want))
@@ -190,8 +204,8 @@ def load_meta_sam2(path: str, config=None):
         def few(names):
             return ", ".join(names[:4]) + (" (+%d more)" % (len(names) - 4) if len(names) > 4 else "")
 
-        problems = [what % few(names) for what, names in (("missing: %s", missing), ("not in the model: %s", extra),
-                                                           ("of another shape: %s", wrong)) if names]
-        raise SamtextError("%s does not fit transformers' SAM 2 model: %s" % (path, "; ".join(problems)))
+        problems = [what_ % few(names) for what_, names in (("missing: %s", missing), ("not in the model: %s", extra),
+                                                             ("of another shape: %s", wrong)) if names]
+        raise SamtextError("%s does not fit transformers' %s model: %s" % (path, what, "; ".join(problems)))
     model.load_state_dict(state, strict=True)
     return model.eval()

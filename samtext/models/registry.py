@@ -94,29 +94,14 @@ def _tiny_sam():
     return build_tiny_sam()
 
 
-# SAM 2.1's Hiera image encoders, as its published configs: (width, blocks per stage, global-attention blocks, window
-# per stage, window position background); heads double per stage from 1 (tiny, small) or 2 (base+, large)
-_HIERA = {
-    "tiny": (96, [1, 2, 7, 2], [5, 7, 9], [8, 4, 14, 7], [7, 7], 1),
-    "small": (96, [1, 2, 11, 2], [7, 10, 13], [8, 4, 14, 7], [7, 7], 1),
-    "base_plus": (112, [2, 3, 16, 3], [12, 16, 20], [8, 4, 14, 7], [14, 14], 2),
-    "large": (144, [2, 6, 36, 4], [23, 33, 43], [8, 4, 16, 8], [7, 7], 2),
-}
-
-
 def _sam2(size: str):
-    def build():
-        from transformers import Sam2Config, Sam2HieraDetConfig, Sam2Model, Sam2VisionConfig
+    def build():  # SAM 2.1's published layout (meta_checkpoints.SAM2_HIERAS), random weights
+        from transformers import Sam2Model
 
-        width, blocks, global_blocks, windows, background, heads = _HIERA[size]
-        dims = [width * 2 ** i for i in range(4)]
-        backbone = Sam2HieraDetConfig(hidden_size=width, num_attention_heads=heads, blocks_per_stage=blocks,
-                                      embed_dim_per_stage=dims, num_attention_heads_per_stage=[heads * 2 ** i
-                                                                                              for i in range(4)],
-                                      window_size_per_stage=windows, global_attention_blocks=global_blocks,
-                                      window_positional_embedding_background_size=background)
-        vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=list(reversed(dims)))
-        return Sam2Model(Sam2Config(vision_config=vision)).eval()
+        from .meta_checkpoints import SAM2_HIERAS, sam2_config
+
+        layout = next(layout for layout in SAM2_HIERAS.values() if layout["name"] == "hiera_" + size)
+        return Sam2Model(sam2_config(layout)).eval()
 
     return build
 

@@ -229,10 +229,19 @@ def build_tiny_sam3_concepts(seed: int = 0):
     return _perturbed(model, seed, scale=0.1), clip_tokenizer_offline()
 
 
+def load_sam3_concepts(name: str, checkpoint: Optional[str] = None, device: str = "auto",
+                       precision: str = "auto") -> Sam3Concepts:
+    """SAM 3's detector (once per process) for ``sam_model`` ``name`` ("sam3", or "tiny-sam3" for tests), weights
+    found as :func:`samtext.models.weights.resolve_hf_sam` says; ``device`` and ``precision`` as for
+    :func:`samtext.models.load_sam` ("auto" resolved here)."""
+    from .precision import resolve_device, resolve_precision
+
+    device = resolve_device(device)
+    return _load_sam3_concepts(name, checkpoint, device, resolve_precision(precision, device))
+
+
 @functools.lru_cache(maxsize=2)
-def load_sam3_concepts(name: str, checkpoint: Optional[str], device: str, precision: str) -> Sam3Concepts:
-    """SAM 3's detector for ``sam_model`` ``name`` ("sam3", or "tiny-sam3" for tests), weights found as
-    :func:`samtext.models.weights.resolve_hf_sam` says."""
+def _load_sam3_concepts(name: str, checkpoint: Optional[str], device: str, precision: str) -> Sam3Concepts:
     from .registry import sam_spec
 
     spec = sam_spec(name)

@@ -18,9 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..models.sam3_concepts import Exemplars
+from .geometry import grow_box, repeats
 from .reference_sam3 import FILL, MASK_IOU, CanvasReader, _letterbox
 from .result import Instance, MaskResult, PreparesImages
-from .text import _repeats
 
 MAX_SHOWN = 12  # exemplars of a class on one collage (positives first); more are taken evenly
 CROP_MARGIN = 0.25  # an exemplar's crop: its box grown by this fraction of its size on each side
@@ -37,10 +37,7 @@ class Shot:
 def shot_from(image: np.ndarray, box, margin: float = CROP_MARGIN) -> Shot:
     """The :class:`Shot` of the object in ``box`` (XYXY pixels of ``image``)."""
     x0, y0, x1, y1 = [float(v) for v in box]
-    h, w = image.shape[:2]
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    cx0, cy0 = int(max(0, math.floor(x0 - mx))), int(max(0, math.floor(y0 - my)))
-    cx1, cy1 = int(min(w, math.ceil(x1 + mx))), int(min(h, math.ceil(y1 + my)))
+    cx0, cy0, cx1, cy1 = grow_box((x0, y0, x1, y1), image.shape[:2], margin)
     return Shot(image[cy0:cy1, cx0:cx1].copy(), np.array([x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0], np.float32))
 
 
@@ -110,7 +107,7 @@ class ShotMatcher(PreparesImages):
             for score, mask in self.reader.instances(found, cell, shape, self.threshold):
                 if self.top_k is not None and len(kept) >= self.top_k:
                     break
-                if any(_repeats(mask, other, MASK_IOU) for other in kept):
+                if any(repeats(mask, other, MASK_IOU) for other in kept):
                     continue
                 kept.append(mask)
                 instances.append(Instance(mask, score, label=c.name, scores={"sam3_score": score}))

@@ -53,6 +53,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+
+def repeats(mask: np.ndarray, kept: np.ndarray, max_iou: float, max_inside: float = 0.8) -> bool:
+    """Whether ``mask`` repeats a better object ``kept`` (two ``(H, W)`` bool masks): the same object (IoU above
+    ``max_iou``), a part of it, or a whole around it (more than ``max_inside`` of the smaller of the two inside the
+    other)."""
+    inter = np.logical_and(mask, kept).sum()
+    smaller = min(mask.sum(), kept.sum())
+    return iou(mask, kept) > max_iou or (smaller > 0 and inter > max_inside * smaller)
+
 def pad_to_square(crop: np.ndarray, fill=NEUTRAL_FILL) -> np.ndarray:
     """An ``(h, w, 3)`` uint8 crop centred on a ``fill`` square of side ``max(h, w)`` (so that CLIP's centre crop
     keeps all of it)."""

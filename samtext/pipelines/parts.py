@@ -77,12 +77,6 @@ def part_pairs(masks: Sequence[np.ndarray], bridges: Sequence[np.ndarray] = (),
     return pairs
 
 
-def union_box(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(4,)`` float32 ``XYXY`` pixel box around both masks (SAM's box convention: right/bottom exclusive)."""
-    ys, xs = np.nonzero(a | b)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-
-
 def holds_part(whole: np.ndarray, part: np.ndarray, inside: float = PART_INSIDE) -> bool:
     """Whether at least ``inside`` of ``part`` lies in ``whole``."""
     return bool((whole & part).sum() >= inside * part.sum())

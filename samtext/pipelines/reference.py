@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..settings import STITCH_CLIP_THRESHOLD, Gate, ReferenceSettings, check_gate
 from .embeddings import pool_features
-from .geometry import components, iou, mask_to_box, masked_crop, sample_points
+from .geometry import components, iou, mask_to_box, masked_crop, repeats, sample_points
 from .result import Instance, MaskResult, PreparesImages
 from ..errors import SamtextError
 
@@ -612,9 +612,8 @@ class StitchMatcher:
         for rank, sam_score, confidence, mask in sorted(chosen, key=lambda c: -c[0]):
             scores = {"sam_score": sam_score, "target_confidence": confidence}
             for part in components(mask, min_area):
-                if len(instances) < self.max_instances and not any(
-                        iou(part, other.mask) > 0.5 or (part & other.mask).sum() > 0.8 * min(part.sum(), other.mask.sum())
-                        for other in instances):
+                if len(instances) < self.max_instances and not any(repeats(part, other.mask, 0.5)
+                                                                   for other in instances):
                     instances.append(Instance(part, rank, scores=dict(scores)))
         if not instances:
             return MaskResult.empty(shape, "SAM's masks on the target are empty or only specks", tgt_points,

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.sam3_concepts import MASK_THRESHOLD, Exemplars
-from .geometry import mask_to_box
+from .geometry import mask_to_box, repeats
 from .reference import Reference
 from .result import Instance, MaskResult, PreparesImages
-from .text import _repeats
 
 AUTO_SCORE = 0.5  # SAM 3's instance threshold (its processor's documented default for instances)
 MASK_IOU = 0.6  # instances of two canvases overlapping this much are one
@@ -182,7 +181,7 @@ class ConceptMatcher(PreparesImages):
         for score, mask in candidates:
             if len(instances) >= self.max_instances:
                 break
-            if any(_repeats(mask, inst.mask, MASK_IOU) for inst in instances):
+            if any(repeats(mask, inst.mask, MASK_IOU) for inst in instances):
                 continue
             instances.append(Instance(mask, score, scores={"sam3_score": score}))
         if not instances:

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from ..settings import TextSettings
-from .geometry import NEUTRAL_FILL, iou, masked_crop
-from .parts import COVERS, MAX_PIECES, PART_INSIDE, holds_part, one_piece, part_pairs, union_box
+from .geometry import NEUTRAL_FILL, iou, mask_to_box, masked_crop, repeats
+from .parts import COVERS, MAX_PIECES, PART_INSIDE, holds_part, one_piece, part_pairs
 from .result import Instance, MaskResult, PreparesImages
 from ..errors import SamtextError
 
@@ -178,14 +178,6 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
     return keep.numpy()
 
 
-def _repeats(mask: np.ndarray, kept: np.ndarray, max_iou: float, max_inside: float = 0.8) -> bool:
-    """Whether ``mask`` repeats a better object ``kept`` of its class: the same object (IoU above ``max_iou``), a
-    part of it, or a whole around it (more than ``max_inside`` of the smaller of the two inside the other)."""
-    inter = np.logical_and(mask, kept).sum()
-    smaller = min(mask.sum(), kept.sum())
-    return iou(mask, kept) > max_iou or (smaller > 0 and inter > max_inside * smaller)
-
-
 def _stack_prompts(candidates: Sequence[Candidate]) -> Tuple[np.ndarray, np.ndarray]:
     """``(N, K, 2)`` points and ``(N, K)`` labels, shorter prompts padded with SAM's "no point" label -1."""
     k = max(1, max(len(c.points) for c in candidates))
@@ -288,7 +280,7 @@ class TextLabeller(PreparesImages):
             mask = self._full_mask(embedding, low[i, j])  # again: only kept objects' masks are held at full size
             label = self.classes[cand.class_index]
             same = [n for n, inst in enumerate(instances) if inst.label == label]
-            repeated = [n for n in same if _repeats(mask, instances[n].mask, s.mask_iou)]
+            repeated = [n for n in same if repeats(mask, instances[n].mask, s.mask_iou)]
             pieces = [n for n in repeated if holds_part(mask, instances[n].mask)]
             connected = bool(repeated) and one_piece(mask)
             if repeated and not (len(pieces) >= 2 and len(pieces) == len(repeated) and connected):
@@ -348,7 +340,7 @@ class TextLabeller(PreparesImages):
         s = self.settings
         pieces = [a, b]
         while True:
-            box = union_box(np.logical_or.reduce([same[p].mask for p in pieces]), same[pieces[0]].mask)
+            box = mask_to_box(np.logical_or.reduce([same[p].mask for p in pieces]))
             pred = self.segmenter.predict(embedding, np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.int64),
                                           boxes=box[None], multimask=True, full_size=False)
             grow: List[int] = []

@@ -20,8 +20,9 @@ from typing import List, Sequence
 import numpy as np
 
 from ..settings import TextSettings
+from .geometry import repeats
 from .result import Instance, MaskResult, PreparesImages
-from .text import _repeats, negative_subject
+from .text import negative_subject
 
 NEGATIVE_INSIDE = 0.6  # an instance this much inside a better negative instance is the negative's
 
@@ -62,7 +63,7 @@ class ConceptLabeller(PreparesImages):
                     break
                 mask = concepts.masks(encoded, answer.mask_logits[q:q + 1])[0]
                 score = float(answer.scores[q])
-                if not mask.any() or any(_repeats(mask, other, s.mask_iou) for other in kept):
+                if not mask.any() or any(repeats(mask, other, s.mask_iou) for other in kept):
                     continue
                 if any(neg_score > score and (mask & neg).sum() >= NEGATIVE_INSIDE * mask.sum()
                        for neg_score, neg in negative_masks):

@@ -22,7 +22,6 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Generator, List, Optional, Sequence, Tuple, Union
 
 import fiftyone as fo
@@ -208,10 +207,6 @@ def check_resume(dataset: fo.Dataset, key: str, action: Action, out_field: str, 
     return record
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def prepare_run(samples, action: Action, options: RunOptions):
     """The checks of :func:`iter_run` that need no model: ``(dataset, samples, fields, values, record)``.
     Creates nothing. The operator calls it before queueing shards."""
@@ -306,7 +301,7 @@ def _open_outputs(dataset, action: Action, fields: "sds.OutputFields", values, r
             prompts_field=fields.prompts, mask_dir=fields.mask_dir, settings=settings,
             input_fields=[f for f in action.input_fields if f],
             classes={str(v): k for k, v in values.items()}, samtext_version=__version__,
-            fiftyone_version=fo.constants.VERSION, started=_now(), runs={},
+            fiftyone_version=fo.constants.VERSION, started=records.now(), runs={},
         ))
 
 
@@ -450,7 +445,7 @@ def iter_run(samples, action: Action, out_field: str, **options) -> Progress:
             sds.declare_attributes(dataset, fields.names())
         try:
             entry = "runs." + run_id
-            records.update_run(dataset, key, **{entry + ".finished": _now(), entry + ".status": summary.status,
+            records.update_run(dataset, key, **{entry + ".finished": records.now(), entry + ".status": summary.status,
                                             entry + ".summary": summary.to_dict(max_errors=20)}, last_run=run_id)
         except Exception:  # the record is bookkeeping: never hide the run's own outcome behind it
             logger.exception("samtext: could not record the end of run %s of %r", run_id, out_field)

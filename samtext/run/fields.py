@@ -412,6 +412,7 @@ def protected_fields(dataset: fo.Dataset, out_field: str) -> Dict[str, str]:
     """``{field: what it holds}`` of the fields a run into ``out_field`` must never write: the inputs of every
     samtext run (references, ground truth, exemplar masks, proposals), the side fields (instances, prompts) and
     outputs of samtext runs of other fields, and the ground truth of the dataset's evaluations."""
+    from ..settings import ProposalSettings
     from . import records
 
     out: Dict[str, str] = {}
@@ -419,7 +420,7 @@ def protected_fields(dataset: fo.Dataset, out_field: str) -> Dict[str, str]:
     for key, record in by_key.items():
         owner = record.get("out_field")
         for name in record.get("input_fields") or ():
-            if by_key.get(records.run_key_for(name), {}).get("action") == "compute_mask_proposals":
+            if by_key.get(records.run_key_for(name), {}).get("action") == ProposalSettings.action:
                 continue  # proposals are read by few-shot, and recomputed at will
             out.setdefault(name, "an input of the samtext run of %r (%s)" % (owner, record.get("action")))
         if owner == out_field:

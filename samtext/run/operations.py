@@ -9,7 +9,6 @@ queues runs; ``python -m samtext recover`` calls it by hand or from cron.
 """
 
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional
 
@@ -26,36 +25,22 @@ def _repo():
     return RepositoryFactory.delegated_operation_repo()
 
 
-class OperationHeartbeat:
-    """Refreshes the delegated operation ``operation_id``'s ``updated_at`` on a daemon thread while the block runs
+class OperationHeartbeat(records.Beat):
+    """Refreshes the delegated operation ``operation_id``'s ``updated_at`` while the block runs
     (``with OperationHeartbeat(op_id):``); nothing when ``operation_id`` is None."""
 
     def __init__(self, operation_id: Optional[str], interval: float = records.HEARTBEAT_S):
         self.operation_id = operation_id
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = None
-
-    def _beat(self, repo, oid):
-        while not self._stop.wait(self._interval):
-            try:
-                repo.ping(oid)
-            except Exception:
-                logger.exception("samtext: heartbeat of delegated operation %s failed", self.operation_id)
-
-    def __enter__(self):
-        if self.operation_id:
+        beat = None
+        if operation_id:
             from bson import ObjectId
 
-            self._thread = threading.Thread(target=self._beat, args=(_repo(), ObjectId(str(self.operation_id))),
-                                            name="samtext-operation-heartbeat", daemon=True)
-            self._thread.start()
-        return self
+            repo, oid = _repo(), ObjectId(str(operation_id))
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            def beat():
+                repo.ping(oid)
+
+        super().__init__(beat, "delegated operation %s" % operation_id, interval)
 
 
 def stale_operations(dataset_name: Optional[str] = None, stale_after: Optional[float] = None) -> list:
@@ -107,3 +92,12 @@ def recover_stale_operations(dataset_name: Optional[str] = None, requeue: bool =
         out.append(dict(operation=str(op.id), operator=op.operator, dataset=op.dataset_id and str(op.dataset_id),
                         requeued_as=str(again.id) if again is not None else None))
     return out
+
+
+def recover_quietly(dataset_name: Optional[str] = None) -> None:
+    """:func:`recover_stale_operations` as bookkeeping, for a run or a queueing that must not stop over another
+    run's operations: a failure is logged, not raised."""
+    try:
+        recover_stale_operations(dataset_name)
+    except Exception:
+        logger.exception("samtext: could not check for stale delegated operations")

@@ -313,12 +313,6 @@ class RayLabeller:
         return dict(ray.get(self.actors[0].info.remote()),
                     ray=dict(address=self.address, actors=len(self.actors), gpus_per_actor=self.gpus_per_actor))
 
-    def pids(self) -> List[int]:
-        """The actors' process ids (tests kill one)."""
-        import ray
-
-        return ray.get([a.pid.remote() for a in self.actors])
-
     def discard_prepared(self) -> None:
         import ray
 

@@ -23,9 +23,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import fiftyone as fo
+
+from .. import names
 from ..errors import SamtextError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def stale_after() -> float:
 
 
 def run_key_for(out_field: str) -> str:
-    return "samtext_" + out_field
+    return names.RUN_KEY_PREFIX + out_field
 
 
 def jsonable(value):
@@ -79,7 +81,7 @@ def read_run(dataset: fo.Dataset, key: str) -> Optional[dict]:
 def samtext_records(dataset: fo.Dataset) -> Dict[str, dict]:
     """``{run key: config}`` of every samtext field record of ``dataset`` (training records left out)."""
     ids = {k: v for k, v in _run_ids(dataset).items()
-           if k.startswith("samtext_") and not k.startswith("samtext_train_")}
+           if k.startswith(names.RUN_KEY_PREFIX) and not k.startswith(names.TRAIN_RUN_KEY_PREFIX)}
     by_id = {d["_id"]: d.get("config") or {} for d in _db().runs.find({"_id": {"$in": list(ids.values())}},
                                                                       {"config": 1})}
     return {k: by_id[v] for k, v in ids.items() if by_id.get(v, {}).get("out_field")}
@@ -165,7 +167,7 @@ def close_dead_runs(dataset: fo.Dataset, key: str, record: Optional[dict] = None
         guard = {path + ".status": "running", path + ".heartbeat": entry.get("heartbeat")}
         note = ("its process stopped without closing the run (killed, or its machine lost); labels it wrote are "
                 "kept, and a new run with the same settings labels the rest")
-        if update_run(dataset, key, _only_if=guard, **{path + ".status": INTERRUPTED, path + ".finished": _now(),
+        if update_run(dataset, key, _only_if=guard, **{path + ".status": INTERRUPTED, path + ".finished": now(),
                                                        path + ".note": note}):
             closed.append(run_id)
             logger.warning("samtext: run %s of %r had died; closed as interrupted", run_id, record.get("out_field"))
@@ -245,53 +247,63 @@ def host_id() -> str:
 
 def new_entry(**fields) -> dict:
     """A running entry for this process (see :func:`entry_is_dead`)."""
-    return dict(fields, status="running", started=_now(), heartbeat=time.time(), host=host_id(), pid=os.getpid())
+    return dict(fields, status="running", started=now(), heartbeat=time.time(), host=host_id(), pid=os.getpid())
 
 
-def _now() -> str:
+def now() -> str:
+    """The time now, UTC, ISO 8601 to the second: what run records keep."""
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Heartbeat:
-    """Refreshes ``runs.<run_id>.heartbeat`` of record ``key`` every :data:`HEARTBEAT_S` seconds on a daemon
-    thread while the run lasts (``with Heartbeat(...):``). Bookkeeping: a failed refresh is logged."""
+class Beat:
+    """Calls ``beat()`` every ``interval`` seconds on a daemon thread while a ``with`` block runs; nothing when
+    ``beat`` is None. Bookkeeping: a failed beat is logged (naming ``what``), never raised."""
 
-    def __init__(self, dataset: fo.Dataset, key: str, run_id: str, interval: float = HEARTBEAT_S):
-        self._collection, self._id = _db().runs, _run_ids(dataset).get(key)
-        self._path = "config.runs.%s.heartbeat" % run_id
-        self._status = "config.runs.%s.status" % run_id
-        self._interval = interval
+    def __init__(self, beat: Optional[Callable[[], object]], what: str, interval: float = HEARTBEAT_S):
+        self._beat, self._what, self._interval = beat, what, interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="samtext-heartbeat", daemon=True)
+        self._thread = None
 
-    def _beat(self):
+    def _run(self):
         while not self._stop.wait(self._interval):
             try:
-                self._collection.update_one({"_id": self._id, self._status: "running"},
-                                            {"$set": {self._path: time.time()}})
+                self._beat()
             except Exception:
-                logger.exception("samtext: heartbeat of %s failed", self._path)
+                logger.exception("samtext: heartbeat of %s failed", self._what)
 
     def __enter__(self):
-        if self._id is not None:
+        if self._beat is not None:
+            self._thread = threading.Thread(target=self._run, name="samtext-heartbeat", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class Heartbeat(Beat):
+    """Refreshes ``runs.<run_id>.heartbeat`` of record ``key`` every :data:`HEARTBEAT_S` seconds while the run
+    lasts (``with Heartbeat(...):``), as long as that entry says "running"."""
+
+    def __init__(self, dataset: fo.Dataset, key: str, run_id: str, interval: float = HEARTBEAT_S):
+        collection, record_id = _db().runs, _run_ids(dataset).get(key)
+        path, status = "config.runs.%s.heartbeat" % run_id, "config.runs.%s.status" % run_id
+
+        def beat():
+            collection.update_one({"_id": record_id, status: "running"}, {"$set": {path: time.time()}})
+
+        super().__init__(beat if record_id is not None else None, path, interval)
 
 
 # ------------------------------------------------------------------------------------------- field lock
 
 
 def _locks():
-    import fiftyone.core.odm as foo
-
-    return foo.get_db_conn()["samtext_locks"]
+    return _db()["samtext_locks"]
 
 
 @contextlib.contextmanager
