@@ -91,8 +91,11 @@ def _copy_approved(dataset: fo.Dataset, field: str, target: str, sample_ids: Lis
         values[sid] = fo.Segmentation(mask=np.asarray(label.get_mask()).astype(np.uint8), approved_from=label.id)
     for sid, mask in (extra or {}).items():
         values[sid] = fo.Segmentation(mask=mask.astype(np.uint8), approved_from="reference")
-    dataset.clear_sample_field(target)
-    dataset.set_values(target, values, key_field="id")
+    # one write over every sample (None where nothing is approved now): no clear_sample_field, whose schema lookup
+    # failed in the App's server ("field does not exist") when a concurrent request reloaded the dataset just after
+    # the field was declared; set_values declares it again if so
+    ids = dataset.values("id")
+    dataset.set_values(target, [values.get(sid) for sid in ids])
 
 
 def _chosen(sample_ids: List[str], label_ids: List[str], limit: int) -> Tuple[List[str], List[str]]:
