@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     show.set_defaults(func=_settings)
     dl = sub.add_parser("download-weights", help="fetch the default SAM and CLIP weights into the cache folder")
     dl.add_argument("--sam", nargs="*", default=[DEFAULT_SAM],
-                    help="SAM models: %s" % " ".join(n for n, m in SAM_MODELS.items() if m.checkpoint))
+                    help="SAM models: %s" % " ".join(n for n, m in SAM_MODELS.items() if not m.for_tests))
     dl.add_argument("--clip", nargs="*", default=["%s:%s" % (DEFAULT_CLIP, DEFAULT_CLIP_PRETRAINED)],
                     help="open_clip NAME:TAG pairs")
     dl.set_defaults(func=_download)

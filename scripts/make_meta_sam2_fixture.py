@@ -32,13 +32,23 @@ POINTS = np.array([[60.0, 80.0], [190.0, 150.0], [128.0, 40.0]], dtype=np.float3
 BOX = np.array([30.0, 50.0, 200.0, 220.0], dtype=np.float32)  # XYXY pixels
 
 
-def fixture_image() -> np.ndarray:
-    """A ``(256, 256, 3)`` uint8 image of smooth gradients and a few shapes (deterministic)."""
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+def fixture_image(size: int = SIZE) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 image of smooth gradients, a red square and a green disc (deterministic)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     image = np.stack([x, y, (x + y) / 2], axis=-1)
     image[40:120, 50:130] = (220, 40, 40)
     image[((x - 180) ** 2 + (y - 170) ** 2) < 40 ** 2] = (30, 200, 90)
     return image.clip(0, 255).astype(np.uint8)
+
+
+def predictor_prompts(points: np.ndarray, box: np.ndarray) -> dict:
+    """The prompts asked of Meta's image predictors, by name: keyword arguments of their ``predict``."""
+    return {
+        "point": dict(point_coords=points[:1], point_labels=np.array([1]), multimask_output=True),
+        "points": dict(point_coords=points, point_labels=np.array([1, 0, 1]), multimask_output=True),
+        "box": dict(box=box, multimask_output=True),
+        "point_single": dict(point_coords=points[1:2], point_labels=np.array([1]), multimask_output=False),
+    }
 
 
 def _stub_imports():
@@ -120,13 +130,7 @@ def main():
     image = fixture_image()
     predictor.set_image(image)
     answers = {}
-    for name, kwargs in {
-        "point": dict(point_coords=POINTS[:1], point_labels=np.array([1])),
-        "points": dict(point_coords=POINTS, point_labels=np.array([1, 0, 1])),
-        "box": dict(box=BOX),
-        "point_single": dict(point_coords=POINTS[1:2], point_labels=np.array([1]), multimask_output=False),
-    }.items():
-        kwargs.setdefault("multimask_output", True)
+    for name, kwargs in predictor_prompts(POINTS, BOX).items():
         with torch.no_grad():
             _, scores, low_res = predictor.predict(return_logits=True, **kwargs)
         answers[name] = dict(low_res_logits=torch.as_tensor(low_res), scores=torch.as_tensor(scores))

@@ -86,6 +86,7 @@ def test_the_protocol_on_the_squashed_frame(name):
 
 
 def test_weights_are_found_in_a_folder_the_cache_or_named_as_missing(tmp_path, monkeypatch):
+    from samtext.errors import SamtextError
     from samtext.models import clear_model_cache, load_sam
     from samtext.models.weights import WeightsUnavailableError, resolve_hf_sam
     from samtext.models.tiny import build_tiny_sam2
@@ -120,12 +121,13 @@ def test_weights_are_found_in_a_folder_the_cache_or_named_as_missing(tmp_path, m
     zoo.mkdir(parents=True)
     (zoo / "sam3.pt").write_bytes(b"x")
     monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", str(tmp_path / "zoo"))
-    with pytest.raises(WeightsUnavailableError, match=r"FiftyOne's zoo holds .*sam3.pt, Meta's format"):
-        resolve_hf_sam("sam3")
-    weights_file = tmp_path / "sam3.pt"
-    weights_file.write_bytes(b"x")
-    with pytest.raises(WeightsUnavailableError, match="not a folder of transformers weights"):
-        resolve_hf_sam("sam3", str(weights_file))
+    assert resolve_hf_sam("sam3") == str(zoo / "sam3.pt")  # Meta's format, converted on loading
+    with pytest.raises(SamtextError, match=r"sam3.pt is not a readable PyTorch checkpoint"):
+        load_sam("sam3", device="cpu", precision="fp32")
+    elsewhere = tmp_path / "weights.bin"
+    elsewhere.mkdir()
+    with pytest.raises(WeightsUnavailableError, match="not a folder of transformers weights .* or Meta's sam3.pt"):
+        resolve_hf_sam("sam3", str(elsewhere))
     clear_model_cache()
 
 

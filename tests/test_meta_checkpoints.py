@@ -33,24 +33,13 @@ def test_a_converted_meta_checkpoint_gives_meta_s_own_answers():
 
     from samtext.models.hf_sam import FAMILIES, HfSamSegmenter
 
+    from _meta_predictors import assert_meta_predictor_answers
+
     fx = _fixture()
     model = mc.load_meta_sam2(FIXTURE, _toy_config())
     seg = HfSamSegmenter(model, FAMILIES["sam2"], device="cpu", precision="fp32", name="meta-toy")
-    emb = seg.embed(fixture_image())
-    points, box = fx["points"].numpy(), fx["box"].numpy()
-    cases = dict(point=dict(point_coords=points[None, :1], point_labels=np.array([[1]]), multimask=True),
-                 points=dict(point_coords=points[None], point_labels=np.array([[1, 0, 1]]), multimask=True),
-                 box=dict(boxes=box[None], multimask=True),
-                 point_single=dict(point_coords=points[None, 1:2], point_labels=np.array([[1]]), multimask=False))
-    for name, prompt in cases.items():
-        want = fx["answers"][name]
-        pred = seg.predict(emb, full_size=False, **prompt)
-        got = pred.low_res_logits[0].clamp(-32, 32)  # Meta's predictor clamps its low-res logits to +-32
-        assert got.shape == want["low_res_logits"].shape, name
-        inside = want["low_res_logits"].abs() < 31.9
-        assert inside.float().mean() > 0.2, name  # the comparison is not only of saturated pixels
-        torch.testing.assert_close(got, want["low_res_logits"], atol=1e-4, rtol=1e-4, msg=name)
-        np.testing.assert_allclose(pred.scores[0], want["scores"].numpy(), rtol=1e-4, atol=1e-9, err_msg=name)
+    assert_meta_predictor_answers(seg, fixture_image(), fx["points"].numpy(), fx["box"].numpy(), fx["answers"],
+                                  atol=1e-4)
 
 
 def test_every_tensor_is_accounted_for():

@@ -180,6 +180,9 @@ def check_hardware(device: str = "auto", precision: str = "auto") -> None:
 
 
 def clear_model_cache() -> None:
-    """Forgets the loaded models (the next load builds them again)."""
+    """Forgets the loaded models (the next load builds them again): SAM, CLIP and SAM 3's concept detector."""
+    from .sam3_concepts import _load_sam3_concepts
+
     _load_sam.cache_clear()
     _load_clip.cache_clear()
+    _load_sam3_concepts.cache_clear()

@@ -88,7 +88,8 @@ def quiet_loading():
 
 def load_hf_sam(spec, checkpoint: Optional[str], device: str, precision: str) -> "HfSamSegmenter":
     """The segmenter of registry entry ``spec`` (family "sam2" or "sam3"): a tiny preset built at random (or from
-    ``checkpoint``, a folder), a real one from its weights folder (:func:`samtext.models.weights.resolve_hf_sam`)."""
+    ``checkpoint``, a folder), a real one from its weights (:func:`samtext.models.weights.resolve_hf_sam`: a folder
+    of transformers weights, or Meta's own ``.pt`` file, converted)."""
     from .weights import resolve_hf_sam
 
     family = FAMILIES[spec.family]
@@ -100,10 +101,32 @@ def load_hf_sam(spec, checkpoint: Optional[str], device: str, precision: str) ->
             from .meta_checkpoints import load_meta_sam2
 
             model = load_meta_sam2(where)
+        elif os.path.isfile(where):  # Meta's sam3.pt
+            from .meta_sam3 import load_meta_sam3_tracker
+
+            model = load_meta_sam3_tracker(where)
         else:
             with quiet_loading():
-                model = model_class(family).from_pretrained(where, local_files_only=True)
+                model = drop_unread_neck_levels(model_class(family).from_pretrained(where, local_files_only=True))
     return HfSamSegmenter(model, family, device=device, precision=precision, name=spec.name)
+
+
+def drop_unread_neck_levels(model):
+    """A ``Sam3TrackerModel`` whose neck makes only the levels its heads read (``backbone_feature_sizes``: scales 4,
+    2 and 1), as Meta's SAM 3, which computes a fourth (0.5) level and drops it before the heads.
+
+    transformers adds the tracker's "no memory" embedding to the last level the neck makes and then keeps the
+    first ``len(backbone_feature_sizes)`` levels: with ``Sam3TrackerConfig()``'s four scale factors the embedding
+    lands on the level thrown away and the masks differ from Meta's. The model's layers are cut, its config is
+    left as it is (it may be the caller's). Other models (``Sam3Model`` reads the four levels its own way) are
+    returned as they are."""
+    if type(model).__name__ != "Sam3TrackerModel":
+        return model
+    neck = model.vision_encoder.neck
+    keep = len(model.backbone_feature_sizes)
+    if len(neck.fpn_layers) > keep:
+        neck.fpn_layers = neck.fpn_layers[:keep]
+    return model
 
 
 class HfSamSegmenter(SamSegmenter):

@@ -70,8 +70,14 @@ _VIDEO_ONLY = re.compile(r"^(memory_attention|memory_encoder|maskmem_tpos_enc|no
 def read_meta_state(path: str, marker: str, family: str) -> Dict[str, torch.Tensor]:
     """The state dict of one of Meta's ``.pt`` checkpoints (``{"model": state_dict}``, or a bare state dict) of
     ``family`` ("SAM 2", "SAM 3"), told by a tensor whose name starts with ``marker``."""
+    if str(path).endswith(".safetensors"):
+        raise SamtextError("%s is a safetensors file: pass the folder that holds it with its config.json (transformers'"
+                           " format), or Meta's own .pt checkpoint" % path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # mapped, not read: SAM 3's file is 3.4 GB and its two models each take part of it
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in torch's legacy (not zip) format cannot be mapped
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated download, another format
         raise SamtextError("%s is not a readable PyTorch checkpoint (%s)" % (path, str(e).splitlines()[0])) from e
     state = data.get("model", data) if isinstance(data, dict) else None
@@ -187,19 +193,24 @@ def load_meta_sam2(path: str, config=None):
     meta_state = read_meta_checkpoint(path)
     config = config or sam2_config(sam2_layout(meta_state, path))
     state = sam2_state_dict(meta_state)
-    return fill_model(Sam2Model(config), state, path, "SAM 2")
+    return fill_model(lambda: Sam2Model(config), state, path, "SAM 2")
 
 
-def fill_model(model, state: Dict[str, torch.Tensor], path: str, what: str):
-    """``model`` (eval mode) holding ``state``, which must name every tensor of it, nothing else, at its shape.
+def fill_model(build, state: Dict[str, torch.Tensor], path: str, what: str):
+    """The model ``build()`` makes (eval mode), holding ``state``, which must name every tensor of it, nothing else,
+    at its shape. The names and shapes are checked on the meta device first (a refusal costs no memory); the model
+    is then built without its random initialisation (every tensor comes from ``state``).
 
     Raises:
         SamtextError: names what is missing, left over, or of another shape (a few of each).
     """
-    want = model.state_dict()
+    from transformers.initialization import no_init_weights
+
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     missing = sorted(set(want) - set(state))
     extra = sorted(set(state) - set(want))
-    wrong = sorted(k for k in set(want) & set(state) if tuple(want[k].shape) != tuple(state[k].shape))
+    wrong = sorted(k for k in set(want) & set(state) if want[k] != tuple(state[k].shape))
     if missing or extra or wrong:
         def few(names):
             return ", ".join(names[:4]) + (" (+%d more)" % (len(names) - 4) if len(names) > 4 else "")
@@ -207,5 +218,7 @@ def fill_model(model, state: Dict[str, torch.Tensor], path: str, what: str):
         problems = [what_ % few(names) for what_, names in (("missing: %s", missing), ("not in the model: %s", extra),
                                                              ("of another shape: %s", wrong)) if names]
         raise SamtextError("%s does not fit transformers' %s model: %s" % (path, what, "; ".join(problems)))
+    with no_init_weights():
+        model = build()
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -109,7 +109,9 @@ def _sam2(size: str):
 def _sam3_tracker():
     from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
-    return Sam3TrackerModel(Sam3TrackerConfig()).eval()
+    from .hf_sam import drop_unread_neck_levels
+
+    return drop_unread_neck_levels(Sam3TrackerModel(Sam3TrackerConfig())).eval()
 
 
 def _tiny_hf(kind: str):

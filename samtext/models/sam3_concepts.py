@@ -14,6 +14,7 @@ Frames: the image is squashed to the model's square input (1008 px; no padding),
 """
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -66,9 +67,9 @@ class Found:
 
 def clip_tokenizer_offline():
     """The CLIP BPE tokenizer SAM 3 reads (``CLIPTokenizer``, vocabulary 49408), built from the vocabulary file
-    open_clip ships, so that the tiny test model needs no download; the ids are open_clip's own."""
+    open_clip ships (Meta's ``sam3`` ships the same file): for the tiny test model and for Meta's ``sam3.pt``, which
+    holds no tokenizer; no download. The ids are open_clip's own."""
     import gzip
-    import os
 
     import open_clip
     from transformers import CLIPTokenizer
@@ -251,13 +252,19 @@ def _load_sam3_concepts(name: str, checkpoint: Optional[str], device: str, preci
     if spec.for_tests and not checkpoint:
         model, tokenizer = build_tiny_sam3_concepts()
     else:
-        from transformers import CLIPTokenizer, Sam3Model
-
-        from .hf_sam import quiet_loading
         from .weights import resolve_hf_sam
 
-        folder = checkpoint if spec.for_tests else resolve_hf_sam(name, checkpoint)
-        with quiet_loading():
-            model = Sam3Model.from_pretrained(folder, local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        where = checkpoint if spec.for_tests else resolve_hf_sam(name, checkpoint)
+        if os.path.isfile(where):  # Meta's sam3.pt: weights only, the CLIP vocabulary comes from open_clip
+            from .meta_sam3 import load_meta_sam3
+
+            model, tokenizer = load_meta_sam3(where), clip_tokenizer_offline()
+        else:
+            from transformers import CLIPTokenizer, Sam3Model
+
+            from .hf_sam import quiet_loading
+
+            with quiet_loading():
+                model = Sam3Model.from_pretrained(where, local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(where, local_files_only=True)
     return Sam3Concepts(model, tokenizer, device=device, precision=precision, name=name)

@@ -109,22 +109,26 @@ def _hf_folder(path: str) -> bool:
 
 
 def meta_checkpoint_names(model_name: str):
-    """File names of Meta's own checkpoint of a SAM 2.1 model, as Meta publishes it and as FiftyOne's zoo stores it
-    (``sam2.1_hiera_tiny.pt``, ``sam2.1_hiera_tiny_image.pt``, ...); none for other models."""
-    if sam_spec(model_name).family != "sam2":
+    """File names of Meta's own checkpoint of a SAM 2.1 / SAM 3 model, as Meta publishes it and as FiftyOne's zoo
+    stores it (``sam2.1_hiera_tiny.pt``, ``sam2.1_hiera_tiny_image.pt``, ...; ``sam3.pt``); none for other models."""
+    family = sam_spec(model_name).family
+    if family == "sam3":
+        return ("sam3.pt",)
+    if family != "sam2":
         return ()
     return tuple(model_name + suffix for suffix in (".pt", "_image.pt", "_video.pt"))
 
 
 def resolve_hf_sam(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
-    """Where the weights of the SAM 2.1 / SAM 3 model ``model_name`` are: a folder of transformers weights, or (SAM
-    2.1) one of Meta's own ``.pt`` checkpoints, which :mod:`samtext.models.meta_checkpoints` converts on loading.
+    """Where the weights of the SAM 2.1 / SAM 3 model ``model_name`` are: a folder of transformers weights, or one of
+    Meta's own ``.pt`` checkpoints, which :mod:`samtext.models.meta_checkpoints` (SAM 2.1) and
+    :mod:`samtext.models.meta_sam3` (SAM 3's ``sam3.pt``) convert on loading.
 
     Resolution order: an explicit ``checkpoint`` (a folder with ``config.json`` + ``model.safetensors``, as
-    ``save_pretrained`` writes or a Hugging Face snapshot holds; for SAM 2.1 also Meta's ``.pt`` file);
+    ``save_pretrained`` writes or a Hugging Face snapshot holds, or Meta's ``.pt`` file);
     ``SAMTEXT_SAM_<NAME>_CHECKPOINT``; the Hugging Face cache (``$HF_HOME/hub``, where ``hf download`` and
-    FiftyOne's transformers models put them); for SAM 2.1, FiftyOne's model-zoo folder (its
-    ``segment-anything-2.1-hiera-*`` models keep Meta's files); a download of the repository's json and
+    FiftyOne's transformers models put them); FiftyOne's model-zoo folder (its ``segment-anything-2.1-hiera-*``
+    and ``segment-anything-3-*`` models keep Meta's files); a download of the repository's json and
     safetensors files into the Hugging Face cache (progress bars and file hashes are Hugging Face's), unless
     ``download`` is False or ``HF_HUB_OFFLINE`` is set.
 
@@ -143,8 +147,8 @@ def resolve_hf_sam(model_name: str, checkpoint: Optional[str] = None, download: 
         what = "sam_checkpoint" if checkpoint else checkpoint_env_var(model_name)
         raise WeightsUnavailableError(
             "%s=%r is not a folder of transformers weights (config.json and model.safetensors, as in the Hugging "
-            "Face repository %s)%s" % (what, given, repo, " or one of Meta's SAM 2.1 .pt checkpoints" if meta_names
-                                       else "; SAM 3 loads through transformers"))
+            "Face repository %s)%s" % (what, given, repo, " or Meta's %s checkpoint" % meta_names[0] if meta_names
+                                       else ""))
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 
@@ -159,14 +163,11 @@ def resolve_hf_sam(model_name: str, checkpoint: Optional[str] = None, download: 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     gated = " (a gated repository: accept the SAM License on its page and log in with `hf auth login`)" if (
         spec.family == "sam3") else ""
-    where = ("are in neither the Hugging Face cache nor FiftyOne's model zoo (%s)" % meta_names[1] if meta_names
-             else "are not in the Hugging Face cache")
+    where = "are not in the Hugging Face cache"
+    if meta_names:
+        zoo_name = meta_names[1] if len(meta_names) > 1 else meta_names[0]  # the name FiftyOne's zoo gives it
+        where = "are in neither the Hugging Face cache nor FiftyOne's model zoo (%s)" % zoo_name
     meta = " or Meta's %s" % meta_names[0] if meta_names else ""
-    if spec.family == "sam3":  # FiftyOne's zoo SAM 3 is Meta's sam3.pt, which samtext does not convert
-        zoo_copy = next(iter(_fiftyone_zoo_candidates("sam3.pt")), None)
-        if zoo_copy:
-            where += " (FiftyOne's zoo holds %s, Meta's format for its sam3 package, which samtext cannot read yet)" % (
-                zoo_copy)
     hint = ("%s's weights %s. Run `hf download %s --include '*.json' '*.safetensors'` on a machine "
             "with internet%s and copy the cache (~/.cache/huggingface) here, or pass sam_checkpoint=<a folder with "
             "its config.json and model.safetensors%s>" % (model_name, where, repo, gated, meta))
