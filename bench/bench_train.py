@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from common import RESULTS, ROOT, command_line, loadavg, machine_lines, md_table, start_mongod, write_report
+from common import RESULTS, ROOT, command_line, loadavg, machine_lines, md_table, private_database, write_report
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -151,13 +151,8 @@ def main():
         p.error("--dataset and --pseudo-field go together")
 
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-    mongod = None
-    if not args.dataset and "FIFTYONE_DATABASE_URI" not in os.environ:
-        mongod, db_dir, os.environ["FIFTYONE_DATABASE_URI"] = start_mongod()
+    mongod, db_dir = private_database() if not args.dataset else (None, None)
     import fiftyone as fo
-
-    if "FIFTYONE_DATABASE_URI" in os.environ:
-        fo.config.database_uri = os.environ["FIFTYONE_DATABASE_URI"]  # fiftyone read its config before
     start, load_start = time.time(), loadavg()
     train_stems, test_stems = split_stems(args.limit)
     models_dir = tempfile.mkdtemp(prefix="samtext-bench-models-")

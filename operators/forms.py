@@ -302,7 +302,7 @@ def models(inputs, ctx, needs_clip=False, sam3_only=False):
         prop.error_message = "this method runs on SAM 3: choose a SAM 3 model (%r is not one)" % chosen
     inputs.str("sam_checkpoint", label="SAM weights file (optional)",
                description="A local checkpoint of the chosen SAM model (SAM 2.1: Meta's .pt file or a folder with "
-                           "config.json and model.safetensors; SAM 3: such a folder); default: samtext's cache, the "
+                           "config.json and model.safetensors; SAM 3: Meta's sam3.pt or such a folder); default: samtext's cache, the "
                            "Hugging Face cache or FiftyOne's model zoo, downloaded on first use (the way to run "
                            "offline)")
     if needs_clip:
@@ -565,7 +565,9 @@ def _execute_immediate(ctx, operator, events):
         message += ". " + result["notes"][-1]
     yield ctx.ops.notify(message, variant="error" if summary.failed else "warning" if result["notes"] else "success")
     # FiftyOne drops a generator's return value, so resolve_output() would show nothing: show it here
-    if operator.spec.output != "detections":  # the grid shows the labels, not dozens of proposals per image
+    from samtext.run.fields import UNTICKED_KINDS
+
+    if operator.spec.output not in UNTICKED_KINDS:  # the grid shows the labels, not dozens of proposals per image
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields or []) | {summary.field}))
     elif "active_fields" in ctx.request_params:  # the App ticks a new label field when it reloads the dataset
         yield ctx.ops.set_active_fields(fields=sorted(set(ctx.active_fields) - {summary.field}))

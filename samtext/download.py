@@ -19,8 +19,11 @@ def download_weights(
     Copy that folder to an offline machine and set ``SAMTEXT_CACHE_DIR`` there. SAM 2.1 and SAM 3 models come from
     Hugging Face into its cache (``~/.cache/huggingface``; copy that one too), or are found as
     :func:`samtext.models.weights.resolve_hf_sam` says."""
-    paths = [resolve_hf_sam(name) if sam_spec(name).family in HF_SAM_FAMILIES and not sam_spec(name).for_tests
-             else resolve_sam_checkpoint(name) for name in sam_models]
+    paths = []
+    for name in sam_models:
+        spec = sam_spec(name)
+        paths.append(resolve_hf_sam(name) if spec.family in HF_SAM_FAMILIES and not spec.for_tests
+                     else resolve_sam_checkpoint(name))
     paths += [resolve_clip_weights(name, tag) for name, tag in clip_models]
     for p in paths:
         logger.info("ready: %s", p)

@@ -191,6 +191,13 @@ def _toy_builders(mb):
     mb.build_tracker = tracker
 
 
+def model_layout(sam3_pt_state: dict) -> dict:
+    """``sam3.pt``'s names -> the image model's (the renaming of ``sam3.model_builder._load_checkpoint``; the
+    inverse of :func:`meta_layout`)."""
+    return {k.replace("detector.", "", 1) if k.startswith("detector.") else
+            k.replace("tracker.", "inst_interactive_predictor.model.", 1): v for k, v in sam3_pt_state.items()}
+
+
 class _OnTheCpu(torch.overrides.TorchFunctionMode):
     """Meta's code makes some tensors on ``device="cuda"`` unconditionally; this machine has none."""
 
@@ -245,25 +252,16 @@ def _main():
     torch.manual_seed(0)  # the random buffers (the prompt encoder's Fourier features) are kept in the file
     model = mb.build_sam3_image_model(bpe_path=bpe, device="cpu", eval_mode=True, load_from_HF=False,
                                       enable_inst_interactivity=True)
-    params = dict(model.named_parameters())
-    shapes = {k: list(v.shape) for k, v in meta_layout(params).items()}
+    shapes = {k: list(v.shape) for k, v in meta_layout(dict(model.named_parameters())).items()}
     weights = toy_weights(shapes)
-    state = model.state_dict()
-    for k, v in meta_layout(dict(state)).items():
-        if k in weights:
-            v.copy_(weights[k])
-    model.load_state_dict(state)
-    buffers = {k: v for k, v in meta_layout(dict(model.state_dict())).items() if k not in weights}
+    layout = meta_layout(dict(model.state_dict()))  # tensors sharing the model's memory
+    for k, v in weights.items():
+        layout[k].copy_(v)
+    buffers = {k: v for k, v in layout.items() if k not in weights}
     # the layout is the one Meta's own loader reads: a fresh model takes every parameter from it
-    path = OUT + ".check.pt"
-    torch.save({"model": dict(weights, **buffers)}, path)
     fresh = mb.build_sam3_image_model(bpe_path=bpe, device="cpu", eval_mode=True, load_from_HF=False,
                                       enable_inst_interactivity=True)
-    missing, unexpected = fresh.load_state_dict(
-        {k.replace("detector.", "", 1) if k.startswith("detector.") else
-         k.replace("tracker.", "inst_interactive_predictor.model.", 1): v
-         for k, v in torch.load(path, weights_only=True)["model"].items()}, strict=False)
-    os.remove(path)
+    missing, unexpected = fresh.load_state_dict(model_layout(dict(weights, **buffers)), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
 
     image = fixture_image()

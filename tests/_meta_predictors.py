@@ -2,13 +2,8 @@
 ``SAM2ImagePredictor``, SAM 3's ``predict_inst``), written by scripts/make_meta_sam2_fixture.py and
 scripts/make_meta_sam3_fixture.py."""
 
-import os
-import sys
-
 import numpy as np
 import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
 
 def assert_meta_predictor_answers(seg, image, points, box, answers, prefix="", atol=1e-4):

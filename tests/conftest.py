@@ -30,6 +30,7 @@ os.environ["SAMTEXT_EMBEDDINGS_DIR"] = tempfile.mkdtemp(prefix="samtext-embeddin
 for _folder in (_PLUGINS_DIR, os.environ["SAMTEXT_EMBEDDINGS_DIR"]):
     atexit.register(shutil.rmtree, _folder, ignore_errors=True)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # the fixture scripts' helpers (make_meta_*_fixture)
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,6 +57,16 @@ def db():
 
     yield
     fo.delete_non_persistent_datasets()
+
+
+@pytest.fixture
+def offline_hf_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache (``tmp_path/hub``, returned) and no network for huggingface_hub."""
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub
 
 
 @pytest.fixture(scope="session")

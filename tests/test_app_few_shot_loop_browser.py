@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 import _app
-from conftest import PETS, PLUGIN_NAME, _require_db, pets_stems
+from conftest import PETS, PLUGIN_NAME, pets_stems
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,7 +59,6 @@ def shoot(page, screenshots, name):
 
 def test_the_few_shot_loop_in_the_app_at_size(db, tmp_path, screenshots):
     _app.require_chromium()
-    _require_db()
     import fiftyone as fo
     import samtext
 

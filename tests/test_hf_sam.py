@@ -85,7 +85,7 @@ def test_the_protocol_on_the_squashed_frame(name):
     assert torch.allclose(seg.mask_to_grid(whole, emb), torch.ones(grid))
 
 
-def test_weights_are_found_in_a_folder_the_cache_or_named_as_missing(tmp_path, monkeypatch):
+def test_weights_are_found_in_a_folder_the_cache_or_named_as_missing(tmp_path, monkeypatch, offline_hf_hub):
     from samtext.errors import SamtextError
     from samtext.models import clear_model_cache, load_sam
     from samtext.models.weights import WeightsUnavailableError, resolve_hf_sam
@@ -100,16 +100,13 @@ def test_weights_are_found_in_a_folder_the_cache_or_named_as_missing(tmp_path, m
     assert from_folder.name == "sam2.1_hiera_tiny"
     torch.testing.assert_close(from_folder.embed(image).features, expected)
     # the Hugging Face cache layout of the repository, found offline by its name
-    cache = tmp_path / "hub"
+    cache = offline_hf_hub
     snapshot = cache / "models--facebook--sam2.1-hiera-tiny" / "snapshots" / ("a" * 40)
     snapshot.mkdir(parents=True)
     for f in os.listdir(folder):
         os.symlink(folder / f, snapshot / f)
     (cache / "models--facebook--sam2.1-hiera-tiny" / "refs").mkdir()
     (cache / "models--facebook--sam2.1-hiera-tiny" / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_hf_sam("sam2.1_hiera_tiny") == str(snapshot)
     clear_model_cache()
     torch.testing.assert_close(load_sam("sam2.1_hiera_tiny", device="cpu", precision="fp32").embed(image).features,

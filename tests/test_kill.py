@@ -81,7 +81,8 @@ def test_runs_killed_at_random_points_resume_to_exactly_once(db, tmp_path):
         assert all(i is not None for _, i in final.values())  # every label has its instances beside it
         statuses = sorted(e["status"] for e in records.read_run(ds, records.run_key_for("cats"))["runs"].values())
         assert statuses == ["completed", "interrupted", "interrupted", "interrupted"]
-        # the consumers take the field: train's check passes, export warns of nothing and writes every label
+        # the consumers take the field: train's check passes, an export of one sample per image file warns of
+        # nothing and writes every label of it
         from samtext.actions.train import check_not_running
 
         check_not_running(ds, "cats")

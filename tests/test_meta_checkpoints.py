@@ -5,9 +5,7 @@ with the answers of Meta's own image predictor on a fixed image (scripts/make_me
 samtext's SAM 2.1 adapter must give those answers."""
 
 import os
-import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,7 +14,6 @@ from samtext.models import meta_checkpoints as mc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "data", "meta_sam2.1_tiny.pt")
-sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 
 
 def _fixture():
@@ -96,7 +93,7 @@ def test_what_is_not_a_meta_sam2_checkpoint_is_refused_by_name(tmp_path):
         mc.load_meta_sam2(FIXTURE, other)
 
 
-def test_sam2_1_weights_are_found_in_fiftyone_s_zoo_and_run_an_action(tmp_path, monkeypatch, db):
+def test_sam2_1_weights_are_found_in_fiftyone_s_zoo_and_run_an_action(tmp_path, monkeypatch, db, offline_hf_hub):
     """FiftyOne's zoo keeps Meta's file as sam2.1_hiera_tiny_image.pt: with nothing in the Hugging Face cache,
     ``sam_model="sam2.1_hiera_tiny"`` finds it there, converts it, and labels (the toy's layout stands in for
     Hiera-T's, which would be 156 MB)."""
@@ -110,9 +107,6 @@ def test_sam2_1_weights_are_found_in_fiftyone_s_zoo_and_run_an_action(tmp_path, 
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", str(zoo))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError, match=r"nor FiftyOne's model zoo \(sam2.1_hiera_tiny_image.pt\)"):
         resolve_hf_sam("sam2.1_hiera_tiny")
     shutil.copy(FIXTURE, zoo / "sam2.1_hiera_tiny_image.pt")

@@ -6,8 +6,8 @@ The checkpoint is rebuilt here (values: ``toy_weights``, a fixed function of eac
 converted, and samtext's SAM 3 adapters must give Meta's answers: the concept detector for texts and an exemplar
 box, the interactive segmenter for points and a box."""
 
+import functools
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -18,20 +18,22 @@ from samtext.models import meta_sam3
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "data", "meta_sam3_toy.pt")
-sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 
 
+@functools.lru_cache(maxsize=1)
 def _fixture():
-    return torch.load(FIXTURE, weights_only=True)
+    return torch.load(FIXTURE, weights_only=True)  # read, never changed, by every test here
 
 
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory):
-    """The toy ``sam3.pt`` (about 90 MB, written once for this module)."""
+    """The toy ``sam3.pt`` (about 90 MB, written once for this module), where FiftyOne's zoo keeps SAM 3's:
+    ``<zoo>/segment-anything-3-image-torch/sam3.pt``."""
     from make_meta_sam3_fixture import toy_weights
 
     fx = _fixture()
-    path = tmp_path_factory.mktemp("meta_sam3") / "sam3.pt"
+    path = tmp_path_factory.mktemp("zoo") / "segment-anything-3-image-torch" / "sam3.pt"
+    path.parent.mkdir()
     torch.save({"model": dict(toy_weights(fx["shapes"]), **fx["buffers"])}, path)
     return str(path)
 
@@ -133,20 +135,21 @@ def test_the_tracker_reads_the_levels_meta_s_heads_read(toy_checkpoint):
     assert drop_unread_neck_levels(sam2) is sam2
 
 
-def test_every_tensor_is_accounted_for():
-    """Both models take every tensor they have from the checkpoint, each of the detector's read tensors lands in
-    the model; left out are the tracker's video memory, the ViT's rotary tables and the exemplar encoder's point
-    projections, and nothing else. Three tensors change form."""
+def test_every_tensor_is_accounted_for(toy_checkpoint):
+    """Both models take every tensor they have from the checkpoint, and each of the detector's tensors but the
+    ViT's rotary tables and the exemplar encoder's point projections lands in the model; of the tracker, only the
+    video memory is left out. Three tensors change form."""
     from transformers import Sam3Model, Sam3TrackerModel
 
     fx = _fixture()
-    meta = {k: torch.randn(s) for k, s in fx["shapes"].items()}
-    meta.update(fx["buffers"])
+    meta = meta_sam3.read_sam3_checkpoint(toy_checkpoint)
     detector_config, tracker_config = toy_configs(fx["toy"])
-    detector_keys = set(Sam3Model(detector_config).state_dict())
+    with torch.device("meta"):
+        detector_keys = set(Sam3Model(detector_config).state_dict())
+        tracker_keys = set(Sam3TrackerModel(tracker_config).state_dict())
     converted = meta_sam3.detector_state_dict(meta)
     assert {k for k in converted if not k.startswith("tracker_neck.")} == detector_keys
-    assert set(meta_sam3.tracker_state_dict(meta)) == set(Sam3TrackerModel(tracker_config).state_dict())
+    assert set(meta_sam3.tracker_state_dict(meta)) == tracker_keys
     not_read = {k for k in meta if "freqs_cis" in k or k.startswith("detector.geometry_encoder.points_")}
     for name in (k for k in meta if k.startswith("detector.") and k not in not_read):
         lands = set(meta_sam3.detector_state_dict({name: meta[name]}))
@@ -202,25 +205,21 @@ def test_what_is_not_sam3_pt_is_refused_by_name(tmp_path, toy_checkpoint):
         meta_sam3.load_meta_sam3(toy_checkpoint)
 
 
-def test_sam3_pt_is_found_in_fiftyone_s_zoo_and_runs_every_sam3_method(tmp_path, monkeypatch, db, toy_checkpoint):
+def test_sam3_pt_is_found_in_fiftyone_s_zoo_and_runs_every_sam3_method(monkeypatch, db, offline_hf_hub,
+                                                                        toy_checkpoint):
     """FiftyOne's zoo keeps Meta's sam3.pt: with nothing in the Hugging Face cache, ``sam_model="sam3"`` finds it,
-    converts it (detector and tracker), and every action runs on it: text by concept prompt, one-shot on the canvas
-    and by the prior (points and boxes), proposals, few-shot by exemplars (the toy's sizes stand in for the released
-    model's, which would be 3.4 GB)."""
-    import shutil
+    and each action labels every target without a failure on it: text by concept prompt, one-shot on the canvas
+    and by the prior, proposals, few-shot by exemplars (the toy's sizes stand in for the released model's, which
+    would be 3.4 GB)."""
+    import pathlib
 
     import samtext
     from conftest import make_pets_dataset, pets_stems
     from samtext.models import clear_model_cache
     from samtext.models.weights import resolve_hf_sam
 
-    zoo = tmp_path / "zoo" / "segment-anything-3-image-torch"
-    zoo.mkdir(parents=True)
-    monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", str(tmp_path / "zoo"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    shutil.copy(toy_checkpoint, zoo / "sam3.pt")
+    zoo = pathlib.Path(toy_checkpoint).parent
+    monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", str(zoo.parent))
     assert resolve_hf_sam("sam3") == str(zoo / "sam3.pt")
     detector_config, tracker_config = toy_configs(_fixture()["toy"])
     monkeypatch.setattr(meta_sam3, "released_config",

@@ -58,7 +58,7 @@ def test_demo_reference_mask_is_shipped_and_covers_the_cat():
     assert mask[150, 200] and not mask[100, 440]  # the cat's face in, the background on the right out
 
 
-def test_download_weights_offline_names_file_and_place(tmp_path, monkeypatch):
+def test_download_weights_offline_names_file_and_place(tmp_path, monkeypatch, offline_hf_hub):
     import urllib.error
     import urllib.request
 
@@ -81,9 +81,6 @@ def test_download_weights_offline_names_file_and_place(tmp_path, monkeypatch):
     assert "sam_vit_b_01ec64.pth" in msg and "dl.fbaipublicfiles.com" in msg and str(tmp_path) in msg
     assert not list(tmp_path.rglob("*.part"))
     # SAM 2.1 / SAM 3 come from Hugging Face: offline, the message names the repository and FiftyOne's zoo file
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsUnavailableError, match=r"model zoo \(sam3.pt\)\. Run `hf download facebook/sam3"):
         download_weights(["sam3"], [])
 

@@ -19,7 +19,7 @@ RUN = dict(sam_model="tiny", device="cpu", class_name="cat", reference_field="gr
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray", reason="the Ray tests need ray: pip install 'samtext[ray]'")
+    import ray  # a dev install has it (requirements-dev.txt): a missing ray fails, never skips
     from samtext.run.ray_labeller import connect
 
     connect("local", num_cpus=2)

@@ -94,8 +94,7 @@ def _copy_approved(dataset: fo.Dataset, field: str, target: str, sample_ids: Lis
     # one write over every sample (None where nothing is approved now): no clear_sample_field, whose schema lookup
     # failed in the App's server ("field does not exist") when a concurrent request reloaded the dataset just after
     # the field was declared; set_values declares it again if so
-    ids = dataset.values("id")
-    dataset.set_values(target, [values.get(sid) for sid in ids])
+    dataset.set_values(target, {sid: values.get(sid) for sid in dataset.values("id")}, key_field="id")
 
 
 def _chosen(sample_ids: List[str], label_ids: List[str], limit: int) -> Tuple[List[str], List[str]]:

@@ -90,24 +90,20 @@ def load_hf_sam(spec, checkpoint: Optional[str], device: str, precision: str) ->
     """The segmenter of registry entry ``spec`` (family "sam2" or "sam3"): a tiny preset built at random (or from
     ``checkpoint``, a folder), a real one from its weights (:func:`samtext.models.weights.resolve_hf_sam`: a folder
     of transformers weights, or Meta's own ``.pt`` file, converted)."""
-    from .weights import resolve_hf_sam
+    from .weights import hf_sam_weights
 
     family = FAMILIES[spec.family]
-    if spec.for_tests and not checkpoint:
+    where = hf_sam_weights(spec, checkpoint)
+    if where is None:
         model = spec.build()
+    elif os.path.isfile(where):  # Meta's own .pt (FiftyOne's zoo keeps these)
+        from .meta_checkpoints import load_meta_sam2
+        from .meta_sam3 import load_meta_sam3_tracker
+
+        model = {"sam2": load_meta_sam2, "sam3": load_meta_sam3_tracker}[spec.family](where)
     else:
-        where = checkpoint if spec.for_tests else resolve_hf_sam(spec.name, checkpoint)
-        if os.path.isfile(where) and spec.family == "sam2":  # Meta's own .pt (FiftyOne's zoo keeps these)
-            from .meta_checkpoints import load_meta_sam2
-
-            model = load_meta_sam2(where)
-        elif os.path.isfile(where):  # Meta's sam3.pt
-            from .meta_sam3 import load_meta_sam3_tracker
-
-            model = load_meta_sam3_tracker(where)
-        else:
-            with quiet_loading():
-                model = drop_unread_neck_levels(model_class(family).from_pretrained(where, local_files_only=True))
+        with quiet_loading():
+            model = model_class(family).from_pretrained(where, local_files_only=True)
     return HfSamSegmenter(model, family, device=device, precision=precision, name=spec.name)
 
 
@@ -143,7 +139,7 @@ class HfSamSegmenter(SamSegmenter):
 
     def __init__(self, model, family: HfFamily, device="cpu", precision="fp32", name="sam2",
                  image_size: Optional[int] = None, encoder_batch: Optional[int] = None):
-        self.model = model.to(device).eval()
+        self.model = drop_unread_neck_levels(model).to(device).eval()
         self.family = family
         self.device = torch.device(device)
         self.precision = precision

@@ -27,16 +27,18 @@ import torch
 from ..errors import SamtextError
 
 # Hiera layouts by (width of the first stage, number of blocks): Meta's configs/sam2.1/*.yaml
-SAM2_HIERAS = {
-    (96, 12): dict(name="hiera_tiny", embed_dim=96, blocks=[1, 2, 7, 2], heads=[1, 2, 4, 8], global_blocks=[5, 7, 9],
-                   windows=[8, 4, 14, 7], background=[7, 7]),
-    (96, 16): dict(name="hiera_small", embed_dim=96, blocks=[1, 2, 11, 2], heads=[1, 2, 4, 8],
-                   global_blocks=[7, 10, 13], windows=[8, 4, 14, 7], background=[7, 7]),
-    (112, 24): dict(name="hiera_base_plus", embed_dim=112, blocks=[2, 3, 16, 3], heads=[2, 4, 8, 16],
-                    global_blocks=[12, 16, 20], windows=[8, 4, 14, 7], background=[14, 14]),
-    (144, 48): dict(name="hiera_large", embed_dim=144, blocks=[2, 6, 36, 4], heads=[2, 4, 8, 16],
-                    global_blocks=[23, 33, 43], windows=[8, 4, 16, 8], background=[7, 7]),
-}
+SAM2_LAYOUTS = (
+    dict(name="hiera_tiny", embed_dim=96, blocks=[1, 2, 7, 2], heads=[1, 2, 4, 8], global_blocks=[5, 7, 9],
+         windows=[8, 4, 14, 7], background=[7, 7]),
+    dict(name="hiera_small", embed_dim=96, blocks=[1, 2, 11, 2], heads=[1, 2, 4, 8], global_blocks=[7, 10, 13],
+         windows=[8, 4, 14, 7], background=[7, 7]),
+    dict(name="hiera_base_plus", embed_dim=112, blocks=[2, 3, 16, 3], heads=[2, 4, 8, 16], global_blocks=[12, 16, 20],
+         windows=[8, 4, 14, 7], background=[14, 14]),
+    dict(name="hiera_large", embed_dim=144, blocks=[2, 6, 36, 4], heads=[2, 4, 8, 16], global_blocks=[23, 33, 43],
+         windows=[8, 4, 16, 8], background=[7, 7]),
+)
+# the same, told apart by what a checkpoint shows: (width of the first stage, number of blocks)
+SAM2_HIERAS = {(layout["embed_dim"], sum(layout["blocks"])): layout for layout in SAM2_LAYOUTS}
 
 # Meta's submodule names -> transformers', applied in order to each tensor's name
 _RENAMES = [

@@ -98,9 +98,9 @@ def _sam2(size: str):
     def build():  # SAM 2.1's published layout (meta_checkpoints.SAM2_HIERAS), random weights
         from transformers import Sam2Model
 
-        from .meta_checkpoints import SAM2_HIERAS, sam2_config
+        from .meta_checkpoints import SAM2_LAYOUTS, sam2_config
 
-        layout = next(layout for layout in SAM2_HIERAS.values() if layout["name"] == "hiera_" + size)
+        layout = next(layout for layout in SAM2_LAYOUTS if layout["name"] == "hiera_" + size)
         return Sam2Model(sam2_config(layout)).eval()
 
     return build
@@ -109,9 +109,7 @@ def _sam2(size: str):
 def _sam3_tracker():
     from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
-    from .hf_sam import drop_unread_neck_levels
-
-    return drop_unread_neck_levels(Sam3TrackerModel(Sam3TrackerConfig())).eval()
+    return Sam3TrackerModel(Sam3TrackerConfig()).eval()  # its neck is cut to what its heads read by HfSamSegmenter
 
 
 def _tiny_hf(kind: str):

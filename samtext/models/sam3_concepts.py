@@ -249,22 +249,21 @@ def _load_sam3_concepts(name: str, checkpoint: Optional[str], device: str, preci
     if spec.family != "sam3":
         raise SamtextError("SAM 3's concept prompts need sam_model='sam3' (sam_model=%r cannot read a noun phrase)"
                            % (name,))
-    if spec.for_tests and not checkpoint:
+    from .weights import hf_sam_weights
+
+    where = hf_sam_weights(spec, checkpoint)
+    if where is None:
         model, tokenizer = build_tiny_sam3_concepts()
+    elif os.path.isfile(where):  # Meta's sam3.pt: weights only, the CLIP vocabulary comes from open_clip
+        from .meta_sam3 import load_meta_sam3
+
+        model, tokenizer = load_meta_sam3(where), clip_tokenizer_offline()
     else:
-        from .weights import resolve_hf_sam
+        from transformers import CLIPTokenizer, Sam3Model
 
-        where = checkpoint if spec.for_tests else resolve_hf_sam(name, checkpoint)
-        if os.path.isfile(where):  # Meta's sam3.pt: weights only, the CLIP vocabulary comes from open_clip
-            from .meta_sam3 import load_meta_sam3
+        from .hf_sam import quiet_loading
 
-            model, tokenizer = load_meta_sam3(where), clip_tokenizer_offline()
-        else:
-            from transformers import CLIPTokenizer, Sam3Model
-
-            from .hf_sam import quiet_loading
-
-            with quiet_loading():
-                model = Sam3Model.from_pretrained(where, local_files_only=True)
-            tokenizer = CLIPTokenizer.from_pretrained(where, local_files_only=True)
+        with quiet_loading():
+            model = Sam3Model.from_pretrained(where, local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(where, local_files_only=True)
     return Sam3Concepts(model, tokenizer, device=device, precision=precision, name=name)

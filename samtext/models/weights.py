@@ -119,6 +119,14 @@ def meta_checkpoint_names(model_name: str):
     return tuple(model_name + suffix for suffix in (".pt", "_image.pt", "_video.pt"))
 
 
+def hf_sam_weights(spec, checkpoint: Optional[str]) -> Optional[str]:
+    """Where registry entry ``spec`` (a SAM 2.1 / SAM 3 model) takes its weights from: None for a tiny test preset
+    built at random, ``checkpoint`` for a tiny preset given weights, else :func:`resolve_hf_sam`'s answer."""
+    if spec.for_tests:
+        return checkpoint or None
+    return resolve_hf_sam(spec.name, checkpoint)
+
+
 def resolve_hf_sam(model_name: str, checkpoint: Optional[str] = None, download: bool = True) -> str:
     """Where the weights of the SAM 2.1 / SAM 3 model ``model_name`` are: a folder of transformers weights, or one of
     Meta's own ``.pt`` checkpoints, which :mod:`samtext.models.meta_checkpoints` (SAM 2.1) and

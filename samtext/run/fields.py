@@ -404,8 +404,11 @@ class OutputFields:
         """Declares the output fields; a new field of many masks per image (``kind="detections"``: proposals) is
         left unticked in the App's grid (:func:`hide_in_grid`)."""
         for name, cls in self.types():
-            if ensure_label_field(dataset, name, cls) and name == self.out and self.kind == "detections":
+            if ensure_label_field(dataset, name, cls) and name == self.out and self.kind in UNTICKED_KINDS:
                 hide_in_grid(dataset, name)
+
+
+UNTICKED_KINDS = ("detections",)  # outputs of many masks per image (proposals): left unticked in the App's grid
 
 
 def protected_fields(dataset: fo.Dataset, out_field: str) -> Dict[str, str]:

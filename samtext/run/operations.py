@@ -8,6 +8,7 @@ again, and the next worker resumes it (a resumed run labels only what is missing
 queues runs; ``python -m samtext recover`` calls it by hand or from cron.
 """
 
+import functools
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional
@@ -30,16 +31,11 @@ class OperationHeartbeat(records.Beat):
     (``with OperationHeartbeat(op_id):``); nothing when ``operation_id`` is None."""
 
     def __init__(self, operation_id: Optional[str], interval: float = records.HEARTBEAT_S):
-        self.operation_id = operation_id
         beat = None
         if operation_id:
             from bson import ObjectId
 
-            repo, oid = _repo(), ObjectId(str(operation_id))
-
-            def beat():
-                repo.ping(oid)
-
+            beat = functools.partial(_repo().ping, ObjectId(str(operation_id)))
         super().__init__(beat, "delegated operation %s" % operation_id, interval)
 
 
